@@ -1,0 +1,86 @@
+"""Engine clocks: the only thing, with the partner source, that differs between runs.
+
+Every time in the engine is an absolute time in seconds on one clock, so
+nothing accumulates: a late hit never pushes the next one.
+
+* :class:`RealClock` – the machine's monotonic clock. ``sleep_until`` sleeps
+  coarsely, then spins the last stretch, so hits leave within microseconds
+  of their time.
+* :class:`SimClock` – virtual time for experiments and tests: ``sleep_until``
+  jumps, so a take runs as fast as the CPU allows. Work the engine really
+  does (an agent step) still advances it by the real time it took, so a
+  slow model misses its deadlines in a simulation too.
+
+>>> clock = SimClock()
+>>> clock.sleep_until(2.5); clock.now()
+2.5
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+#: RealClock spins (instead of sleeping) for the last stretch before a deadline:
+#: the OS wakes a sleeper up to a millisecond or so late.
+SPIN_S = 0.0015
+
+
+class RealClock:
+    """Monotonic wall clock, zero at construction."""
+
+    simulated = False
+
+    def __init__(self):
+        self._origin = time.perf_counter()
+
+    def now(self) -> float:
+        return time.perf_counter() - self._origin
+
+    def to_engine(self, perf_counter_s: float) -> float:
+        """Engine time of a ``time.perf_counter()`` reading."""
+        return perf_counter_s - self._origin
+
+    def sleep_until(self, t: float) -> None:
+        while True:
+            left = t - self.now()
+            if left <= 0:
+                return
+            if left > SPIN_S:
+                time.sleep(left - SPIN_S)
+            # else spin: time.sleep(0) yields the GIL to the audio thread meanwhile
+            else:
+                time.sleep(0)
+
+    def wait(self, event: threading.Event, until: float) -> bool:
+        """Wait for ``event`` until engine time ``until``; True if it was set."""
+        return event.wait(max(0.0, until - self.now()))
+
+
+class SimClock:
+    """Virtual time, advanced only by sleeping (jumps) and by real work done."""
+
+    simulated = True
+
+    def __init__(self, start: float = 0.0):
+        self._now = float(start)
+
+    def now(self) -> float:
+        return self._now
+
+    def to_engine(self, perf_counter_s: float) -> float:
+        return self._now
+
+    def sleep_until(self, t: float) -> None:
+        if t > self._now:
+            self._now = t
+
+    def wait(self, event: threading.Event, until: float) -> bool:
+        """Wait (for real) for ``event``; the virtual clock advances by the time it took.
+
+        The real wait is capped by the virtual time left, so a model that is
+        slow in real time is late in virtual time as well.
+        """
+        start = time.perf_counter()
+        ok = event.wait(max(0.0, until - self._now))
+        self._now += time.perf_counter() - start
+        return ok

@@ -1,0 +1,294 @@
+"""Partner sources: where the engine hears the partner play.
+
+Every source runs the same :class:`~realtime.onsets.OnsetDetector` over the
+partner's audio in blocks, stamps each onset on the engine clock where it
+*happened* and where it became *available*, and hands the engine the new
+onsets when it asks (:meth:`poll`). Only the way blocks arrive differs:
+
+* :class:`LiveSource` – a sounddevice input stream (ALSA, JACK, CoreAudio,
+  WASAPI). The detector runs inside the audio callback, which does only
+  bounded work on preallocated buffers: detect, stamp, copy into rings.
+* :class:`FileSource` – a WAV/FLAC recording played as the partner. Its
+  blocks arrive as the engine clock passes their end, exactly as a live
+  stream would deliver them: in real time on a
+  :class:`~realtime.clock.RealClock`, faster than real time on a
+  :class:`~realtime.clock.SimClock`.
+
+Examples
+--------
+>>> src = FileSource("bass.wav")                      # doctest: +SKIP
+>>> src.start(clock, t0=0.5)                          # doctest: +SKIP
+>>> onsets = src.poll(clock.now())                    # doctest: +SKIP
+>>> onsets["time"], onsets["available"]               # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from rolypoly.errors import DeviceError, RolypolyError
+
+from .onsets import OnsetDetector
+
+#: One partner onset as the engine sees it (engine-clock seconds).
+ONSET = np.dtype([("time", np.float64), ("available", np.float64),
+                  ("descriptor", np.float32), ("strength", np.float32)])
+#: Onsets handed over per poll at most; the rest wait for the next poll.
+POLL_CAPACITY = 256
+DEFAULT_BLOCK = 64
+DEFAULT_RATE = 48000
+
+
+class OnsetRing:
+    """Single-producer single-consumer ring of onsets, preallocated.
+
+    The producer (audio callback) writes a slot, then advances ``written``;
+    the consumer reads up to ``written``. A Python int store is atomic under
+    the GIL, so no lock is needed. When the consumer falls a whole ring
+    behind, the oldest onsets are lost and counted.
+    """
+
+    def __init__(self, capacity: int = 1024):
+        self.slots = np.zeros(capacity, ONSET)
+        self.written = 0
+        self.read = 0
+        self.lost = 0
+        self._out = np.zeros(POLL_CAPACITY, ONSET)
+
+    def push(self, time_s: float, available_s: float, descriptor: float, strength: float) -> None:
+        slot = self.slots[self.written % len(self.slots)]
+        slot["time"], slot["available"] = time_s, available_s
+        slot["descriptor"], slot["strength"] = descriptor, strength
+        self.written += 1
+
+    def pop_all(self) -> np.ndarray:
+        """New onsets since the last call (a view, valid until the next call)."""
+        written, cap = self.written, len(self.slots)
+        if written - self.read > cap:
+            self.lost += written - self.read - cap
+            self.read = written - cap
+        n = min(written - self.read, POLL_CAPACITY)
+        for k in range(n):
+            self._out[k] = self.slots[(self.read + k) % cap]
+        self.read += n
+        return self._out[:n]
+
+
+class AudioRing:
+    """Preallocated ring of mono audio: the callback writes, a recorder drains."""
+
+    def __init__(self, seconds: float, sample_rate: int):
+        self.buf = np.zeros(int(seconds * sample_rate), np.float32)
+        self.written = 0
+        self.read = 0
+        self.lost = 0
+
+    def write(self, x: np.ndarray) -> None:
+        n, cap = len(x), len(self.buf)
+        start = self.written % cap
+        first = min(n, cap - start)
+        self.buf[start:start + first] = x[:first]
+        if first < n:
+            self.buf[:n - first] = x[first:]
+        self.written += n
+
+    def drain(self) -> np.ndarray:
+        """Copy out what was written since the last drain (outside the callback)."""
+        written, cap = self.written, len(self.buf)
+        if written - self.read > cap:
+            self.lost += written - self.read - cap
+            self.read = written - cap
+        idx = np.arange(self.read, written) % cap
+        self.read = written
+        return self.buf[idx].copy()
+
+
+class PartnerSource:
+    """What the engine needs from a partner source (see module docstring)."""
+
+    sample_rate: int = DEFAULT_RATE
+    xruns: int = 0
+    name: str = "partner"
+
+    def start(self, clock, t0: float) -> None:
+        raise NotImplementedError
+
+    def poll(self, now: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        pass
+
+    def recording(self) -> np.ndarray:
+        """The partner audio heard during the take (for the take's WAV)."""
+        raise NotImplementedError
+
+
+class FileSource(PartnerSource):
+    """A recording played as the partner, block by block on the engine clock.
+
+    Parameters
+    ----------
+    path : WAV/FLAC file (mixed to mono, resampled to ``sample_rate``)
+    sample_rate, block : the stream it stands in for
+    detector : dict of :class:`OnsetDetector` settings
+    audio : np.ndarray, optional
+        Mono samples to use instead of reading ``path`` (virtual partners).
+    """
+
+    def __init__(self, path=None, *, sample_rate: int = DEFAULT_RATE, block: int = DEFAULT_BLOCK,
+                 detector: dict | None = None, audio: np.ndarray | None = None):
+        if audio is None:
+            from .onsets import load_audio
+
+            audio = load_audio(path, sample_rate)
+        self.audio = np.ascontiguousarray(audio, dtype=np.float32)
+        self.name = str(path or "partner audio")
+        self.sample_rate, self.block = int(sample_rate), int(block)
+        self.detector = OnsetDetector(sample_rate=self.sample_rate, **(detector or {}))
+        self._ring = OnsetRing()
+        self.t0 = 0.0
+        self._next_block = 0
+        self._stop_sample = len(self.audio)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+    def start(self, clock, t0: float) -> None:
+        """Sample 0 of the file sounds at engine time ``t0``."""
+        self.t0 = float(t0)
+        self._next_block = 0
+        self.detector.reset()
+
+    def poll(self, now: float) -> np.ndarray:
+        """Run the detector over every block that has fully arrived by ``now``."""
+        sr, block = self.sample_rate, self.block
+        arrived = min(int((now - self.t0) * sr) // block, -(-self._stop_sample // block))
+        while self._next_block < arrived:
+            a = self._next_block * block
+            found = self.detector.process(self.audio[a:a + block])
+            block_end = self.t0 + (a + block) / sr
+            for o in found:
+                # Live, a block is handed over when it is complete: an onset is usable
+                # at the later of its hop's end and its block's end.
+                self._ring.push(self.t0 + o["sample"] / sr,
+                                max(self.t0 + o["available"] / sr, block_end),
+                                o["descriptor"], o["strength"])
+            self._next_block += 1
+        return self._ring.pop_all()
+
+    def stop(self) -> None:
+        self._stop_sample = min(self._stop_sample, self._next_block * self.block)
+
+    def recording(self) -> np.ndarray:
+        return self.audio[:self._stop_sample]
+
+
+class LiveSource(PartnerSource):
+    """A live input: a sounddevice stream with the detector in its callback.
+
+    Parameters
+    ----------
+    device : index or (part of a) name; the default input where omitted
+    channel : input channel the partner is on (0-based)
+    sample_rate, block : stream settings (block = callback size in frames)
+    detector : dict of :class:`OnsetDetector` settings
+    record_seconds : size of the audio ring the recorder drains
+
+    Raises
+    ------
+    DeviceError
+        Missing or busy device (the message lists the input devices),
+        unsupported sample rate or channel.
+    """
+
+    def __init__(self, device=None, *, channel: int = 0, sample_rate: int = DEFAULT_RATE,
+                 block: int = DEFAULT_BLOCK, detector: dict | None = None, record_seconds: float = 8.0):
+        import sounddevice as sd
+
+        from .devices import input_devices_text, resolve_input_device
+
+        self.device = resolve_input_device(device) if device is not None else None
+        self.channel, self.sample_rate, self.block = int(channel), int(sample_rate), int(block)
+        info = sd.query_devices(self.device, "input")
+        self.name = f"{info['name']} (input {self.channel + 1})"
+        if self.channel >= info["max_input_channels"]:
+            raise DeviceError(f"{info['name']}: has {info['max_input_channels']} input channels, "
+                              f"channel {self.channel + 1} asked for")
+        try:
+            sd.check_input_settings(self.device, channels=self.channel + 1, samplerate=self.sample_rate)
+        except Exception as e:
+            raise DeviceError(f"{info['name']}: cannot record at {self.sample_rate} Hz ({e}); its default "
+                              f"rate is {info['default_samplerate']:g} Hz (--sample-rate)") from None
+        self.detector = OnsetDetector(sample_rate=self.sample_rate, max_block=max(8192, self.block),
+                                      **(detector or {}))
+        self._ring = OnsetRing()
+        self._audio = AudioRing(record_seconds, self.sample_rate)
+        self._recorded: list[np.ndarray] = []
+        self._samples = 0
+        self.xruns = 0
+        self.input_latency = 0.0
+        self._clock = None
+        self._stream = None
+        self._recorder = None
+        self._running = threading.Event()
+        self._devices_text = input_devices_text
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        # Real-time: bounded work on preallocated buffers only.
+        now = self._clock.to_engine(time.perf_counter())
+        if status.input_overflow or status.input_underflow:
+            self.xruns += 1
+        adc, current = time_info.inputBufferAdcTime, time_info.currentTime
+        lag = current - adc if adc > 0 and current >= adc else frames / self.sample_rate + self.input_latency
+        block_start = now - lag
+        first = self._samples
+        x = indata[:, self.channel]
+        for o in self.detector.process(x):
+            self._ring.push(block_start + (o["sample"] - first) / self.sample_rate, now,
+                            o["descriptor"], o["strength"])
+        self._audio.write(x)
+        self._samples = first + frames
+
+    def start(self, clock, t0: float) -> None:
+        import sounddevice as sd
+
+        if clock.simulated:
+            raise RolypolyError("a live input cannot run on a simulated clock")
+        self._clock = clock
+        try:
+            self._stream = sd.InputStream(device=self.device, channels=self.channel + 1,
+                                          samplerate=self.sample_rate, blocksize=self.block,
+                                          dtype="float32", latency="low", callback=self._callback)
+            self.input_latency = float(self._stream.latency)
+            self._stream.start()
+        except Exception as e:
+            raise DeviceError(f"cannot open input {self.name}: {str(e).splitlines()[0]} "
+                              f"(busy or gone?)\n{self._devices_text()}") from None
+        self._running.set()
+        self._recorder = threading.Thread(target=self._record, name="partner-recorder", daemon=True)
+        self._recorder.start()
+
+    def _record(self) -> None:
+        while self._running.is_set():
+            time.sleep(0.05)
+            self._recorded.append(self._audio.drain())
+        self._recorded.append(self._audio.drain())
+
+    def poll(self, now: float) -> np.ndarray:
+        return self._ring.pop_all()
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None
+        self._running.clear()
+        if self._recorder is not None:
+            self._recorder.join()
+
+    def recording(self) -> np.ndarray:
+        return np.concatenate(self._recorded) if self._recorded else np.zeros(0, np.float32)

@@ -1,0 +1,187 @@
+"""The ``rolypoly`` command.
+
+Every subcommand imports what it needs when it runs, so ``rolypoly --help``
+is instant. Problems the user can cause end as one line on stderr
+(``rolypoly: <file>: <problem>``) and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+
+def _humanize(args) -> int:
+    from .humanize import humanize_file, plot_offsets
+
+    score, yhat = humanize_file(args.input, args.output, agent=args.agent, weights=args.weights)
+    _print_warnings(score.warnings)
+    ms = yhat * score.bar_ms
+    print(f"{args.output}: {len(score)} rows humanized by the {args.agent} agent "
+          f"(offsets {ms.mean():+.1f} ± {ms.std():.1f} ms)")
+    if args.plot:
+        plot_offsets(score, {args.agent: yhat}, args.plot)
+        print(f"{args.plot}: offsets per hit")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    r = run_demo(args.out)
+    print(f"demo score: {r['score']} ({r['rows']} rows: 4/4 at 96 bpm, 6/8, 4/4 at 78 bpm)")
+    for kind, path in r["midi"].items():
+        print(f"  {kind:8s} humanized MIDI: {path}")
+    print(f"  offsets plot: {r['plot']}")
+    return 0
+
+
+def _pretrain_timing(args) -> int:
+    from pretrain.train_timing import run
+
+    return run(args)
+
+
+def _evaluate_timing(args) -> int:
+    from pretrain.evaluate import run
+
+    return run(args)
+
+
+def _data_gmd(args) -> int:
+    from pretrain.download import run
+
+    return run(args)
+
+
+def _bench_decide(args) -> int:
+    from realtime.bench_decide import run
+
+    print(json.dumps(run(args.json_out, steps=args.steps), indent=2))
+    return 0
+
+
+def _bench_onsets(args) -> int:
+    from realtime.bench_onsets import run
+
+    print(json.dumps(run(args.json_out), indent=2))
+    return 0
+
+
+def _devices(args) -> int:
+    from realtime.devices import format_devices, list_devices
+
+    print(format_devices(list_devices()))
+    return 0
+
+
+def _onsets(args) -> int:
+    from realtime.onsets import detect_file
+
+    onsets, available, descriptors = detect_file(args.input)
+    if args.json:
+        print(json.dumps([{"time_s": round(float(t), 6), "available_s": round(float(a), 6),
+                           "descriptor": round(float(d), 4)}
+                          for t, a, d in zip(onsets, available, descriptors)], indent=1))
+    else:
+        for t in onsets:
+            print(f"{t:.6f}")
+    return 0
+
+
+def _print_warnings(lines) -> None:
+    for w in lines:
+        print(f"rolypoly: warning: {w}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rolypoly",
+        description="An adaptive drum machine that learns to sit in the pocket with you.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    h = sub.add_parser("humanize", help="perform a drum MIDI file with a timing agent (no partner)")
+    h.add_argument("input", help="drum part, Standard MIDI File")
+    h.add_argument("-o", "--output", required=True, help="humanized MIDI file to write")
+    h.add_argument("--agent", choices=("lstm", "seq2seq"), default="lstm")
+    h.add_argument("--weights", help="agent weights (.safetensors); default: the shipped ones")
+    h.add_argument("--plot", metavar="PNG", help="also plot the offsets per hit")
+    h.set_defaults(func=_humanize)
+
+    d = sub.add_parser("demo", help="humanize the bundled demo score with both agents")
+    d.add_argument("--out", default="demo-output", help="folder for the results")
+    d.set_defaults(func=_demo)
+
+    pre = sub.add_parser("pretrain", help="train models on the Groove MIDI Dataset")
+    pre_sub = pre.add_subparsers(dest="what", metavar="WHAT", required=True)
+    t = pre_sub.add_parser("timing", help="pretrain a timing agent (lstm or seq2seq)")
+    t.add_argument("--agent", choices=("lstm", "seq2seq"), required=True)
+    t.add_argument("--gmd", help="Groove MIDI Dataset folder (default ../shared/datasets/groove)")
+    t.add_argument("--epochs", type=int, help="most epochs (default 40; early stopping may end sooner)")
+    t.add_argument("--out", help="folder for weights, metadata and curve (default: the shipped weights folder)")
+    t.add_argument("--limit", type=int, help="use only the first N takes of each split (smoke runs)")
+    t.add_argument("--seed", type=int, help="random seed (default 1234)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_pretrain_timing)
+
+    ev = sub.add_parser("evaluate", help="measure models against the papers' tables")
+    ev_sub = ev.add_subparsers(dest="what", metavar="WHAT", required=True)
+    e = ev_sub.add_parser("timing", help="Table 1: timing error of baseline, LSTM and Seq2Seq")
+    e.add_argument("--gmd", help="Groove MIDI Dataset folder (default ../shared/datasets/groove)")
+    e.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    e.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
+    e.add_argument("--lstm", help="LSTM weights (default: shipped)")
+    e.add_argument("--seq2seq", help="Seq2Seq weights (default: shipped)")
+    e.add_argument("--limit", type=int, help="only the first N takes of the split")
+    e.set_defaults(func=_evaluate_timing)
+
+    data = sub.add_parser("data", help="get datasets")
+    data_sub = data.add_subparsers(dest="what", metavar="WHAT", required=True)
+    from pretrain.download import add_arguments as dl_args
+    g = data_sub.add_parser("gmd", help="download and verify the Groove MIDI Dataset (MIDI only)")
+    dl_args(g)
+    g.set_defaults(func=_data_gmd)
+
+    b = sub.add_parser("bench", help="benchmarks that print JSON")
+    b_sub = b.add_subparsers(dest="what", metavar="WHAT", required=True)
+    bd = b_sub.add_parser("decide", help="per-hit decision latency of both agents vs the numpy floor")
+    bd.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
+    bd.add_argument("--steps", type=int, default=5000, help="timed decisions per agent (>= 2000)")
+    bd.set_defaults(func=_bench_decide)
+    bo = b_sub.add_parser("onsets", help="onset latency and F1 of the live detector vs aubio")
+    bo.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
+    bo.set_defaults(func=_bench_onsets)
+
+    dv = sub.add_parser("devices", help="list audio devices and MIDI ports")
+    dv.set_defaults(func=_devices)
+
+    o = sub.add_parser("onsets", help="run the live onset detector over a recording")
+    o.add_argument("input", help="WAV or FLAC file")
+    o.add_argument("--json", action="store_true", help="JSON with the moment each onset became usable")
+    o.set_defaults(func=_onsets)
+    return p
+
+
+def main(argv=None) -> int:
+    from .errors import RolypolyError
+
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            status = args.func(args)
+        _print_warnings(str(w.message) for w in caught if issubclass(w.category, UserWarning))
+        return status
+    except RolypolyError as e:
+        print(f"rolypoly: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rolypoly: stopped", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The drum map: which MIDI pitches belong to which of the 9 drum classes.
+
+This is the only place that knows MIDI drum pitches. The 9 classes and their
+pitch groups are the GrooVAE / Magenta "Roland" mapping used by the Groove
+MIDI Dataset (Gillick et al. 2019): every pitch a Roland TD-11 kit emits,
+including its edge and bow variants (22, 26, 58, ...), folds into one class.
+
+Examples
+--------
+>>> from rolypoly.drum_map import class_of_pitch, CLASS_NAMES
+>>> CLASS_NAMES[class_of_pitch(40)]
+'snare'
+>>> class_of_pitch(100) is None
+True
+"""
+from __future__ import annotations
+
+#: Class names in feature-row order.
+CLASS_NAMES: tuple[str, ...] = (
+    "kick", "snare", "closed_hihat", "open_hihat",
+    "low_tom", "mid_tom", "high_tom", "crash", "ride",
+)
+N_CLASSES = len(CLASS_NAMES)
+
+#: Pitches of each class; the first one is what rolypoly plays for that class
+#: (General MIDI: 36 kick, 38 snare, 42 closed hat, 46 open hat, 45/48/50 toms,
+#: 49 crash, 51 ride).
+CLASS_PITCHES: tuple[tuple[int, ...], ...] = (
+    (36, 35),
+    (38, 27, 28, 31, 32, 33, 34, 37, 39, 40, 56, 65, 66, 75, 85),
+    (42, 44, 54, 68, 69, 70, 71, 73, 78, 80, 22),
+    (46, 67, 72, 74, 79, 81, 26),
+    (45, 29, 41, 43, 61, 64, 84),
+    (48, 47, 60, 63, 77, 86, 87),
+    (50, 30, 62, 76, 83),
+    (49, 52, 55, 57, 58),
+    (51, 53, 59, 82),
+)
+
+#: MIDI pitch rolypoly emits for each class.
+OUTPUT_PITCHES: tuple[int, ...] = tuple(p[0] for p in CLASS_PITCHES)
+
+#: MIDI channel of drums (General MIDI channel 10, zero-based 9).
+DRUM_CHANNEL = 9
+
+_PITCH_TO_CLASS = {p: c for c, ps in enumerate(CLASS_PITCHES) for p in ps}
+assert len(_PITCH_TO_CLASS) == sum(map(len, CLASS_PITCHES)), "a pitch is in two classes"
+
+
+def class_of_pitch(pitch: int) -> int | None:
+    """Class index of a MIDI pitch, or None when the pitch is not a mapped drum.
+
+    >>> class_of_pitch(36)
+    0
+    """
+    return _PITCH_TO_CLASS.get(int(pitch))
+
+
+def class_index(name: str) -> int:
+    """Class index from a name such as ``"hihat"`` or ``"closed_hihat"``.
+
+    ``"hihat"`` is accepted for the closed hi-hat, the way musicians say it.
+
+    >>> class_index("hihat")
+    2
+    """
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    aliases = {"hihat": "closed_hihat", "hh": "closed_hihat", "bd": "kick",
+               "sd": "snare", "oh": "open_hihat", "hat": "closed_hihat"}
+    key = aliases.get(key, key)
+    if key not in CLASS_NAMES:
+        raise ValueError(f"unknown drum class {name!r}; known: {', '.join(CLASS_NAMES)}")
+    return CLASS_NAMES.index(key)

@@ -1,0 +1,300 @@
+"""MIDI, OSC and audio outputs against a real JACK server (dummy backend) and UDP.
+
+The JACK tests use the session ``jack_server`` fixture and skip without jackd.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rtmidi
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_server import BlockingOSCUDPServer
+
+from realtime import jack
+from realtime.devices import format_devices, list_devices, resolve_input_device
+from realtime.midi_out import MidiOut, api_status
+from realtime.osc_out import OscOut
+from rolypoly.drum_map import OUTPUT_PITCHES
+from rolypoly.errors import DeviceError
+
+KICK, SNARE, CLOSED_HAT = 0, 1, 2
+
+
+def receive(midi_in, count: int, timeout_s: float = 2.0) -> list[tuple[list[int], float]]:
+    """Up to ``count`` (message, delta_s) pairs from an rtmidi MidiIn."""
+    got, deadline = [], time.monotonic() + timeout_s
+    while len(got) < count and time.monotonic() < deadline:
+        msg = midi_in.get_message()
+        if msg is None:
+            time.sleep(0.002)
+        else:
+            got.append(msg)
+    return got
+
+
+def sync(out: MidiOut, midi_in, timeout_s: float = 5.0) -> None:
+    """Wait until MIDI from ``out`` reaches ``midi_in``, then drain ``midi_in``.
+
+    JACK applies a new connection a cycle or more after ``jack_connect``
+    returns (later on a loaded machine); notes sent before that are lost.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out.all_notes_off()  # harmless: nothing sounds yet
+        if receive(midi_in, 1, timeout_s=0.05):
+            time.sleep(0.1)
+            while midi_in.get_message():
+                pass
+            return
+    pytest.fail("MIDI never arrived over a fresh JACK connection")
+
+
+@pytest.fixture
+def listener(jack_server):
+    """A JACK MIDI input client that plays the synth: opens ports on request."""
+    midi_in = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="rolypoly-test-in")
+    yield midi_in
+    midi_in.close_port()
+    del midi_in
+
+
+# --- MIDI ---------------------------------------------------------------------------------------
+
+def test_midi_virtual_port_plays_gm_drums_on_channel_10(listener):
+    before = set(listener.get_ports())
+    out = MidiOut(api="jack", gate_s=0.05)
+    try:
+        assert out.api == "jack"
+        new = sorted(set(listener.get_ports()) - before)
+        assert len(new) == 1 and new[0].endswith(":rolypoly"), new
+        listener.open_port(listener.get_ports().index(new[0]), "in")
+        # the route is a real JACK connection
+        assert new[0] in jack.connections()["rolypoly-test-in:in"]
+        sync(out, listener)
+        sent = out.sent
+
+        t0 = time.monotonic()
+        assert out.hit([KICK, SNARE, CLOSED_HAT], [100, 64, 0], now=t0) == 2  # velocity 0: no hit
+        assert out.release_due(t0 + 0.01) == 0  # gate still open
+        time.sleep(0.05)
+        assert out.release_due() == 2
+        msgs = receive(listener, 4)
+    finally:
+        out.close()
+
+    assert [m for m, _ in msgs] == [
+        [0x99, OUTPUT_PITCHES[KICK], 100], [0x99, OUTPUT_PITCHES[SNARE], 64],
+        [0x89, OUTPUT_PITCHES[KICK], 0], [0x89, OUTPUT_PITCHES[SNARE], 0]]
+    deltas = [d for _, d in msgs]
+    assert deltas[1] < 0.005  # both note-ons leave in the same JACK cycle or the next
+    assert 0.04 < deltas[2] < 0.3  # the gate, give or take a period and a slow machine
+    assert deltas[3] < 0.005
+    assert out.error is None and out.failures == 0
+    assert out.sent - sent == 5  # and All Notes Off at close
+
+
+def test_midi_retrigger_clipping_and_all_notes_off(listener):
+    out = MidiOut(api="jack", port_name="drums", client_name="rolypoly-t2", gate_s=10.0)
+    try:
+        port = next(p for p in listener.get_ports() if p.endswith(":drums"))
+        listener.open_port(listener.get_ports().index(port))
+        sync(out, listener)
+        out.hit([SNARE], [200])
+        out.hit([SNARE], [0.4])  # rounds to 0: not a hit, the note keeps sounding
+        out.hit([SNARE], [30.4])  # still sounding: ended, then struck again
+        out.all_notes_off()
+        msgs = [m for m, _ in receive(listener, 5)]
+    finally:
+        out.close()
+    s = OUTPUT_PITCHES[SNARE]
+    assert msgs == [[0x99, s, 127], [0x89, s, 0], [0x99, s, 30], [0x89, s, 0], [0xB9, 123, 0]]
+
+
+def test_midi_existing_port_that_vanishes_mid_take(jack_server):
+    synth = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="rolypoly-test-synth")
+    synth.open_virtual_port("midi_in")
+    out = MidiOut(api="jack", existing="test-synth", client_name="rolypoly-t3", check_interval_s=0.0)
+    try:
+        assert out.target.endswith("rolypoly-test-synth:midi_in")
+        sync(out, synth)
+        assert out.hit([KICK], [90]) == 1
+        assert [m for m, _ in receive(synth, 1)] == [[0x99, OUTPUT_PITCHES[KICK], 90]]
+
+        synth.close_port()  # the synth quits
+        del synth
+        for _ in range(5):
+            out.hit([KICK], [90])  # must not raise
+        assert out.broken
+        assert "disappeared" in out.error and "\n" not in out.error
+        assert out.failures >= 5
+    finally:
+        out.close()  # must not raise either
+
+
+# Run in a child process: once a JACK server went away, libjack frees every client
+# of the process at its next client open, so the session's own clients would go too.
+DYING_SERVER = r"""
+import json, sys, time
+from realtime import jack
+from realtime.midi_out import MidiOut
+server = jack.JackServer.private("rolypoly-doomed")
+out = MidiOut(api="jack")
+first = out.hit([0], [80])
+server.proc.terminate()  # the server goes away under a playing MidiOut
+server.proc.wait(5)
+t = time.monotonic()
+for _ in range(3000):  # far more than rtmidi's 16 KiB JACK queue holds
+    out.hit([0, 1], [80, 80])
+hits_s = time.monotonic() - t
+out.close()
+server.stop()
+print(json.dumps(dict(first=first, error=out.error, failures=out.failures, hits_s=hits_s)))
+"""
+
+
+def test_midi_survives_jack_server_dying(jack_server):
+    """rtmidi's JACK output blocks forever once its queue is full and no server drains it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    try:
+        res = subprocess.run([sys.executable, "-c", DYING_SERVER],
+                             capture_output=True, text=True, timeout=30, cwd=root, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("MidiOut.hit blocked after the JACK server died")
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["first"] == 1
+    assert "JACK server" in report["error"] and "\n" not in report["error"]
+    assert report["failures"] > 5000
+    assert report["hits_s"] < 0.5  # nothing waits for the dead server
+
+
+def test_midi_missing_port_lists_ports(jack_server):
+    with pytest.raises(DeviceError, match="not found; available") as err:
+        MidiOut(api="jack", existing="no-such-synth")
+    assert "\n" not in str(err.value)
+    with pytest.raises(DeviceError, match="unknown MIDI API"):
+        MidiOut(api="coreaudio")
+    reason = api_status("alsa")
+    if reason is not None:  # e.g. no /dev/snd/seq in a container
+        with pytest.raises(DeviceError, match="alsa"):
+            MidiOut(api="alsa")
+
+
+# --- OSC ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def osc_server():
+    received = []
+    dispatcher = Dispatcher()
+    dispatcher.set_default_handler(lambda address, *args: received.append((address, args)))
+    server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+    server.timeout = 2.0
+    yield server, received
+    server.server_close()
+
+
+def test_osc_messages_arrive(osc_server):
+    server, received = osc_server
+    osc = OscOut("127.0.0.1", server.server_address[1])
+    assert osc.hit(17, 612.125, 612.1375, np.array([[0.5, -0.25]], dtype=np.float32))
+    assert osc.onset(612.14, 612.15, [0.75, 2.0])
+    assert osc.state(bpm=np.float64(96.0), bar=np.int64(3), take="warmup", midi_ok=False)
+    for _ in range(3):
+        server.handle_request()
+    osc.close()
+
+    assert received == [
+        ("/rolypoly/hit", (17, 612.125, 612.1375, 0.5, -0.25)),
+        ("/rolypoly/onset", (612.14, 612.15, 0.75, 2.0)),
+        ("/rolypoly/state", ("bpm", 96.0, "bar", 3, "take", "warmup", "midi_ok", False)),
+    ]
+    assert (osc.sent, osc.failures, osc.error) == (3, 0, None)
+
+
+def test_osc_never_raises(osc_server):
+    server, _ = osc_server
+    osc = OscOut("localhost", server.server_address[1])
+    assert osc.address in ("127.0.0.1", "::1")
+    osc.close()
+    assert osc.hit(0, 0.0, 0.0) is False and osc.state(x=1) is False
+    assert osc.failures == 2 and "closed" in osc.error
+    assert OscOut("127.0.0.1", 9).state(nobody="listens")  # UDP: no error without a receiver
+    with pytest.raises(DeviceError, match="cannot be resolved"):
+        OscOut("no-such-host.invalid", 9000)
+
+
+# --- audio through JACK -------------------------------------------------------------------------
+
+def test_jack_audio_reaches_an_input_stream(jack_server):
+    sd = pytest.importorskip("sounddevice")
+    device = resolve_input_device("system")
+    rate, every = 48000, 4800  # a click each 100 ms
+    heard, played = [], [0]
+
+    def record(indata, frames, t, status):
+        heard.append(indata[:, 0].copy())
+
+    def click(outdata, frames, t, status):
+        n = played[0] + np.arange(frames)
+        outdata[:, 0] = np.where(n % every == 0, 0.8, 0.0)
+        played[0] += frames
+
+    client = jack.portaudio_client_name()
+    with sd.InputStream(device=device, channels=1, samplerate=rate, dtype="float32", callback=record):
+        (inp,) = jack.ports(f"{client}:in_")
+        with sd.OutputStream(device=device, channels=1, samplerate=rate, dtype="float32", callback=click):
+            (outp,) = jack.ports(f"{client}:out_")
+            assert inp in jack.connections()["system:capture_1"]  # PortAudio connects itself
+            jack.disconnect("system:capture_1", inp)
+            jack.connect(outp, inp)
+            jack.connect(outp, inp)  # twice is fine
+            time.sleep(0.6)
+    audio = np.concatenate(heard)
+    peaks = np.flatnonzero(audio > 0.5)
+    assert len(peaks) >= 3, f"no clicks arrived ({len(audio)} frames, max {audio.max():.3f})"
+    assert set(np.diff(peaks)) == {every}  # sample-exact through the JACK graph
+    assert np.allclose(audio[peaks], 0.8)
+
+
+# --- devices ------------------------------------------------------------------------------------
+
+def test_devices_name_jack(jack_server):
+    out = MidiOut(api="jack", port_name="listed", client_name="rolypoly-t5")
+    try:
+        d = list_devices()
+    finally:
+        out.close()
+    assert any("JACK" in h for h in d["hostapis"])
+    system = [a for a in d["audio"] if a["name"] == "system"]
+    assert system and system[0]["hostapi"] == "JACK Audio Connection Kit"
+    assert system[0]["inputs"] >= 1 and system[0]["samplerate"] == jack_server.rate
+    assert d["midi"]["jack"]["error"] is None
+    assert "rolypoly-t5:listed" in d["midi"]["jack"]["inputs"]
+    text = format_devices(d)
+    assert "JACK Audio Connection Kit" in text and "rolypoly-t5:listed" in text
+
+
+def test_resolve_input_device(jack_server):
+    index = resolve_input_device("system")
+    assert resolve_input_device(index) == index == resolve_input_device(str(index))
+    assert resolve_input_device("SYST") == index
+    with pytest.raises(DeviceError, match=r"not found; input devices: .*system") as err:
+        resolve_input_device("no-such-microphone")
+    assert "\n" not in str(err.value)
+    with pytest.raises(DeviceError, match="does not exist"):
+        resolve_input_device(999)
+
+
+def test_format_devices_reports_unusable_midi():
+    text = format_devices({"portaudio": "PortAudio V19", "hostapis": [], "audio": [], "midi": {
+        "alsa": {"outputs": [], "inputs": [], "error": "no ALSA sequencer (/dev/snd/seq missing)"},
+        "jack": {"outputs": ["synth:in"], "inputs": [], "error": None}}})
+    assert "MIDI alsa: no ALSA sequencer" in text
+    assert "send to:     synth:in" in text and "listen to:   none" in text
