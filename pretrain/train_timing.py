@@ -35,7 +35,7 @@ from .metrics import timing_metrics
 LEARNING_RATE = 1e-3   # paper 3.3
 BATCH = 32             # windows per step (per process)
 WINDOW = 256           # rows per training window: long enough to hold a few bars of context
-MAX_EPOCHS = 40
+MAX_EPOCHS = 60
 PATIENCE = 4           # epochs without validation improvement before stopping
 GRAD_CLIP = 1.0
 SEED = 1234

@@ -25,6 +25,7 @@ Everything is deterministic for a given ``seed``.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -204,12 +205,17 @@ def _keys_voice(pitch, dur, vel, sample_rate, length):
     return 0.35 * vel * note / (np.max(np.abs(note)) + 1e-12)
 
 
-def _click_voice(pitch, dur, vel, sample_rate, length):
-    # Half a millisecond of decaying alternating impulse: audible, broadband,
-    # and sharp enough that the attack is unambiguous.
-    n = min(max(int(0.0005 * sample_rate), 1), length)
+def _click_voice(pitch, dur, vel, sample_rate, length, decay_ms=4.0):
+    # A woodblock-ish metronome click: full level on the first sample, then a
+    # bright ring dying away over a few ms. decay_ms=0 is a bare impulse.
     note = np.zeros(length)
-    note[:n] = vel * np.exp(-np.arange(n) / (n / 4.0)) * np.where(np.arange(n) % 2, -1.0, 1.0)
+    if decay_ms <= 0:
+        note[:1] = vel
+        return note
+    n = min(int(decay_ms * 6e-3 * sample_rate), length)
+    t = np.arange(n) / sample_rate
+    ring = np.cos(2 * np.pi * 2500.0 * t) + 0.4 * np.cos(2 * np.pi * 4100.0 * t)
+    note[:n] = vel * np.exp(-t / (decay_ms * 1e-3)) * ring / 1.4
     return note
 
 
@@ -278,19 +284,23 @@ def electric_keys(onsets: Sequence[float], durations=0.5, pitches=60, velocities
 
 
 def clicks(onsets: Sequence[float], velocities=0.8, sample_rate: int = 48000,
-           durations=0.05, pitches=0) -> np.ndarray:
-    """Render short clicks (half-millisecond impulses) at the given times.
+           durations=0.05, pitches=0, decay_ms: float = 4.0) -> np.ndarray:
+    """Render metronome-like clicks at the given times.
 
-    ``durations`` and ``pitches`` are accepted (and ignored) so that all
-    instruments share one calling convention.
+    Each click is at full level on its first sample and rings (2.5 and
+    4.1 kHz) for a few milliseconds; ``decay_ms=0`` gives bare one-sample
+    impulses. ``durations`` and ``pitches`` are accepted (and ignored) so
+    that all instruments share one calling convention.
 
     Examples
     --------
-    >>> y = clicks([0.25], sample_rate=1000)
+    >>> y = clicks([0.25], sample_rate=1000, decay_ms=0)
     >>> int(np.argmax(np.abs(y)))
     250
     """
-    return _render(onsets, durations, pitches, velocities, sample_rate, _click_voice, 0.0)
+    voice = functools.partial(_click_voice, decay_ms=decay_ms)
+    return _render(onsets, durations, pitches, velocities, sample_rate, voice,
+                   max(decay_ms, 0.0) * 6e-3)
 
 
 INSTRUMENTS: dict[str, Callable[..., np.ndarray]] = {

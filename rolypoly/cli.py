@@ -90,6 +90,79 @@ def _onsets(args) -> int:
     return 0
 
 
+def _engine_settings(args):
+    from realtime.engine import EngineSettings
+
+    return EngineSettings(budget_ms=args.budget_ms, window_factor=args.window,
+                          partner_offset_s=args.partner_offset)
+
+
+def _outputs(args):
+    midi = osc = None
+    if args.midi != "off":
+        from realtime.midi_out import MidiOut
+
+        midi = MidiOut(existing=None if args.midi == "virtual" else args.midi)
+    if args.osc:
+        from realtime.osc_out import OscOut
+
+        host, _, port = args.osc.rpartition(":")
+        if not port.isdigit():
+            from .errors import RolypolyError
+            raise RolypolyError(f"--osc {args.osc}: expected HOST:PORT, e.g. 127.0.0.1:9000")
+        osc = OscOut(host or "127.0.0.1", int(port))
+    return midi, osc
+
+
+def _report_take(summary) -> None:
+    print(f"take written to {summary['take_dir']}: {summary['rows']} hits, "
+          f"partner heard on {summary['hits_with_partner']}, deadline misses {summary['misses']}, "
+          f"xruns {summary['xruns']}")
+    for key in ("drums", "partner", "mix", "plot"):
+        if key in summary:
+            print(f"  {key:8s} {summary[key]}")
+    for p in summary.get("problems", []):
+        print(f"rolypoly: warning: {p}", file=sys.stderr)
+
+
+def _simulate(args) -> int:
+    from realtime.clock import SimClock
+    from realtime.duet import play_take
+    from realtime.sources import FileSource
+
+    midi, osc = _outputs(args)
+    summary = play_take(args.score, FileSource(args.partner_file), SimClock(), session=args.session,
+                        agent=args.agent, weights=args.weights, settings=_engine_settings(args),
+                        midi=midi, osc=osc)
+    _report_take(summary)
+    return 0
+
+
+def _play(args) -> int:
+    from realtime.clock import RealClock
+    from realtime.duet import play_take
+    from realtime.display import LiveDisplay
+    from realtime.sources import FileSource, LiveSource
+
+    if args.partner_file:
+        source = FileSource(args.partner_file)
+    else:
+        source = LiveSource(args.partner_device, channel=args.channel - 1, sample_rate=args.sample_rate,
+                            block=args.block)
+    midi, osc = _outputs(args)
+    display = LiveDisplay(enabled=not args.quiet)
+    try:
+        summary = play_take(args.score, source, RealClock(), session=args.session, agent=args.agent,
+                            weights=args.weights, settings=_engine_settings(args), midi=midi, osc=osc,
+                            on_engine=display.watch)
+    finally:
+        display.close()
+        if midi is not None:
+            midi.close()
+    _report_take(summary)
+    return 0
+
+
 def _print_warnings(lines) -> None:
     for w in lines:
         print(f"rolypoly: warning: {w}", file=sys.stderr)
@@ -118,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = pre_sub.add_parser("timing", help="pretrain a timing agent (lstm or seq2seq)")
     t.add_argument("--agent", choices=("lstm", "seq2seq"), required=True)
     t.add_argument("--gmd", help="Groove MIDI Dataset folder (default ../shared/datasets/groove)")
-    t.add_argument("--epochs", type=int, help="most epochs (default 40; early stopping may end sooner)")
+    t.add_argument("--epochs", type=int, help="most epochs (default 60; early stopping may end sooner)")
     t.add_argument("--out", help="folder for weights, metadata and curve (default: the shipped weights folder)")
     t.add_argument("--limit", type=int, help="use only the first N takes of each split (smoke runs)")
     t.add_argument("--seed", type=int, help="random seed (default 1234)")
@@ -152,6 +225,32 @@ def build_parser() -> argparse.ArgumentParser:
     bo = b_sub.add_parser("onsets", help="onset latency and F1 of the live detector vs aubio")
     bo.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
     bo.set_defaults(func=_bench_onsets)
+
+    for name, helptext in (("play", "play a take with a partner: live input or a recording in real time"),
+                           ("simulate", "play a take with a recorded partner on a simulated clock")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("score", help="drum part, Standard MIDI File")
+        if name == "play":
+            src = sp.add_mutually_exclusive_group()
+            src.add_argument("--partner-device", metavar="DEV", help="audio input (index or name); default input if omitted")
+            src.add_argument("--partner-file", metavar="FILE", help="WAV/FLAC recording played as the partner in real time")
+            sp.add_argument("--channel", type=int, default=1, help="input channel the partner is on (from 1)")
+            sp.add_argument("--sample-rate", type=int, default=48000)
+            sp.add_argument("--block", type=int, default=64, help="audio block size in frames")
+            sp.add_argument("--quiet", action="store_true", help="no live display")
+        else:
+            sp.add_argument("--partner-file", metavar="FILE", required=True, help="WAV/FLAC recording of the partner")
+        sp.add_argument("--session", metavar="DIR", help="session folder (default sessions/<score name>)")
+        sp.add_argument("--agent", choices=("lstm", "seq2seq"), default="lstm")
+        sp.add_argument("--weights", help="agent weights (.safetensors); default: the shipped ones")
+        sp.add_argument("--window", type=float, default=3.0, help="partner window: hit ± duration / WINDOW")
+        sp.add_argument("--budget-ms", type=float, default=10.0, help="decide this long before a hit may sound")
+        sp.add_argument("--partner-offset", type=float, default=0.0,
+                        help="seconds into the partner recording where the score starts")
+        sp.add_argument("--midi", default="virtual" if name == "play" else "off",
+                        help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
+        sp.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
+        sp.set_defaults(func=_play if name == "play" else _simulate)
 
     dv = sub.add_parser("devices", help="list audio devices and MIDI ports")
     dv.set_defaults(func=_devices)

@@ -22,22 +22,25 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 N_CLASSES = len(CLASS_NAMES)
 
-#: Pitches of each class; the first one is what rolypoly plays for that class
-#: (General MIDI: 36 kick, 38 snare, 42 closed hat, 46 open hat, 45/48/50 toms,
-#: 49 crash, 51 ride).
+#: Pitches of each class; the first one is what rolypoly plays for that class.
+#: The Roland TD-11 pitches of the Groove MIDI Dataset follow GrooVAE exactly
+#: (low tom 43/58, mid tom 47/45, high tom 50/48, crash 49/52/55/57, ride
+#: 51/53/59); the other General MIDI drum pitches join the class that sounds
+#: closest, as in Magenta's drum map.
 CLASS_PITCHES: tuple[tuple[int, ...], ...] = (
     (36, 35),
-    (38, 27, 28, 31, 32, 33, 34, 37, 39, 40, 56, 65, 66, 75, 85),
-    (42, 44, 54, 68, 69, 70, 71, 73, 78, 80, 22),
-    (46, 67, 72, 74, 79, 81, 26),
-    (45, 29, 41, 43, 61, 64, 84),
-    (48, 47, 60, 63, 77, 86, 87),
-    (50, 30, 62, 76, 83),
-    (49, 52, 55, 57, 58),
+    (38, 37, 40, 27, 28, 31, 32, 33, 34, 39, 56, 65, 66, 75, 85),
+    (42, 22, 44, 54, 68, 69, 70, 71, 73, 78, 80),
+    (46, 26, 67, 72, 74, 79, 81),
+    (43, 58, 41, 29, 61, 64, 84),
+    (47, 45, 60, 63, 77, 86, 87),
+    (50, 48, 30, 62, 76, 83),
+    (49, 52, 55, 57),
     (51, 53, 59, 82),
 )
 
-#: MIDI pitch rolypoly emits for each class.
+#: MIDI pitch rolypoly emits for each class (GM: 36 kick, 38 snare, 42/46 hats,
+#: 43/47/50 toms, 49 crash, 51 ride).
 OUTPUT_PITCHES: tuple[int, ...] = tuple(p[0] for p in CLASS_PITCHES)
 
 #: MIDI channel of drums (General MIDI channel 10, zero-based 9).

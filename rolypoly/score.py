@@ -72,18 +72,22 @@ class TempoMap:
     def bars(self, end_tick: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bar start ticks, bar lengths in ticks and time-signature values up to ``end_tick``.
 
-        A time-signature change starts a new bar, as in notation software.
+        A time-signature change starts a new bar, as in notation software; a
+        bar the change cuts short keeps only its length up to the change.
         """
         starts, lengths, values = [], [], []
+        whole = 4 * self.ticks_per_beat
         for k, (tick, num, den) in enumerate(self.meters):
-            stop = self.meters[k + 1][0] if k + 1 < len(self.meters) else max(end_tick, tick) + 1
-            length = num * self.ticks_per_beat * 4 / den
+            last = k + 1 == len(self.meters)
+            stop = max(end_tick, tick) + 1 if last else self.meters[k + 1][0]
+            length = num * whole / den
             t = float(tick)
             while t < stop:
+                this = length if last else min(length, stop - t)
                 starts.append(t)
-                lengths.append(length)
-                values.append(timesig_value(num, den))
-                t += length
+                lengths.append(this)
+                values.append(timesig_value(num, den) if this == length else this / whole)
+                t += this
         return np.array(starts), np.array(lengths), np.array(values)
 
 
@@ -194,12 +198,17 @@ def load_score(path, *, name: str | None = None) -> Score:
     tempi, meters, notes, drum_tracks, unmapped = {}, {}, [], set(), {}
     for tick, k, msg in events:
         if msg.type == "set_tempo":
-            bpm = mido.tempo2bpm(msg.tempo) if msg.tempo > 0 else float("inf")
+            if msg.tempo <= 0:
+                raise _fail(path, f"tempo of 0 microseconds per beat at tick {tick} is not a playable tempo")
+            bpm = mido.tempo2bpm(msg.tempo)
             if not TEMPO_RANGE_BPM[0] <= bpm <= TEMPO_RANGE_BPM[1]:
                 raise _fail(path, f"tempo {bpm:g} bpm at tick {tick} is not a playable tempo "
                                   f"({TEMPO_RANGE_BPM[0]:g}-{TEMPO_RANGE_BPM[1]:g} bpm)")
             tempi[tick] = msg.tempo
         elif msg.type == "time_signature":
+            if not (1 <= msg.numerator <= 64 and msg.denominator in (1, 2, 4, 8, 16, 32, 64)):
+                raise _fail(path, f"time signature {msg.numerator}/{msg.denominator} at tick {tick} "
+                                  "is not a usable meter")
             meters[tick] = (msg.numerator, msg.denominator)
         elif msg.type == "note_on" and msg.velocity > 0 and msg.channel == DRUM_CHANNEL:
             c = class_of_pitch(msg.note)

@@ -14,7 +14,7 @@ import mido
 import numpy as np
 import pytest
 
-from rolypoly import drum_map, grid
+from rolypoly import grid
 from rolypoly.drum_map import (CLASS_NAMES, CLASS_PITCHES, DRUM_CHANNEL, N_CLASSES, OUTPUT_PITCHES,
                                class_index, class_of_pitch)
 from rolypoly.errors import RolypolyError, ScoreError
@@ -63,7 +63,7 @@ def test_class_pitch_groups_are_disjoint():
 
 
 def test_output_pitches_are_general_midi_and_map_back():
-    assert OUTPUT_PITCHES == (36, 38, 42, 46, 45, 48, 50, 49, 51)
+    assert OUTPUT_PITCHES == (36, 38, 42, 46, 43, 47, 50, 49, 51)
     for c, p in enumerate(OUTPUT_PITCHES):
         assert CLASS_PITCHES[c][0] == p
         assert class_of_pitch(p) == c  # what we write reads back as the same class
@@ -84,9 +84,6 @@ def test_class_of_pitch(pitch, cls):
     assert class_of_pitch(np.int64(pitch)) == cls
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "drum_map.CLASS_PITCHES puts pitch 58 in 'crash' (Magenta's GM DEFAULT_DRUM_TYPE_PITCHES); "
-    "in the GrooVAE/Roland mapping 58 is the TD-11's Tom 3 rim and folds into low_tom with 43"))
 def test_roland_tom3_rim_58_is_low_tom():
     assert class_of_pitch(58) == LOW_TOM
 
@@ -319,10 +316,6 @@ def test_name_argument_and_pathlike(tmp_path):
     assert load_score(str(path)).name == "named"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "score.TempoMap.bars: a time-signature change in the middle of a bar does not cut the bar short, "
-    "so grid steps of the cut bar run past the new bar's downbeat and two rows share one tick "
-    "(duration 0 ms)"))
 def test_meter_change_mid_bar_rows_never_share_a_tick(tmp_path):
     """4/4 then 3/4 from tick 2880 (beat 3 of bar 1): tick 2870 is 10 ticks before the 3/4 downbeat."""
     notes = [(0, 36, 100), (2870, 38, 100), (2880, 36, 100)]
@@ -452,9 +445,9 @@ def test_one_drum_track_beside_a_channel_1_track_gives_no_warning(tmp_path):
     assert len(s) == 1 and s.warnings == []
 
 
-@pytest.mark.parametrize("tempo_us_value, label", [
-    (0, "zero"), (tempo_us(5), "5 bpm"), (tempo_us(1000), "1000 bpm"), (0xFFFFFF, "3.6 bpm")])
-def test_unplayable_tempo(tmp_path, tempo_us_value, label):
+@pytest.mark.parametrize("tempo_us_value", [0, tempo_us(5), tempo_us(1000), 0xFFFFFF],
+                         ids=["zero", "5bpm", "1000bpm", "3.6bpm"])
+def test_unplayable_tempo(tmp_path, tempo_us_value):
     path = write_drum_midi(tmp_path / "tempo.mid", [(0, 36, 100)], tempi_us=[(0, tempo_us_value)])
     assert "tempo" in _raises_score_error(path)
 
@@ -514,17 +507,14 @@ class _Timeout(Exception):
     pass
 
 
-@pytest.mark.xfail(strict=True, raises=_Timeout, reason=(
-    "score.TempoMap.bars loops forever on a time signature with numerator 0 "
-    "(bar length 0 ticks: `t += length` never advances); a corrupt file should raise ScoreError"))
 def test_zero_numerator_time_signature_is_a_score_error_not_a_hang(tmp_path):
     path = write_drum_midi(tmp_path / "zero_meter.mid", [(0, 36, 100)], meters=[(0, 0, 4)])
 
     def on_alarm(signum, frame):
-        raise _Timeout("load_score did not return within 2 s")
+        raise _Timeout("load_score did not return within 1 s")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, 2.0)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
     try:
         with pytest.raises(ScoreError) as info:
             load_score(path)
