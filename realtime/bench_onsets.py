@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from realtime.onsets import aubio_onsets, detect
+from realtime.onsets import OnsetDetector, aubio_onsets, detect
 from realtime.partner_audio import humanized_part
 
 __all__ = ["FIXTURES", "QUICK_FIXTURES", "make_fixture", "match_onsets", "score", "run", "main"]
@@ -221,12 +221,7 @@ def run(json_path=None, sample_rate: int = 48000, quick: bool = False,
                             for k, v in scores.items()},
             "realtime_factor": round(total_audio_s / elapsed[det], 1) if elapsed[det] else None,
         }
-    from realtime.onsets import OnsetDetector
-
-    used = OnsetDetector(sample_rate=sample_rate, **params)
-    detectors["rolypoly"]["params"] = {
-        k: getattr(used, k) for k in ("hop", "threshold", "rearm_db", "silence_db", "min_ioi_ms",
-                                      "highpass_hz", "fast_release_ms", "slow_ms", "backtrack_db")}
+    detectors["rolypoly"]["params"] = OnsetDetector(sample_rate=sample_rate, **params).params()
     detectors["rolypoly"]["params"]["block_size"] = BLOCK_SIZE
     detectors["aubio"]["params"] = {"method": "default", "buf_size": 1024, "hop_size": 512}
 

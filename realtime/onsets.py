@@ -72,7 +72,7 @@ ONSET_DTYPE = np.dtype([
 #: Listening bands: (high-pass corner in Hz, number of one-pole sections).
 #: The presence band catches keys and guitar, the air band catches a bass
 #: note starting under one that still rings.
-DEFAULT_BANDS = ((3000.0, 3), (6000.0, 3))
+DEFAULT_BANDS = ((3000.0, 4), (8000.0, 4))
 
 # Level floor: log of a true zero must still be a number (-140 dB is far
 # below 24-bit noise, so it never matters musically).
@@ -223,6 +223,7 @@ class OnsetDetector:
     bands : sequence of (float, int)
         Listening bands as (high-pass corner in Hz, number of one-pole
         sections -- 1 is gentle, 4 is steep). An onset in any band counts.
+        Corners above 40 % of the sample rate are lowered to it.
     fast_release_ms : float
         Time constant of the fast envelope's fall (ms). Long enough to ride
         over the gaps between the bright bursts a low string gives once per
@@ -260,7 +261,7 @@ class OnsetDetector:
     0
     """
 
-    def __init__(self, sample_rate: int = 48000, hop: int = 64, threshold: float = 5.0,
+    def __init__(self, sample_rate: int = 48000, hop: int = 64, threshold: float = 6.0,
                  rearm_db: float = 2.0, silence_db: float = -50.0, min_ioi_ms: float = 40.0,
                  bands=DEFAULT_BANDS, fast_release_ms: float = 12.0, slow_ms: float = 30.0,
                  band_floor_db: float = -70.0, backtrack_db: float = 2.0, get_used_to: bool = True,
@@ -272,12 +273,14 @@ class OnsetDetector:
             raise ValueError(f"hop must be 1..{max_hop} samples at {sample_rate} Hz, got {hop}")
         if rearm_db >= threshold:
             raise ValueError(f"rearm_db ({rearm_db}) must be below threshold ({threshold})")
-        bands = tuple((float(hz), int(sections)) for hz, sections in bands)
+        # At low sample rates the air band would sit above Nyquist: pull any
+        # corner down to 40 % of the rate, where there is still something.
+        bands = tuple((min(float(hz), 0.4 * sample_rate), int(sections)) for hz, sections in bands)
         if not bands:
             raise ValueError("bands: need at least one listening band")
         for hz, sections in bands:
-            if not 0 < hz < sample_rate / 2 or not 1 <= sections <= 6:
-                raise ValueError(f"bands: ({hz}, {sections}) needs 0 < Hz < Nyquist and 1..6 sections")
+            if not hz > 0 or not 1 <= sections <= 6:
+                raise ValueError(f"bands: ({hz}, {sections}) needs a positive corner and 1..6 sections")
         if fast_release_ms <= 0 or slow_ms <= 0:
             raise ValueError("fast_release_ms and slow_ms must be positive")
         if min_ioi_ms < 0:
@@ -369,6 +372,23 @@ class OnsetDetector:
     def position(self) -> int:
         """Stream samples consumed so far (including a partly filled hop)."""
         return self._position + self._fill
+
+    def params(self) -> dict:
+        """The settings this detector runs with, as keyword arguments.
+
+        Examples
+        --------
+        >>> OnsetDetector(threshold=7.0).params()["threshold"]
+        7.0
+        """
+        return {
+            "sample_rate": self.sample_rate, "hop": self.hop, "threshold": self.threshold,
+            "rearm_db": self.rearm_db, "silence_db": self.silence_db,
+            "min_ioi_ms": self.min_ioi_ms, "bands": [list(b) for b in self.bands],
+            "fast_release_ms": self.fast_release_ms, "slow_ms": self.slow_ms,
+            "band_floor_db": self.band_floor_db, "backtrack_db": self.backtrack_db,
+            "get_used_to": self.get_used_to, "max_block": self.max_block,
+        }
 
     @property
     def hop_ms(self) -> float:

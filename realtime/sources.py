@@ -141,7 +141,7 @@ class FileSource(PartnerSource):
     def __init__(self, path=None, *, sample_rate: int = DEFAULT_RATE, block: int = DEFAULT_BLOCK,
                  detector: dict | None = None, audio: np.ndarray | None = None):
         if audio is None:
-            from .onsets import load_audio
+            from .audio_io import load_audio
 
             audio = load_audio(path, sample_rate)
         self.audio = np.ascontiguousarray(audio, dtype=np.float32)

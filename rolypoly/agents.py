@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .features import N_FEATURES, N_SCORE_FEATURES, OFFSET_SCALE
+from .features import DESCRIPTOR, DIFF, N_FEATURES, N_SCORE_FEATURES, OFFSET_SCALE
 
 # -- model knobs (paper 3.2) ---------------------------------------------------
 HIDDEN = 256          # units per LSTM layer
@@ -59,6 +59,19 @@ class _TimingAgent(nn.Module):
         self.register_buffer("feature_scale", torch.ones(N_FEATURES))
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, 1)
+
+    def _silence_partner_inputs(self, first_layer: nn.LSTM) -> None:
+        """Start the partner columns' input weights at zero.
+
+        Drums-only pretraining never feeds a partner, so these weights get no
+        gradient there: left at their random init they would make a
+        pretrained agent react arbitrarily to the first partner it hears.
+        At zero, it plays as the drummers did until fine-tuning on real takes
+        teaches it how to listen.
+        """
+        with torch.no_grad():
+            first_layer.weight_ih_l0[:, DESCRIPTOR] = 0.0
+            first_layer.weight_ih_l0[:, DIFF] = 0.0
 
     def set_normalisation(self, mean, scale) -> None:
         self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -95,6 +108,7 @@ class TimingLSTM(_TimingAgent):
         super().__init__(hidden, dropout)
         self.hidden, self.layers = hidden, layers
         self.lstm = nn.LSTM(N_FEATURES, hidden, layers, batch_first=True, dropout=dropout)
+        self._silence_partner_inputs(self.lstm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.lstm(self.normalise(x))
@@ -114,6 +128,7 @@ class TimingSeq2Seq(_TimingAgent):
         self.bridge = nn.Linear(2 * encoder_hidden, layers * 2 * hidden)
         self.decoder = nn.LSTM(N_FEATURES + 2 * encoder_hidden, hidden, layers, batch_first=True,
                                dropout=dropout)
+        self._silence_partner_inputs(self.decoder)
 
     def config(self) -> dict:
         return super().config() | {"encoder_hidden": self.encoder_hidden}

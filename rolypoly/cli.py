@@ -27,13 +27,20 @@ def _humanize(args) -> int:
 
 
 def _demo(args) -> int:
+    from realtime.demo import DEMO_PARTNER, run_duet_demo
+
     from .demo import run_demo
 
     r = run_demo(args.out)
     print(f"demo score: {r['score']} ({r['rows']} rows: 4/4 at 96 bpm, 6/8, 4/4 at 78 bpm)")
+    print("1. offline humanization, no partner:")
     for kind, path in r["midi"].items():
         print(f"  {kind:8s} humanized MIDI: {path}")
     print(f"  offsets plot: {r['plot']}")
+    print(f"2. duet with a bass recording ({DEMO_PARTNER.name}), LSTM agent:")
+    for how, summary in run_duet_demo(args.out, realtime=not args.no_realtime).items():
+        print(f"  {how}: ", end="")
+        _report_take(summary)
     return 0
 
 
@@ -182,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--plot", metavar="PNG", help="also plot the offsets per hit")
     h.set_defaults(func=_humanize)
 
-    d = sub.add_parser("demo", help="humanize the bundled demo score with both agents")
+    d = sub.add_parser("demo", help="humanize the demo score, then play it with a bass recording")
     d.add_argument("--out", default="demo-output", help="folder for the results")
+    d.add_argument("--no-realtime", action="store_true", help="skip the real-time take (40 s)")
     d.set_defaults(func=_demo)
 
     pre = sub.add_parser("pretrain", help="train models on the Groove MIDI Dataset")

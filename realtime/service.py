@@ -1,0 +1,847 @@
+"""``rolypoly serve``: the drum machine as a long-lived service, controlled over OSC.
+
+A controller (a phone app, Max/MSP, SuperCollider, a foot switch...) sends
+OSC messages over UDP; the service answers on a reply address
+(``127.0.0.1:9101`` by default). Every address is under ``/rolypoly/``:
+
+=========================  =====================================================
+message                    effect
+=========================  =====================================================
+``load_score PATH``        score for the next takes (a MIDI file in the sessions
+                           folder); opens its session ``<sessions>/<stem>``
+``load_session NAME``      the session folder ``<sessions>/NAME`` (with score.mid)
+``partner_file PATH``      the partner is this recording (in the sessions folder)
+``partner_device DEV``     the partner is this audio input (index or name)
+``clock sim|real``         simulated clock (file partner only) or real time
+``play``                   start one take; ``/rolypoly/playing`` now,
+                           ``/rolypoly/take_done TAKE_DIR ROWS MISSES`` at its end
+``stop``                   end the current take after the current hit
+``tempo BPM``              next takes at BPM (20-400): the score's first tempo
+                           becomes BPM, later tempo changes keep their ratio
+``window FACTOR``          partner onset window: hit ± duration / FACTOR (> 1)
+``ab A B``                 learning-step weights, kept in the session's session.json
+``agent lstm|seq2seq``     the timing agent
+``status``                 ``/rolypoly/status key value ...``
+``reply_to HOST PORT``     send replies there (``reply_to sender``: to each sender)
+``quit``                   end the service (a running take is stopped and kept)
+=========================  =====================================================
+
+A setting that is accepted is acknowledged as ``/rolypoly/ok ADDRESS ...``.
+Anything malformed (unknown address, wrong argument count or type, NaN, out
+of range, a path leaving the sessions folder, a score that does not load)
+is answered ``/rolypoly/error ADDRESS REASON`` and changes nothing: every
+handler works out the complete new state first and stores it last.
+
+The core, :meth:`Service.handle`, needs no sockets; :func:`serve` wires it
+to a python-osc UDP server and sends the replies with a python-osc client.
+Takes run on their own thread through :func:`realtime.duet.play_take`, never
+on the thread that reads OSC, so ``stop`` and ``status`` work mid-take.
+
+Examples
+--------
+>>> svc = Service("sessions")                                   # doctest: +SKIP
+>>> svc.handle("/rolypoly/load_score", "song.mid")              # doctest: +SKIP
+[('/rolypoly/ok', ['/rolypoly/load_score', 'song', 412, 'sessions/song', 138.0])]
+>>> svc.handle("/rolypoly/window", float("nan"))                # doctest: +SKIP
+[('/rolypoly/error', ['/rolypoly/window', 'FACTOR must be a finite number, got nan'])]
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import queue
+import socket
+import sys
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from rolypoly.errors import DeviceError, RolypolyError, ScoreError
+from rolypoly.score import TEMPO_RANGE_BPM, Score, TempoMap
+
+from . import duet
+
+PREFIX = "/rolypoly/"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9100
+DEFAULT_REPLY = ("127.0.0.1", 9101)
+#: Tempi a ``tempo`` message may ask for (quarter notes per minute).
+TEMPO_LIMITS = (20.0, 400.0)
+AGENTS = ("lstm", "seq2seq")
+CLOCKS = ("real", "sim")
+#: How long ``quit`` waits for a stopped take to write its files.
+TAKE_JOIN_S = 120.0
+#: The serve loop looks for ``quit`` at least this often.
+POLL_S = 0.1
+
+
+class Rejected(RolypolyError):
+    """A message the service refuses; the text is the one-line reason."""
+
+
+Reply = tuple  # (OSC address, [arguments])
+
+
+# ----------------------------------------------------------------------------- tempo
+
+def scaled_score(score: Score, bpm: float) -> Score:
+    """The score with its first tempo at ``bpm``; later tempo changes keep their ratio.
+
+    Every time (``onset_s``, ``duration_ms``, ``bar_ms``) is divided by the
+    ratio ``bpm / first tempo`` and every tempo (``tempo_bpm`` and the tempo
+    map, so a written MIDI file has the new tempo) multiplied by it. Tick
+    positions, bars and steps are unchanged: the notes are the same, only
+    faster or slower. The input score is not modified.
+
+    Raises
+    ------
+    ScoreError
+        ``bpm`` is not a positive finite number, or a later tempo change
+        would leave the playable range (20-400 bpm).
+
+    Examples
+    --------
+    >>> from rolypoly.demo import demo_score
+    >>> score = demo_score()                        # 96 bpm, then 78 bpm from bar 13
+    >>> fast = scaled_score(score, 192)
+    >>> round(float(fast.tempo_bpm[0]), 3), round(float(fast.tempo_bpm[-1]), 3)
+    (192.0, 156.0)
+    >>> float(fast.onset_s[5] / score.onset_s[5]), bool((fast.tick == score.tick).all())
+    (0.5, True)
+    """
+    if not (isinstance(bpm, (int, float)) and math.isfinite(bpm) and bpm > 0):
+        raise ScoreError(f"{score.name}: tempo {bpm!r} is not a positive number of bpm")
+    ratio = float(bpm) / float(score.tempo_bpm[0])
+    tempi = [(tick, us / ratio) for tick, us in score.tempo_map.tempi]
+    lo, hi = TEMPO_RANGE_BPM
+    for tick, us in tempi:
+        if not lo <= 60e6 / us <= hi:
+            bar = int(score.bar[np.searchsorted(score.tick, tick)]) if tick <= score.tick[-1] else None
+            where = f"the tempo change in bar {bar + 1}" if bar is not None else "a tempo change"
+            raise ScoreError(f"{score.name}: at {bpm:g} bpm {where} would be {60e6 / us:.4g} bpm, "
+                             f"outside {lo:g}-{hi:g} bpm")
+    tmap = TempoMap(score.tempo_map.ticks_per_beat, tempi=[(t, int(round(us))) for t, us in tempi],
+                    meters=list(score.tempo_map.meters))
+    # Arrays are copied so that the new score shares nothing mutable with the old one.
+    copied = {f.name: np.copy(getattr(score, f.name)) for f in dataclasses.fields(score)
+              if isinstance(getattr(score, f.name), np.ndarray)}
+    copied.update(onset_s=score.onset_s / ratio, duration_ms=score.duration_ms / ratio,
+                  bar_ms=score.bar_ms / ratio, tempo_bpm=score.tempo_bpm * ratio)
+    return replace(score, **copied, tempo_map=tmap, warnings=list(score.warnings))
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+def _kind(value) -> str:
+    """OSC-ish name of an argument's type, for error messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    return {int: "an int", float: "a float", str: "a string", bytes: "a blob",
+            type(None): "nil"}.get(type(value), type(value).__name__)
+
+
+def _number(value, name: str) -> float:
+    """A finite int or float argument as a float.
+
+    >>> _number(3, "FACTOR")
+    3.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Rejected(f"{name} must be a number, got {_kind(value)}")
+    if not math.isfinite(value):
+        raise Rejected(f"{name} must be a finite number, got {value}")
+    return float(value)
+
+
+def _text(value, name: str) -> str:
+    """A non-empty one-line string argument."""
+    if not isinstance(value, str):
+        raise Rejected(f"{name} must be a string, got {_kind(value)}")
+    if not value.strip() or "\0" in value or "\n" in value:
+        raise Rejected(f"{name} must be a non-empty one-line string")
+    return value
+
+
+def _choice(value, name: str, options) -> str:
+    if not isinstance(value, str) or value not in options:
+        shown = value if isinstance(value, str) else _kind(value)
+        raise Rejected(f"{name} must be {' or '.join(options)}, got {shown}")
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line (the first), or its type where it has no text."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _inside(root: Path, rel, name: str = "PATH") -> Path:
+    """``rel`` (relative to ``root``, or absolute) as a resolved path that stays inside ``root``.
+
+    Symlinks are followed before the check, so a link pointing out of the
+    folder is refused like ``..`` or an absolute path elsewhere.
+
+    >>> _inside(Path("/srv/sessions"), "song/score.mid").as_posix()  # doctest: +SKIP
+    '/srv/sessions/song/score.mid'
+    """
+    rel = _text(rel, name)
+    try:
+        path = (root / rel).resolve()  # an absolute rel replaces root here
+    except (OSError, RuntimeError, ValueError) as e:  # symlink loops, odd bytes
+        raise Rejected(f"{name} {rel}: {_one_line(e)}") from None
+    if path != root and root not in path.parents:
+        raise Rejected(f"{name} {rel}: outside the sessions folder {root}")
+    return path
+
+
+def _read_ab(session: Path) -> tuple[float, float] | None:
+    """A and B stored in a session's session.json, when both are there and finite."""
+    try:
+        meta = json.loads((session / "session.json").read_text())
+        a, b = float(meta["A"]), float(meta["B"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (a, b) if math.isfinite(a) and math.isfinite(b) else None
+
+
+def write_ab(session: Path, a: float, b: float) -> None:
+    """Store A and B in a session's session.json (other keys kept; replaced atomically).
+
+    Raises
+    ------
+    RolypolyError
+        The file cannot be read or written.
+    """
+    path = Path(session) / "session.json"
+    try:
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+        meta.update(A=a, B=b)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, path)  # a reader never sees a half-written file
+    except (OSError, ValueError) as e:
+        raise RolypolyError(f"{path}: cannot store A and B ({_one_line(e)})") from None
+
+
+def _read_partner(path: Path, sample_rate: int) -> np.ndarray:
+    """A partner recording as mono float32 at ``sample_rate`` (for FileSource's ``audio``).
+
+    Read here rather than by FileSource(path): that path needs
+    ``realtime.onsets.load_audio``, which does not exist (yet).
+    """
+    import soundfile
+
+    try:
+        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # libsndfile raises several types for bad files
+        raise RolypolyError(f"{path}: cannot read audio ({_one_line(e)})") from None
+    if not len(audio):
+        raise RolypolyError(f"{path}: audio file is empty")
+    mono = audio.mean(axis=1)
+    if rate != sample_rate:
+        import scipy.signal
+
+        g = math.gcd(int(rate), int(sample_rate))
+        mono = scipy.signal.resample_poly(mono, sample_rate // g, rate // g)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _synth_available() -> bool:
+    """Whether realtime.synth (the drum sounds of a take's mix) is installed."""
+    try:
+        return importlib.util.find_spec("realtime.synth") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------------------- state
+
+@dataclass(frozen=True)
+class Settings:
+    """What the next take will use. Frozen: a handler builds a new one and stores it last."""
+
+    score_path: Path | None = None
+    score: Score | None = None
+    session: Path | None = None
+    partner: tuple | None = None          # ("file", Path) or ("device", index or name)
+    clock: str = "real"
+    agent: str = "lstm"
+    tempo_bpm: float | None = None        # None: the score's own tempo
+    window: float = 3.0
+    a: float = 1.0
+    b: float = 1.0
+    reply: tuple | None = DEFAULT_REPLY   # None: reply to each message's sender
+    last_take: str = ""
+
+    @property
+    def bpm(self) -> float:
+        """Tempo the next take starts at (0 without a score)."""
+        if self.tempo_bpm is not None:
+            return self.tempo_bpm
+        return float(self.score.tempo_bpm[0]) if self.score is not None else 0.0
+
+    @property
+    def tempo_factor(self) -> float:
+        """How much faster than written the next take plays."""
+        if self.score is None or self.tempo_bpm is None:
+            return 1.0
+        return self.tempo_bpm / float(self.score.tempo_bpm[0])
+
+    def partner_text(self) -> str:
+        if self.partner is None:
+            return ""
+        return f"{self.partner[0]}:{self.partner[1]}"
+
+
+class _Take:
+    """A take in progress: its thread, its engine once built, and what it needs afterwards."""
+
+    def __init__(self, lock: threading.Lock, scaled: Score | None, sender):
+        self.lock, self.scaled, self.sender = lock, scaled, sender
+        self.engine = None
+        self.result = None
+        self.stop_requested = False
+        self.thread: threading.Thread | None = None
+
+    def attach(self, engine) -> None:
+        """``on_engine`` hook of play_take: runs on the take thread before the first hit."""
+        if self.scaled is not None:
+            self._retime(engine)
+        with self.lock:
+            self.engine = engine
+            if self.stop_requested:  # a stop that came while the model was loading
+                engine.stop()
+
+    def _retime(self, engine) -> None:
+        # play_take loads the score from its file; for another tempo the engine is handed
+        # the scaled score (same rows, so its other buffers still fit) and its features,
+        # whose tempo and duration columns follow the tempo.
+        from rolypoly.features import score_features
+
+        engine.score = self.scaled
+        engine.X = score_features(self.scaled)
+        run = engine.run
+
+        def run_and_keep():
+            # The result is needed afterwards to write drums.mid and the plot at this tempo.
+            self.result = run()
+            return self.result
+
+        engine.run = run_and_keep
+
+    def request_stop(self) -> None:
+        """Stop the take (call with ``lock`` held)."""
+        self.stop_requested = True
+        if self.engine is not None:
+            self.engine.stop()
+
+    def status(self) -> list:
+        """Engine status as key/value pairs (empty until the engine exists)."""
+        if self.engine is None:
+            return []
+        s = dict(self.engine.status)
+        out = []
+        for key in ("row", "bar", "yhat_ms", "diff_ms", "misses", "xruns"):
+            value = s.get(key, 0)
+            out += [key, int(value) if key in ("row", "bar", "misses", "xruns") else float(value)]
+        return out
+
+
+def _retimed_files(take_dir: Path, scaled: Score, result, plot: bool) -> None:
+    """Rewrite drums.mid (and the plot) of a take played at another tempo, at that tempo.
+
+    play_take writes them from the score as written; the offsets it works out
+    as fractions of the written bar would be off by the tempo factor.
+    """
+    from rolypoly.score import write_midi
+
+    n = len(result.played)
+    played = np.isfinite(result.played)
+    offsets = np.zeros(len(scaled))
+    offsets[:n] = np.where(played, (result.played - result.notated) / (scaled.bar_ms[:n] / 1000), 0.0)
+    drums = duet._first_rows(scaled, int(played.sum())) if result.stopped_early else scaled
+    write_midi(drums, take_dir / "drums.mid", offsets=offsets[:len(drums)])
+    if plot and n:
+        from .plots import plot_take
+
+        plot_take(scaled, result, take_dir / "take.png")
+
+
+# ----------------------------------------------------------------------------- the service
+
+class Service:
+    """State of ``rolypoly serve`` and the handling of its messages (see module docstring).
+
+    Parameters
+    ----------
+    sessions_dir : folder every path a message names must stay in (created if missing)
+    reply : (host, port) replies go to, or None to reply to each message's sender
+    weights : optional {agent: weights file}; the shipped weights where omitted
+    mix, plot : passed to play_take (the mix only when realtime.synth exists)
+    emit : callable(destination, replies) for replies sent later (``take_done``,
+        a failed take). Default: put them on :attr:`outbox`.
+    player : what plays a take (default :func:`realtime.duet.play_take`; tests swap it)
+
+    Examples
+    --------
+    >>> svc = Service(tmp_sessions)                                     # doctest: +SKIP
+    >>> svc.handle("/rolypoly/agent", "seq2seq")                        # doctest: +SKIP
+    [('/rolypoly/ok', ['/rolypoly/agent', 'seq2seq'])]
+    >>> svc.handle("/rolypoly/agent", "gru")                            # doctest: +SKIP
+    [('/rolypoly/error', ['/rolypoly/agent', 'AGENT must be lstm or seq2seq, got gru'])]
+    """
+
+    def __init__(self, sessions_dir=None, *, reply=DEFAULT_REPLY, weights: dict | None = None,
+                 mix: bool = True, plot: bool = True, emit=None, player=None):
+        root = Path(sessions_dir if sessions_dir is not None else duet.SESSIONS_DIR)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RolypolyError(f"{root}: cannot use as the sessions folder ({_one_line(e)})") from None
+        self.root = root.resolve()
+        self.settings = Settings(reply=tuple(reply) if reply is not None else None)
+        self.weights = dict(weights or {})
+        self.mix, self.plot = mix, plot
+        self.outbox: queue.Queue = queue.Queue()
+        self.emit = emit or (lambda dest, replies: self.outbox.put((dest, replies)))
+        self.player = player
+        self.quitting = False
+        self._take: _Take | None = None
+        self._lock = threading.Lock()        # guards settings and the current take
+        # Held while a message is handled and its replies sent, and while a take thread
+        # sends its own: so /rolypoly/playing always goes out before /rolypoly/take_done.
+        self.emit_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ entry point
+    def handle(self, address, *args, sender=None) -> list[Reply]:
+        """Handle one message; the replies to send, as ``(address, [args])`` pairs.
+
+        Never raises: a problem becomes ``/rolypoly/error address reason``
+        and leaves the state as it was.
+        """
+        name = address[len(PREFIX):] if isinstance(address, str) and address.startswith(PREFIX) else None
+        entry = self._HANDLERS.get(name)
+        if entry is None:
+            known = ", ".join(sorted(self._HANDLERS))
+            return [_error(address, f"unknown address; known under {PREFIX}: {known}")]
+        method, counts, usage = entry
+        if len(args) not in counts:
+            return [_error(address, f"takes {usage or 'no arguments'}, got {len(args)} argument"
+                                    f"{'s' * (len(args) != 1)}")]
+        try:
+            with self._lock:
+                return getattr(self, method)(*args, sender=sender)
+        except RolypolyError as e:
+            return [_error(address, _one_line(e))]
+        except Exception as e:  # a bug must not end the service either
+            return [_error(address, f"internal error: {type(e).__name__}: {_one_line(e)}")]
+
+    def destination(self, sender=None):
+        """(host, port) replies go to: the reply address, or the sender in sender mode."""
+        return self.settings.reply if self.settings.reply is not None else sender
+
+    @property
+    def playing(self) -> bool:
+        return self._take is not None
+
+    def snapshot(self) -> dict:
+        """Settings as plain values (for tests and logs)."""
+        s = self.settings
+        return {"state": "playing" if self.playing else "idle", "score": str(s.score_path or ""),
+                "session": str(s.session or ""), "partner": s.partner_text(), "clock": s.clock,
+                "agent": s.agent, "tempo": s.bpm, "tempo_factor": s.tempo_factor, "window": s.window,
+                "A": s.a, "B": s.b, "reply": s.reply, "last_take": s.last_take}
+
+    def close(self, timeout: float = TAKE_JOIN_S) -> None:
+        """Stop a running take and wait until its files are written."""
+        with self._lock:
+            take = self._take
+            if take is not None:
+                take.request_stop()
+        if take is not None and take.thread is not None:
+            take.thread.join(timeout)
+
+    # ------------------------------------------------------------------ score and session
+    def _load_score(self, path, *, sender) -> list[Reply]:
+        midi = _inside(self.root, path)
+        # A session's own score.mid reopens that session; any other file gets <sessions>/<stem>.
+        own = midi.name == "score.mid" and (midi.parent / "session.json").is_file()
+        return self._open(midi.parent if own else self.root / midi.stem, midi, "load_score")
+
+    def _load_session(self, name, *, sender) -> list[Reply]:
+        name = _text(name, "NAME")
+        if name in (".", "..") or "/" in name or (os.altsep and os.altsep in name) or os.sep in name:
+            raise Rejected(f"NAME {name}: a session is a folder name, without / or ..")
+        folder = _inside(self.root, name, "NAME")
+        if not (folder / "score.mid").is_file():
+            raise Rejected(f"no session {name} in {self.root} (a folder with score.mid)")
+        return self._open(folder, folder / "score.mid", "load_session", name=name)
+
+    def _open(self, session: Path, midi: Path, what: str, name: str | None = None) -> list[Reply]:
+        session, score = duet.open_session(session, midi)  # ScoreError text goes into the reply
+        if name is not None:
+            score = replace(score, name=name)  # shown as the session, not as "score" (its file)
+        # The session keeps its own A and B; a new one gets the current values.
+        ab = _read_ab(session)
+        if ab is None:
+            ab = (self.settings.a, self.settings.b)
+            write_ab(session, *ab)
+        # A new score plays at its own tempo until told otherwise.
+        self.settings = replace(self.settings, score_path=midi, score=score, session=session,
+                                tempo_bpm=None, a=ab[0], b=ab[1])
+        return [_ok(what, score.name, len(score), str(session), float(score.tempo_bpm[0]), *ab)]
+
+    # ------------------------------------------------------------------ partner and clock
+    def _partner_file(self, path, *, sender) -> list[Reply]:
+        wav = _inside(self.root, path)
+        if not wav.is_file():
+            raise Rejected(f"PATH {path}: no such file in {self.root}")
+        try:
+            import soundfile
+
+            info = soundfile.info(str(wav))
+        except Exception as e:  # libsndfile's errors come in several types
+            raise Rejected(f"PATH {path}: not a readable audio file ({_one_line(e)})") from None
+        self.settings = replace(self.settings, partner=("file", wav))
+        return [_ok("partner_file", str(wav), float(info.duration))]
+
+    def _partner_device(self, device, *, sender) -> list[Reply]:
+        if isinstance(device, bool) or not isinstance(device, (int, str)):
+            raise Rejected(f"DEV must be a device index or name, got {_kind(device)}")
+        if isinstance(device, int) and device < 0:
+            raise Rejected(f"DEV {device}: device indices start at 0")
+        if isinstance(device, str):
+            device = _text(device, "DEV")
+        if self.settings.clock == "sim":
+            raise Rejected("a live input needs the real clock; send clock real first")
+        # The device itself is opened at play: it may be plugged in meanwhile.
+        self.settings = replace(self.settings, partner=("device", device))
+        return [_ok("partner_device", device)]
+
+    def _clock(self, kind, *, sender) -> list[Reply]:
+        kind = _choice(kind, "CLOCK", CLOCKS)
+        if kind == "sim" and self.settings.partner and self.settings.partner[0] == "device":
+            raise Rejected("the simulated clock needs a partner file (partner_file PATH)")
+        self.settings = replace(self.settings, clock=kind)
+        return [_ok("clock", kind)]
+
+    # ------------------------------------------------------------------ take settings
+    def _tempo(self, bpm, *, sender) -> list[Reply]:
+        bpm = _number(bpm, "BPM")
+        lo, hi = TEMPO_LIMITS
+        if not lo <= bpm <= hi:
+            raise Rejected(f"BPM {bpm:g} is outside {lo:g}-{hi:g}")
+        score = self.settings.score
+        if score is None:
+            raise Rejected("load a score first (the tempo scales the score's own tempo)")
+        scaled_score(score, bpm)  # refuses a tempo whose later changes leave the playable range
+        self.settings = replace(self.settings, tempo_bpm=bpm)
+        return [_ok("tempo", bpm, self.settings.tempo_factor)]
+
+    def _window(self, factor, *, sender) -> list[Reply]:
+        factor = _number(factor, "FACTOR")
+        if not factor > 1:
+            raise Rejected(f"FACTOR {factor:g} must be > 1 (window: hit ± duration / FACTOR)")
+        self.settings = replace(self.settings, window=factor)
+        return [_ok("window", factor)]
+
+    def _ab(self, a, b, *, sender) -> list[Reply]:
+        a, b = _number(a, "A"), _number(b, "B")
+        if self.settings.session is not None:
+            write_ab(self.settings.session, a, b)  # first, so a failed write changes nothing
+        self.settings = replace(self.settings, a=a, b=b)
+        return [_ok("ab", a, b)]
+
+    def _agent(self, kind, *, sender) -> list[Reply]:
+        kind = _choice(kind, "AGENT", AGENTS)
+        self.settings = replace(self.settings, agent=kind)
+        return [_ok("agent", kind)]
+
+    def _reply_to(self, *args, sender) -> list[Reply]:
+        if len(args) == 1:
+            if args[0] != "sender":
+                raise Rejected("takes HOST PORT, or the word sender")
+            self.settings = replace(self.settings, reply=None)
+            return [_ok("reply_to", "sender")]
+        host, port = _text(args[0], "HOST"), args[1]
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise Rejected(f"PORT must be an int in 1..65535, got {port if isinstance(port, int) else _kind(port)}")
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except (socket.gaierror, UnicodeError) as e:
+            raise Rejected(f"HOST {host} cannot be resolved ({_one_line(e)})") from None
+        self.settings = replace(self.settings, reply=(host, port))
+        return [_ok("reply_to", host, port)]
+
+    # ------------------------------------------------------------------ takes
+    def _play(self, *, sender) -> list[Reply]:
+        s = self.settings
+        if self._take is not None:
+            raise Rejected("a take is playing; send stop first")
+        if s.score is None:
+            raise Rejected("no score: send load_score PATH or load_session NAME first")
+        if s.partner is None:
+            raise Rejected("no partner: send partner_file PATH or partner_device DEV first")
+        if s.clock == "sim" and s.partner[0] != "file":
+            raise Rejected("the simulated clock needs a partner file")
+        weights = self._weights(s.agent)
+        source, clock = self._source(s), self._make_clock(s.clock)
+        scaled = scaled_score(s.score, s.tempo_bpm) if s.tempo_factor != 1.0 else None
+        take = _Take(self._lock, scaled, sender)
+        kwargs = self._take_kwargs(s, source, clock, weights, take)
+        take.thread = threading.Thread(target=self._run_take, args=(take, s, kwargs),
+                                       name="rolypoly-take", daemon=False)
+        self._take = take
+        take.thread.start()
+        return [("/rolypoly/playing", [s.score.name, s.bpm, s.tempo_factor])]
+
+    def _weights(self, agent: str) -> Path:
+        from rolypoly.agents import default_weights
+
+        path = Path(self.weights.get(agent) or default_weights(agent))
+        if not path.is_file():
+            raise Rejected(f"no weights for the {agent} agent ({path}); pretrain it or choose another")
+        return path
+
+    def _source(self, s: Settings):
+        from .sources import DEFAULT_RATE, FileSource, LiveSource
+
+        kind, where = s.partner
+        if kind == "file":
+            return FileSource(where, audio=_read_partner(where, DEFAULT_RATE))
+        try:
+            return LiveSource(where)  # DeviceError (missing, busy) becomes the error reply
+        except (OSError, ImportError) as e:  # no PortAudio at all
+            raise DeviceError(f"audio input {where}: {_one_line(e)}") from None
+
+    @staticmethod
+    def _make_clock(kind: str):
+        from .clock import RealClock, SimClock
+
+        return SimClock() if kind == "sim" else RealClock()
+
+    def _take_kwargs(self, s: Settings, source, clock, weights: Path, take: _Take) -> dict:
+        from .engine import EngineSettings
+
+        return dict(score_path=s.score_path, source=source, clock=clock, session=s.session,
+                    agent=s.agent, weights=weights, settings=EngineSettings(window_factor=s.window),
+                    on_engine=take.attach, mix=self.mix and _synth_available(), plot=self.plot)
+
+    def _run_take(self, take: _Take, s: Settings, kwargs: dict) -> None:
+        """Body of the take thread: play, finish the files, report, go idle."""
+        last = None
+        try:
+            summary = (self.player or duet.play_take)(**kwargs)
+            take_dir = Path(summary["take_dir"])
+            if take.scaled is not None and take.result is not None:
+                _retimed_files(take_dir, take.scaled, take.result, kwargs["plot"])
+            _write_take_settings(take_dir, s)
+            last = str(take_dir)
+            replies = [("/rolypoly/take_done", [last, int(summary["rows"]), int(summary["misses"])])]
+        except Exception as e:  # a failed take is reported; the service goes on
+            replies = [_error(PREFIX + "play", f"take failed: {_one_line(e)}")]
+        finally:
+            with self._lock:
+                self._take = None
+                if last is not None:
+                    self.settings = replace(self.settings, last_take=last)
+        with self.emit_lock:
+            self.emit(self.destination(take.sender), replies)
+
+    def _stop(self, *, sender) -> list[Reply]:
+        if self._take is None:
+            raise Rejected("no take is playing")
+        self._take.request_stop()
+        return [("/rolypoly/stopping", [])]
+
+    def _status(self, *, sender) -> list[Reply]:
+        s, snap = self.settings, self.snapshot()
+        args = ["state", snap["state"], "score", s.score.name if s.score is not None else "",
+                "session", snap["session"], "agent", s.agent, "tempo", s.bpm,
+                "tempo_factor", s.tempo_factor, "window", s.window, "A", s.a, "B", s.b,
+                "clock", s.clock, "partner", snap["partner"], "last_take", s.last_take]
+        if self._take is not None:
+            args += self._take.status()
+        return [("/rolypoly/status", args)]
+
+    def _quit(self, *, sender) -> list[Reply]:
+        self.quitting = True
+        if self._take is not None:
+            self._take.request_stop()  # serve() waits for its files after the loop
+        return [("/rolypoly/bye", [])]
+
+    #: message name -> (method, allowed argument counts, usage)
+    _HANDLERS = {
+        "load_score": ("_load_score", (1,), "PATH"),
+        "load_session": ("_load_session", (1,), "NAME"),
+        "partner_file": ("_partner_file", (1,), "PATH"),
+        "partner_device": ("_partner_device", (1,), "DEV"),
+        "clock": ("_clock", (1,), "sim|real"),
+        "play": ("_play", (0,), ""),
+        "stop": ("_stop", (0,), ""),
+        "tempo": ("_tempo", (1,), "BPM"),
+        "window": ("_window", (1,), "FACTOR"),
+        "ab": ("_ab", (2,), "A B"),
+        "agent": ("_agent", (1,), "lstm|seq2seq"),
+        "status": ("_status", (0,), ""),
+        "reply_to": ("_reply_to", (1, 2), "HOST PORT (or: sender)"),
+        "quit": ("_quit", (0,), ""),
+    }
+
+
+def _ok(name: str, *values) -> Reply:
+    return ("/rolypoly/ok", [PREFIX + name, *values])
+
+
+def _error(address, reason: str) -> Reply:
+    shown = address if isinstance(address, str) else repr(address)
+    return ("/rolypoly/error", [shown, " ".join(str(reason).split())])  # always one line
+
+
+def _write_take_settings(take_dir: Path, s: Settings) -> None:
+    """service.json next to the take: what the take header does not say (tempo, A, B)."""
+    meta = {"tempo_bpm": s.bpm, "tempo_factor": s.tempo_factor, "score_tempo_bpm":
+            float(s.score.tempo_bpm[0]), "window_factor": s.window, "agent": s.agent,
+            "A": s.a, "B": s.b, "clock": s.clock, "partner": s.partner_text()}
+    (take_dir / "service.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- sockets
+
+class Replier:
+    """Sends replies with one python-osc UDP client per destination (made on first use)."""
+
+    def __init__(self):
+        self._outs = {}
+        self.failures = 0
+
+    def send(self, dest, replies) -> None:
+        """Send ``replies`` to ``dest`` (host, port); a failed send is counted, never raised."""
+        if dest is None or not replies:
+            return
+        from .osc_out import OscOut
+
+        out = self._outs.get(dest)
+        if out is None:
+            try:
+                out = self._outs[dest] = OscOut(*dest)
+            except RolypolyError:
+                self.failures += len(replies)
+                return
+        for address, args in replies:
+            if not out.send(address, [_packable(a) for a in args]):
+                self.failures += 1
+
+    def close(self) -> None:
+        for out in self._outs.values():
+            out.close()
+        self._outs.clear()
+
+
+def _packable(value):
+    """A reply argument as a value python-osc can pack (numpy scalars, paths, None)."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    return "" if value is None else str(value)
+
+
+def open_server(service: Service, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, replier=None):
+    """A python-osc UDP server whose every message goes to ``service``; port 0 picks a free one.
+
+    Raises
+    ------
+    DeviceError
+        The address cannot be bound (port in use, host not local).
+    """
+    from pythonosc.dispatcher import Dispatcher
+    from pythonosc.osc_server import BlockingOSCUDPServer
+
+    replier = replier or Replier()
+    service.emit = replier.send
+
+    def on_message(client, address, *args):
+        with service.emit_lock:
+            replies = service.handle(address, *args, sender=client)
+            replier.send(service.destination(client), replies)
+        # None: python-osc itself sends nothing back.
+
+    # No strict timing: a bundle stamped for the future must not stall the server.
+    dispatcher = Dispatcher(strict_timing=False)
+    dispatcher.set_default_handler(on_message, needs_reply_address=True)
+    try:
+        server = BlockingOSCUDPServer((host, int(port)), dispatcher)
+    except (OSError, OverflowError) as e:
+        raise DeviceError(f"cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e})") from None
+    server.timeout = POLL_S
+    server.replier = replier
+    return server
+
+
+def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, reply=DEFAULT_REPLY, sessions_dir=None,
+          ready=None, service: Service | None = None, **options) -> None:
+    """Run the service until ``/rolypoly/quit`` (or Ctrl-C).
+
+    Parameters
+    ----------
+    host, port : where to listen (UDP); port 0 picks a free port
+    reply : (host, port) for replies, None to answer each sender
+    sessions_dir : the sessions folder (default realtime.duet.SESSIONS_DIR)
+    ready : optional callable((host, port)) called once listening (tests, logs)
+    service : an existing Service (else one is made with ``options``)
+
+    Examples
+    --------
+    >>> serve("127.0.0.1", 9100, reply=("127.0.0.1", 9101))   # doctest: +SKIP
+    """
+    service = service or Service(sessions_dir, reply=reply, **options)
+    server = open_server(service, host, port)
+    try:
+        if ready is not None:
+            ready(server.server_address[:2])
+        while not service.quitting:
+            server.handle_request()  # returns after POLL_S without a message
+    finally:
+        service.close()  # the take's files first, then its take_done, then the sockets
+        server.server_close()
+        server.replier.close()
+
+
+def _host_port(text: str, what: str) -> tuple[str, int]:
+    """``HOST:PORT`` as a pair.
+
+    >>> _host_port("127.0.0.1:9101", "--reply")
+    ('127.0.0.1', 9101)
+    """
+    host, _, port = str(text).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RolypolyError(f"{what} {text}: expected HOST:PORT, e.g. 127.0.0.1:9101")
+    return host, int(port)
+
+
+def main(args) -> int:
+    """``rolypoly serve``: ``args`` has host, port, reply ("HOST:PORT") and sessions (folder or None).
+
+    Optional fields, used when present: ``lstm_weights``, ``seq2seq_weights``
+    (weights files) and ``no_mix``, ``no_plot`` (bools).
+    """
+    reply = _host_port(args.reply, "--reply")
+    weights = {k: getattr(args, f"{k}_weights", None) for k in AGENTS}
+    service = Service(args.sessions, reply=reply, weights={k: v for k, v in weights.items() if v},
+                      mix=not getattr(args, "no_mix", False), plot=not getattr(args, "no_plot", False))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"rolypoly: warning: listening on {args.host}: anyone who can reach port {args.port} "
+              "can control the drum machine", file=sys.stderr)
+
+    def ready(address):
+        print(f"rolypoly serve: OSC on udp {address[0]}:{address[1]}, replies to {reply[0]}:{reply[1]}, "
+              f"sessions in {service.root} (send /rolypoly/quit to end)", flush=True)
+
+    serve(args.host, args.port, service=service, ready=ready)
+    return 0

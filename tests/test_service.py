@@ -1,0 +1,563 @@
+"""``rolypoly serve``: every message through Service.handle, path confinement, and one take over UDP."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pythonosc.osc_message import OscMessage
+from pythonosc.udp_client import SimpleUDPClient
+
+from realtime.partner_audio import clicks, write_wav
+from realtime.service import Service, scaled_score, serve
+from rolypoly.demo import demo_score
+from rolypoly.errors import ScoreError
+from rolypoly.score import load_score, score_from_grid, write_midi
+
+SR = 48000
+P = "/rolypoly/"
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def score():
+    return demo_score()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Untrained LSTM weights: the shipped ones need pretraining, the service only needs a file."""
+    from rolypoly.agents import make_agent, save_agent
+
+    path = tmp_path_factory.mktemp("weights") / "lstm.safetensors"
+    save_agent(make_agent("lstm"), path)
+    return path
+
+
+@pytest.fixture
+def root(tmp_path, score):
+    """A sessions folder with a score, a partner recording, a broken MIDI file and a file outside it."""
+    root = tmp_path / "sessions"
+    root.mkdir()
+    write_midi(score, root / "demo.mid")
+    write_wav(root / "partner.wav", clicks(score.onset_s[:8] + 0.3, sample_rate=SR), SR)
+    (root / "broken.mid").write_bytes(b"not midi at all")
+    write_midi(score, tmp_path / "outside.mid")
+    write_wav(tmp_path / "outside.wav", np.zeros(SR, np.float32), SR)
+    return root
+
+
+@pytest.fixture
+def svc(root, weights):
+    return Service(root, weights={"lstm": weights}, mix=False, plot=False)
+
+
+def call(svc, name, *args):
+    return svc.handle(P + name, *args)
+
+
+def ok(svc, name, *args):
+    replies = call(svc, name, *args)
+    assert replies[0][0] != P + "error", replies
+    return replies
+
+
+def rejected(svc, name, *args) -> str:
+    """Send a bad message; assert an error reply naming the address and no change at all."""
+    before = svc.snapshot()
+    replies = call(svc, name, *args)
+    assert len(replies) == 1 and replies[0][0] == P + "error", replies
+    address, reason = replies[0][1]
+    assert address == P + name and isinstance(reason, str) and "\n" not in reason and reason
+    assert svc.snapshot() == before
+    return reason
+
+
+def loaded(svc):
+    ok(svc, "load_score", "demo.mid")
+    ok(svc, "partner_file", "partner.wav")
+    return svc
+
+
+# ----------------------------------------------------------------------------- tempo
+
+def test_scaled_score_scales_times_and_tempi_and_keeps_ticks(score):
+    fast = scaled_score(score, 120.0)
+    r = 120.0 / 96.0
+    np.testing.assert_allclose(fast.onset_s, score.onset_s / r)
+    np.testing.assert_allclose(fast.duration_ms, score.duration_ms / r)
+    np.testing.assert_allclose(fast.bar_ms, score.bar_ms / r)
+    np.testing.assert_allclose(fast.tempo_bpm, score.tempo_bpm * r)
+    assert fast.tempo_bpm[0] == 120.0 and fast.tempo_bpm[-1] == pytest.approx(78 * r, rel=1e-5)
+    for name in ("tick", "bar_ticks", "bar", "step", "hits", "velocities", "timesig"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(score, name))
+    assert score.tempo_bpm[0] == pytest.approx(96.0)  # the input is untouched
+    fast.onset_s[0] = 99.0
+    assert score.onset_s[0] == 0.0  # and shares no arrays
+
+
+def test_scaled_score_writes_a_midi_file_at_the_new_tempo(score, tmp_path):
+    write_midi(scaled_score(score, 144.0), tmp_path / "fast.mid")
+    back = load_score(tmp_path / "fast.mid")
+    np.testing.assert_allclose(back.onset_s, score.onset_s * 96 / 144, atol=1e-4)  # whole µs per beat in MIDI
+
+
+@pytest.mark.parametrize("bpm", [24.0, 0.0, -10.0, math.nan, math.inf])
+def test_scaled_score_refuses_unplayable_tempi(score, bpm):
+    # At 24 bpm the change to 78 (ratio 0.8125) would be 19.5 bpm.
+    with pytest.raises(ScoreError):
+        scaled_score(score, bpm)
+
+
+# ----------------------------------------------------------------------------- scores and sessions
+
+def test_load_score_opens_its_session_with_a_and_b(svc, root):
+    (_, args), = ok(svc, "load_score", "demo.mid")
+    assert args[:3] == [P + "load_score", "demo", 123] and args[4:] == [96.0, 1.0, 1.0]
+    assert Path(args[3]) == root / "demo" and (root / "demo" / "score.mid").is_file()
+    meta = json.loads((root / "demo" / "session.json").read_text())
+    assert meta["A"] == 1.0 and meta["B"] == 1.0
+    assert svc.snapshot()["session"] == str(root / "demo")
+
+
+def test_load_score_accepts_an_absolute_path_inside(svc, root):
+    ok(svc, "load_score", str(root / "demo.mid"))
+    assert svc.snapshot()["score"] == str(root / "demo.mid")
+
+
+def test_load_score_of_a_sessions_own_score_reopens_that_session(svc, root):
+    ok(svc, "load_score", "demo.mid")
+    ok(svc, "load_score", "demo/score.mid")
+    assert svc.snapshot()["session"] == str(root / "demo")
+    assert not (root / "score").exists()
+
+
+def test_load_score_errors_carry_the_score_error_text(svc, root):
+    assert "not a readable Standard MIDI File" in rejected(svc, "load_score", "broken.mid")
+    assert "no such file" in rejected(svc, "load_score", "missing.mid")
+    assert not (root / "broken").exists() and not (root / "missing").exists()
+
+
+def test_load_score_refuses_a_session_of_another_score(svc, root):
+    from realtime.duet import open_session
+
+    write_midi(score_from_grid(np.eye(24, 9, dtype=bool), bpm=100, name="other"), root / "other.mid")
+    open_session(root / "demo", root / "other.mid")
+    assert "another score" in rejected(svc, "load_score", "demo.mid")
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "nested dotdot", "absolute", "symlink", "symlinked folder"])
+def test_paths_cannot_leave_the_sessions_folder(svc, root, tmp_path, kind):
+    for ext in (".mid", ".wav"):
+        os.symlink(tmp_path / f"outside{ext}", root / f"link{ext}")
+    os.symlink(tmp_path, root / "linkdir")
+    base = {"dotdot": "../outside", "nested dotdot": "demo/../../outside", "absolute": str(tmp_path / "outside"),
+            "symlink": "link", "symlinked folder": "linkdir/outside"}[kind]
+    assert "outside the sessions folder" in rejected(svc, "load_score", base + ".mid")
+    assert "outside the sessions folder" in rejected(svc, "partner_file", base + ".wav")
+    assert not (root / "outside").exists() and not (root / "link").exists()
+
+
+def test_a_symlink_inside_pointing_inside_is_fine(svc, root):
+    os.symlink(root / "demo.mid", root / "alias.mid")
+    ok(svc, "load_score", "alias.mid")
+
+
+@pytest.mark.parametrize("args", [(), ("a.mid", "b.mid"), (5,), (1.5,), ("",), (None,), (b"demo.mid",),
+                                  ("demo\0.mid",)])
+def test_load_score_malformed_arguments(svc, args):
+    rejected(svc, "load_score", *args)
+
+
+def test_load_session_by_name(svc, root):
+    ok(svc, "load_score", "demo.mid")
+    svc2 = Service(root, weights=svc.weights)
+    (_, args), = ok(svc2, "load_session", "demo")
+    assert args[1] == "demo" and Path(args[3]) == root / "demo"
+    assert svc2.snapshot()["score"] == str(root / "demo" / "score.mid")
+
+
+@pytest.mark.parametrize("name", ["nope", "..", ".", "../sessions", "demo/takes", "", "LINK", 3])
+def test_load_session_errors(svc, root, tmp_path, name):
+    ok(svc, "load_score", "demo.mid")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    write_midi(demo_score(), outside / "score.mid")
+    os.symlink(outside, root / "link")
+    (root / "empty").mkdir()
+    rejected(svc, "load_session", "link" if name == "LINK" else name)
+    rejected(svc, "load_session", "empty")
+
+
+def test_a_and_b_belong_to_the_session(svc, root):
+    ok(svc, "ab", 0.5, 2)                               # no session yet: kept for the next one
+    ok(svc, "load_score", "demo.mid")                   # a new session gets them
+    assert json.loads((root / "demo" / "session.json").read_text())["B"] == 2.0
+    ok(svc, "ab", -1.0, 3.0)
+    meta = json.loads((root / "demo" / "session.json").read_text())
+    assert (meta["A"], meta["B"]) == (-1.0, 3.0) and "score_hash" in meta
+    svc2 = Service(root)
+    ok(svc2, "load_session", "demo")                    # an existing session keeps its own
+    assert (svc2.snapshot()["A"], svc2.snapshot()["B"]) == (-1.0, 3.0)
+
+
+@pytest.mark.parametrize("args", [(math.nan, 1.0), (1.0, math.inf), ("1", 1.0), (1.0,), (1, 2, 3), (True, 1.0),
+                                  (1.0, None)])
+def test_ab_malformed(svc, root, args):
+    ok(svc, "load_score", "demo.mid")
+    rejected(svc, "ab", *args)
+    assert json.loads((root / "demo" / "session.json").read_text())["A"] == 1.0
+
+
+# ----------------------------------------------------------------------------- partner and clock
+
+def test_partner_file_and_device(svc, root):
+    (_, args), = ok(svc, "partner_file", "partner.wav")
+    assert args[1] == str(root / "partner.wav") and args[2] > 0
+    ok(svc, "partner_device", "USB Audio")
+    assert svc.snapshot()["partner"] == "device:USB Audio"
+    ok(svc, "partner_device", 2)
+    assert svc.snapshot()["partner"] == "device:2"
+
+
+@pytest.mark.parametrize("path", ["missing.wav", "demo.mid", "", ".", 7])
+def test_partner_file_errors(svc, path):
+    rejected(svc, "partner_file", path)
+
+
+@pytest.mark.parametrize("dev", [-1, 1.5, True, "", None, b"x"])
+def test_partner_device_errors(svc, dev):
+    rejected(svc, "partner_device", dev)
+
+
+def test_clock_sim_only_with_a_file_partner(svc):
+    ok(svc, "clock", "sim")
+    assert "real clock" in rejected(svc, "partner_device", "hw:1")
+    ok(svc, "partner_file", "partner.wav")
+    ok(svc, "clock", "real")
+    ok(svc, "partner_device", "hw:1")
+    assert "partner file" in rejected(svc, "clock", "sim")
+
+
+@pytest.mark.parametrize("args", [("fast",), (1,), (), ("sim", "real"), ("SIM",)])
+def test_clock_malformed(svc, args):
+    rejected(svc, "clock", *args)
+
+
+# ----------------------------------------------------------------------------- take settings
+
+def test_tempo_scales_the_next_take_and_says_by_how_much(svc):
+    ok(svc, "load_score", "demo.mid")
+    assert call(svc, "tempo", 120) == [(P + "ok", [P + "tempo", 120.0, 1.25])]
+    snap = svc.snapshot()
+    assert snap["tempo"] == 120.0 and snap["tempo_factor"] == 1.25
+    ok(svc, "load_score", "demo.mid")                    # a score (re)loaded plays at its own tempo
+    assert svc.snapshot()["tempo"] == 96.0
+
+
+def test_tempo_needs_a_score(svc):
+    assert "load a score" in rejected(svc, "tempo", 100.0)
+
+
+@pytest.mark.parametrize("bpm", [19.9, 400.5, 0, -96, math.nan, math.inf, "120", True, None, 24.0])
+def test_tempo_malformed(svc, bpm):
+    ok(svc, "load_score", "demo.mid")
+    rejected(svc, "tempo", bpm)                          # 24 bpm: the change to 78 would leave 20-400
+
+
+def test_window_and_agent(svc):
+    assert call(svc, "window", 2.5) == [(P + "ok", [P + "window", 2.5])]
+    ok(svc, "agent", "seq2seq")
+    assert svc.snapshot()["window"] == 2.5 and svc.snapshot()["agent"] == "seq2seq"
+
+
+@pytest.mark.parametrize("f", [1, 1.0, 0.5, -3, math.nan, math.inf, "3", False])
+def test_window_malformed(svc, f):
+    rejected(svc, "window", f)
+
+
+@pytest.mark.parametrize("args", [("gru",), ("LSTM",), (1,), (), ("lstm", "seq2seq")])
+def test_agent_malformed(svc, args):
+    rejected(svc, "agent", *args)
+
+
+def test_reply_to_an_address_or_the_sender(svc):
+    assert svc.destination(("10.0.0.9", 5555)) == ("127.0.0.1", 9101)
+    ok(svc, "reply_to", "127.0.0.1", 9200)
+    assert svc.destination(("10.0.0.9", 5555)) == ("127.0.0.1", 9200)
+    ok(svc, "reply_to", "sender")
+    assert svc.destination(("10.0.0.9", 5555)) == ("10.0.0.9", 5555)
+
+
+@pytest.mark.parametrize("args", [("127.0.0.1",), ("127.0.0.1", 0), ("127.0.0.1", 70000), ("127.0.0.1", "9101"),
+                                  ("127.0.0.1", 9101.0), ("", 9101), (9101, "127.0.0.1"), ()])
+def test_reply_to_malformed(svc, args):
+    rejected(svc, "reply_to", *args)
+
+
+@pytest.mark.parametrize("address", [P + "nope", "/other/play", P, "/rolypoly", "play", P + "PLAY"])
+def test_unknown_addresses(svc, address):
+    before = svc.snapshot()
+    (reply, (echo, reason)), = svc.handle(address)
+    assert reply == P + "error" and echo == address and "unknown address" in reason
+    assert svc.snapshot() == before
+
+
+@pytest.mark.parametrize("name", ["play", "stop", "status", "quit"])
+def test_messages_without_arguments_refuse_arguments(svc, name):
+    rejected(svc, name, 1)
+
+
+def test_nothing_raises_whatever_arrives(svc):
+    junk = [None, True, 0, -1, 2 ** 40, 1e308, math.nan, "", "x" * 5000, "../../etc/passwd", b"\x00", "/"]
+    for name in Service._HANDLERS:
+        if name in ("play", "quit"):
+            continue
+        for a in junk:
+            for args in ((a,), (a, a), (a, a, a)):
+                replies = call(svc, name, *args)
+                assert replies and all(isinstance(r[0], str) for r in replies)
+    assert svc.snapshot()["state"] == "idle"
+
+
+def test_status_when_idle(svc, root):
+    ok(svc, "load_score", "demo.mid")
+    (address, args), = call(svc, "status")
+    status = dict(zip(args[::2], args[1::2]))
+    assert address == P + "status"
+    assert status == {"state": "idle", "score": "demo", "session": str(root / "demo"), "agent": "lstm",
+                      "tempo": 96.0, "tempo_factor": 1.0, "window": 3.0, "A": 1.0, "B": 1.0, "clock": "real",
+                      "partner": "", "last_take": ""}
+
+
+# ----------------------------------------------------------------------------- takes (stand-in player)
+
+class FakeEngine:
+    def __init__(self):
+        self.stopped = threading.Event()
+        self.status = {"row": 7, "bar": 1, "yhat_ms": 1.5, "diff_ms": -2.0, "misses": 0, "xruns": 0,
+                       "onsets": 3, "midi": "off"}
+
+    def stop(self):
+        self.stopped.set()
+
+
+class FakePlayer:
+    """Stands in for play_take: builds an engine, plays until stopped, leaves a take folder."""
+
+    def __init__(self, fail=None, attach_after=None):
+        self.engine = FakeEngine()
+        self.calls = []
+        self.started = threading.Event()
+        self.fail, self.attach_after = fail, attach_after
+
+    def __call__(self, **kw):
+        self.calls.append(kw)
+        self.started.set()
+        if self.attach_after is not None:
+            self.attach_after.wait(5)
+        kw["on_engine"](self.engine)
+        if self.fail:
+            raise self.fail
+        assert self.engine.stopped.wait(5)
+        take_dir = Path(kw["session"]) / "takes" / "000"
+        take_dir.mkdir(parents=True)
+        return {"take_dir": str(take_dir), "rows": 8, "misses": 1}
+
+
+def test_play_status_stop_take_done(svc, root):
+    player = svc.player = FakePlayer()
+    loaded(svc)
+    ok(svc, "clock", "sim")
+    ok(svc, "window", 2.0)
+    assert call(svc, "play") == [(P + "playing", ["demo", 96.0, 1.0])]
+    assert player.started.wait(5)
+    kw = player.calls[0]
+    assert kw["clock"].simulated and kw["settings"].window_factor == 2.0 and kw["mix"] is False
+    assert kw["session"] == root / "demo" and kw["source"].sample_rate == SR
+
+    assert "playing" in rejected(svc, "play")                     # a second play changes nothing
+    _wait_for(lambda: svc._take.engine is not None)
+    status = dict(zip(*[iter(call(svc, "status")[0][1])] * 2))
+    assert status["state"] == "playing" and status["row"] == 7 and status["diff_ms"] == -2.0
+    assert call(svc, "stop") == [(P + "stopping", [])]
+    dest, replies = svc.outbox.get(timeout=5)
+    take_dir = root / "demo" / "takes" / "000"
+    assert dest == ("127.0.0.1", 9101) and replies == [(P + "take_done", [str(take_dir), 8, 1])]
+    assert json.loads((take_dir / "service.json").read_text())["window_factor"] == 2.0
+    _wait_for(lambda: not svc.playing)
+    snap = svc.snapshot()
+    assert snap["state"] == "idle" and snap["last_take"] == str(take_dir)
+
+
+def test_stop_before_the_engine_exists_still_stops_it(svc):
+    gate = threading.Event()
+    player = svc.player = FakePlayer(attach_after=gate)
+    loaded(svc)
+    ok(svc, "play")
+    assert player.started.wait(5)
+    ok(svc, "stop")
+    gate.set()
+    assert player.engine.stopped.wait(5)
+    assert svc.outbox.get(timeout=5)[1][0][0] == P + "take_done"
+
+
+def test_a_failed_take_is_reported_and_the_service_goes_idle(svc):
+    svc.player = FakePlayer(fail=RuntimeError("disk full\nmore"))
+    loaded(svc)
+    ok(svc, "play")
+    dest, replies = svc.outbox.get(timeout=5)
+    assert replies == [(P + "error", [P + "play", "take failed: disk full"])]
+    _wait_for(lambda: not svc.playing)
+    assert svc.snapshot()["last_take"] == ""
+
+
+def test_play_needs_score_partner_and_weights(svc, root):
+    assert "no score" in rejected(svc, "play")
+    ok(svc, "load_score", "demo.mid")
+    assert "no partner" in rejected(svc, "play")
+    ok(svc, "partner_file", "partner.wav")
+    svc.weights["seq2seq"] = root / "none.safetensors"
+    ok(svc, "agent", "seq2seq")
+    assert "no weights" in rejected(svc, "play")
+
+
+def test_stop_when_idle_is_an_error(svc):
+    assert "no take" in rejected(svc, "stop")
+
+
+def test_quit_stops_a_take(svc):
+    player = svc.player = FakePlayer()
+    loaded(svc)
+    ok(svc, "play")
+    _wait_for(lambda: svc._take is not None and svc._take.engine is not None)
+    assert call(svc, "quit") == [(P + "bye", [])]
+    assert svc.quitting and player.engine.stopped.is_set()
+    svc.close()
+    assert not svc.playing
+
+
+def _wait_for(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+# ----------------------------------------------------------------------------- over UDP
+
+class Listener:
+    """The controller's side: a UDP socket receiving the service's replies."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def next(self, timeout=30.0):
+        self.sock.settimeout(timeout)
+        msg = OscMessage(self.sock.recv(65536))
+        return msg.address, list(msg.params)
+
+    def until(self, address, timeout=60.0):
+        seen = []
+        end = time.monotonic() + timeout
+        while True:
+            got = self.next(max(0.1, end - time.monotonic()))
+            seen.append(got)
+            if got[0] == address:
+                return got, seen
+
+
+def test_a_take_over_udp(root, weights, score):
+    # A partner playing along, 10 ms late, for the whole score.
+    write_wav(root / "bass.wav", clicks(score.onset_s + 0.01, sample_rate=SR), SR)
+    listener = Listener()
+    bound = []
+    ready = threading.Event()
+    thread = threading.Thread(target=serve, kwargs=dict(
+        host="127.0.0.1", port=0, reply=("127.0.0.1", 9), sessions_dir=root, weights={"lstm": weights},
+        mix=False, plot=False, ready=lambda addr: (bound.append(addr), ready.set())), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    client = SimpleUDPClient(*bound[0])
+
+    def send(name, *args):
+        client.send_message(P + name, list(args))
+
+    send("reply_to", "127.0.0.1", listener.port)
+    assert listener.next() == (P + "ok", [P + "reply_to", "127.0.0.1", listener.port])
+    send("window", float("nan"))
+    address, args = listener.next()
+    assert address == P + "error" and args[0] == P + "window"
+    send("nope", 1, "x")
+    assert listener.next()[1][0] == P + "nope"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        raw.sendto(b"\xffnot osc at all", bound[0])  # dropped by python-osc; the server goes on
+    for msg in (("load_score", "demo.mid"), ("partner_file", "bass.wav"), ("clock", "sim"), ("tempo", 120.0)):
+        send(*msg)
+        assert listener.next()[0] == P + "ok"
+    send("play")
+    assert listener.next() == (P + "playing", ["demo", 120.0, 1.25])
+    send("play")
+    assert listener.next()[0] == P + "error"
+    send("status")
+    (_, status), _ = listener.until(P + "status")
+    assert dict(zip(status[::2], status[1::2]))["state"] in ("playing", "idle")
+    (_, (take_dir, rows, misses)), _ = listener.until(P + "take_done")
+    take = Path(take_dir)
+    assert take.is_dir() and take.parent == root / "demo" / "takes" and rows == len(score)
+    assert {"take.jsonl", "partner.wav", "drums.mid", "service.json"} <= {p.name for p in take.iterdir()}
+    np.testing.assert_allclose(load_score(take / "drums.mid").tempo_bpm[0], 120.0, rtol=1e-5)
+    send("status")
+    (_, status), _ = listener.until(P + "status")
+    status = dict(zip(status[::2], status[1::2]))
+    assert status["state"] == "idle" and status["last_take"] == take_dir and status["tempo"] == 120.0
+    send("quit")
+    assert listener.until(P + "bye")[0] == (P + "bye", [])
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_main_serves_until_quit(root, capsys):
+    from argparse import Namespace
+
+    from realtime.service import main
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a port that is free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listener = Listener()
+    args = Namespace(host="127.0.0.1", port=port, reply=f"127.0.0.1:{listener.port}", sessions=str(root))
+    done = []
+    thread = threading.Thread(target=lambda: done.append(main(args)), daemon=True)
+    thread.start()
+    client = SimpleUDPClient("127.0.0.1", port)
+    for _ in range(100):  # until it listens
+        client.send_message(P + "status", [])
+        try:
+            address, _ = listener.next(timeout=0.1)
+            break
+        except socket.timeout:
+            continue
+    assert address == P + "status"
+    client.send_message(P + "quit", [])
+    thread.join(10)
+    assert done == [0] and f"udp 127.0.0.1:{port}" in capsys.readouterr().out
+
+
+def test_main_refuses_a_bad_reply_address(root):
+    from argparse import Namespace
+
+    from realtime.service import main
+    from rolypoly.errors import RolypolyError
+
+    with pytest.raises(RolypolyError, match="HOST:PORT"):
+        main(Namespace(host="127.0.0.1", port=0, reply="9101", sessions=str(root)))
