@@ -25,7 +25,7 @@ import numpy as np
 
 from rolypoly.agents import Performer, default_weights, load_agent
 from rolypoly.errors import RolypolyError
-from rolypoly.score import Score, load_score, write_midi
+from rolypoly.score import Score, at_tempo, load_score, write_midi
 
 from .engine import Engine, EngineSettings
 from .takes import TAKE_FILE, TakeWriter
@@ -34,9 +34,12 @@ SESSIONS_DIR = Path(__file__).resolve().parents[1] / "sessions"
 
 
 def score_hash(score: Score) -> str:
-    """Identity of a score's content (rows and tempo map), independent of file names."""
+    """Identity of a piece: its rows and meters, not its file name nor its tempo.
+
+    A session may play its score faster or slower; it is the same piece.
+    """
     h = hashlib.sha256()
-    for a in (score.hits, score.bar, score.step, score.tempo_bpm, score.timesig):
+    for a in (score.hits, score.bar, score.step, score.timesig):
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
 
@@ -71,8 +74,8 @@ def next_take_dir(session: Path) -> Path:
 
 
 def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", weights=None,
-              settings: EngineSettings | None = None, midi=None, osc=None, on_engine=None,
-              mix: bool = True, plot: bool = True) -> dict:
+              settings: EngineSettings | None = None, tempo_bpm: float | None = None, midi=None,
+              osc=None, on_engine=None, mix: bool = True, plot: bool = True) -> dict:
     """Play one take and keep everything it leaves behind.
 
     Parameters
@@ -82,6 +85,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", w
     clock : RealClock or SimClock
     session : session folder (default: ``sessions/<score name>``)
     agent, weights : which timing agent; the shipped weights where ``weights`` is omitted
+    tempo_bpm : play at this tempo instead of the score's (later tempo changes keep their ratio)
     on_engine : optional callable(engine) called before the take starts (live displays)
 
     Returns
@@ -91,10 +95,13 @@ def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", w
     settings = settings or EngineSettings()
     name = Path(score_path).stem
     session, score = open_session(session or SESSIONS_DIR / name, score_path)
+    if tempo_bpm is not None:
+        score = at_tempo(score, tempo_bpm)
     take_dir = next_take_dir(session)
     weights = Path(weights or default_weights(agent))
     model = load_agent(weights)
     header = {"score": score.name, "score_hash": score_hash(score), "rows": len(score),
+              "tempo_bpm": round(float(score.tempo_bpm[0]), 3),
               "agent": model.kind, "weights": str(weights), "settings": settings.as_dict(),
               "source": source.name, "sample_rate": source.sample_rate,
               "clock": "simulated" if clock.simulated else "real",
@@ -120,11 +127,12 @@ def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", w
         "take_dir": str(take_dir), "rows": int(played.sum()), "misses": result.misses,
         "xruns": result.xruns, "stopped_early": result.stopped_early, "onsets": int(len(result.onsets)),
         "hits_with_partner": int(np.isfinite(result.diff).sum()),
-        "yhat_ms_mean": _r(np.nanmean(result.yhat * bar_s * 1000)),
-        "yhat_ms_std": _r(np.nanstd(result.yhat * bar_s * 1000)),
+        "yhat_ms_mean": _r(np.mean(result.yhat * bar_s * 1000)) if played.any() else None,
+        "yhat_ms_std": _r(np.std(result.yhat * bar_s * 1000)) if played.any() else None,
         "diff_ms_mean": _r(np.nanmean(diff_ms)) if np.isfinite(diff_ms).any() else None,
         "diff_ms_std": _r(np.nanstd(diff_ms)) if np.isfinite(diff_ms).any() else None,
-        "timing_error_ms_max": _r(np.nanmax(np.abs(result.played - result.intended)) * 1000),
+        "timing_error_ms_max": _r(np.nanmax(np.abs(result.played - result.intended)) * 1000)
+        if played.any() else None,
         "problems": result.problems,
     }
     take.close({**summary, "ended": _dt.datetime.now().isoformat(timespec="seconds")})

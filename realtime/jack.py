@@ -25,6 +25,12 @@ What this module knows about JACK here (jackd2 1.9.21, PortAudio 19.6):
   off. Other routes are added with :func:`connect` (``jack_connect``).
 * python-rtmidi on ``rtmidi.API_UNIX_JACK`` opens a client named after its
   ``name`` argument, and ``open_virtual_port("p")`` makes port ``name:p``.
+  Its objects are never garbage collected (a reference cycle through their
+  error callback): only ``.delete()`` closes the client.
+* JACK2 puts every client's socket at ``/dev/shm/jack_<client>_<uid>_0``,
+  without the server name: two processes whose clients share a name on two
+  servers can cross their notification channels and hang a server. Give
+  clients names of their own when several servers run (tests in parallel).
 * rtmidi and PortAudio open their clients with ``JackNoStartServer``; the CLI
   tools do not, so they get ``JACK_NO_START_SERVER=1`` here: asking whether a
   server runs must never spawn one.
@@ -200,34 +206,63 @@ def disconnect(src: str, dst: str, server: str | None = None) -> None:
                           f"{_last_line(res.stdout + res.stderr)}")
 
 
-def reinit_portaudio() -> bool:
+#: PortAudio keeps the pointer it is given as its JACK client name: keep the buffer.
+_pa_client_name = None
+
+
+def reinit_portaudio(client_name: str | None = None, load: bool = False) -> bool:
     """Make PortAudio look for JACK (and devices) again.
 
     PortAudio scans host APIs only when it initialises, which sounddevice does
     at import. Call this after a JACK server came up or went away, with no
     stream open (terminating PortAudio closes them).
 
+    Parameters
+    ----------
+    client_name : str, optional
+        Name for PortAudio's JACK client from now on (default ``"PortAudio"``).
+    load : bool
+        Import sounddevice if it is not imported yet (needed to set a name).
+
     Returns
     -------
     bool
-        False when sounddevice is not imported yet: its import will see the
-        current server anyway.
+        False when sounddevice is not loaded (it will see the current server
+        when it is) or cannot be.
 
     Examples
     --------
     >>> reinit_portaudio() in (True, False)
     True
     """
+    global _pa_client_name
     sd = sys.modules.get("sounddevice")
+    if sd is None and load:
+        try:
+            import sounddevice as sd
+        except (OSError, ImportError):  # no PortAudio: nothing to point at JACK
+            return False
     if sd is None:
         return False
+    _terminate_portaudio(sd)
+    if client_name:
+        try:
+            set_name = ctypes.CDLL(sd._libname).PaJack_SetClientName
+        except (AttributeError, OSError):  # a PortAudio built without JACK
+            set_name = None
+        if set_name is not None:
+            _pa_client_name = ctypes.create_string_buffer(client_name.encode())
+            set_name(_pa_client_name)
+    sd._initialize()
+    return True
+
+
+def _terminate_portaudio(sd) -> None:
     while sd._initialized > 0:
         try:
             sd._terminate()
         except Exception:  # Pa_Terminate fails only when PortAudio was not initialised
             sd._initialized -= 1
-    sd._initialize()
-    return True
 
 
 def portaudio_client_name() -> str | None:
@@ -373,6 +408,10 @@ class JackServer:
     portaudio : bool
         Re-initialise PortAudio on start and stop so sounddevice sees the
         server (no stream may be open then). False leaves PortAudio alone.
+    portaudio_client : str, optional
+        JACK client name for PortAudio (default ``"PortAudio"``). Client names
+        must differ across *all* servers of a user: JACK2 puts each client's
+        socket at ``/dev/shm/jack_<client>_<uid>_0``, without the server name.
 
     Attributes
     ----------
@@ -388,10 +427,11 @@ class JackServer:
 
     def __init__(self, name: str | None = None, *, rate: int = 48000, period: int = 64,
                  driver: str = "dummy", reuse: bool = True, timeout_s: float = 5.0,
-                 portaudio: bool = True):
+                 portaudio: bool = True, portaudio_client: str | None = None):
         self.name = server_name(name)
         self.rate, self.period, self.driver = int(rate), int(period), driver
         self.reuse, self.timeout_s, self.portaudio = reuse, timeout_s, portaudio
+        self.portaudio_client = portaudio_client
         self.owned = False
         self.proc: subprocess.Popen | None = None
         self.log_path: str | None = None
@@ -404,7 +444,10 @@ class JackServer:
 
         Fixed names rather than one per process: jackd registers at most 8
         servers per machine and frees the entry of one that died without
-        stopping only when a server of the same name starts again.
+        stopping only when a server of the same name starts again. PortAudio's
+        client is named ``PortAudio-NAME`` unless ``portaudio_client`` says
+        otherwise, so private servers running side by side never share a
+        client name.
 
         >>> with JackServer.private("rolypoly-test") as jack:     # doctest: +SKIP
         ...     jack.name
@@ -415,8 +458,9 @@ class JackServer:
             name = f"{prefix}-{i}"
             if server_running(name):
                 continue
+            options = {"portaudio_client": f"PortAudio-{name}", **kwargs}
             try:
-                return cls(name, reuse=False, **kwargs).start()
+                return cls(name, reuse=False, **options).start()
             except DeviceError as exc:  # lost a race for the name, or jackd cannot start
                 error = exc
         raise error
@@ -447,7 +491,7 @@ class JackServer:
         os.environ["JACK_DEFAULT_SERVER"] = self.name
         self._active = True
         if self.portaudio:
-            reinit_portaudio()
+            reinit_portaudio(self.portaudio_client, load=self.portaudio_client is not None)
         return self
 
     def _spawn(self) -> None:
@@ -518,19 +562,18 @@ class JackServer:
     def stop(self) -> None:
         """Stop a server this object started, restore the environment.
 
-        PortAudio's JACK client is closed while the server still runs, and
-        PortAudio is initialised again afterwards (then without JACK).
+        PortAudio's JACK client is closed first, while the server still runs
+        (PortAudio 19.6 aborts the process when it closes a client whose
+        server is gone), then jackd is ended and PortAudio initialised again.
+        Close rtmidi clients (``MidiOut.close``) before calling this.
         """
         if not self._active:
             return
         self._active = False
         if self.owned:
             sd = sys.modules.get("sounddevice")
-            if self.portaudio and sd is not None and sd._initialized > 0:
-                try:  # close PortAudio's JACK client while the server still answers
-                    sd._terminate()
-                except Exception:
-                    pass
+            if self.portaudio and sd is not None:
+                _terminate_portaudio(sd)
             self._discard()
         if self._old_env is None:
             os.environ.pop("JACK_DEFAULT_SERVER", None)

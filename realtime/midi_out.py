@@ -98,11 +98,14 @@ def list_ports(api: str = "auto", direction: str = "output") -> dict[str, list[s
     for name in usable_apis(api):
         cls = rtmidi.MidiOut if direction == "output" else rtmidi.MidiIn
         try:
-            probe = cls(rtapi=_api_id(name), name="rolypoly-probe")
-            out[name] = list(probe.get_ports())
-            del probe
+            # pid in the name: JACK client names must differ across servers
+            probe = cls(rtapi=_api_id(name), name=f"rolypoly-probe-{os.getpid()}")
         except Exception:  # the API went away between the check and the open
             continue
+        try:
+            out[name] = list(probe.get_ports())
+        finally:
+            probe.delete()  # rtmidi objects are never collected: close the client now
     return out
 
 
@@ -314,7 +317,7 @@ class MidiOut:
                 midi.close_port()  # waits (at most 1 s) for queued notes to leave
             except Exception:
                 pass
-            del midi  # the last reference: closes the client
+            midi.delete()  # closes the client; python-rtmidi never collects its objects
         if watch is not None:
             watch.close()
 
@@ -329,8 +332,8 @@ class MidiOut:
         """
         midi, watch = self._midi, self._watch
         self._midi = self._watch = None
-        if midi is not None:
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(midi))  # its destructor must never run
+        if midi is not None:  # no delete(); and its destructor must never run
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(midi))
         if watch is not None:
             watch.abandon()
 

@@ -98,35 +98,57 @@ def _one_pole_matrices(coef: float, hop: int):
     return np.ascontiguousarray(matrix), powers
 
 
+def _highpass_reference(x, state, coef, sections):
+    """Plain one-pole high-pass sections in series (the definition).
+
+    y[n] = R (y[n-1] + x[n] - x[n-1]); ``state`` holds the input's last
+    sample and each section's last output. Used once, to build the hop
+    matrix of :class:`_HighPass`.
+    """
+    import scipy.signal
+
+    src, last_in, new_state = x, state[0], [x[-1]]
+    for i in range(sections):
+        last_out = state[1 + i]
+        src, _ = scipy.signal.lfilter([coef, -coef], [1.0, -coef], src,
+                                      zi=[coef * (last_out - last_in)])
+        last_in = last_out            # this section's output feeds the next
+        new_state.append(src[-1])
+    return src, np.asarray(new_state)
+
+
 class _HighPass:
-    """One-pole high-pass sections in series, y[n] = R (y[n-1] + x[n] - x[n-1])."""
+    """One-pole high-pass sections in series, a hop at a time.
+
+    The whole cascade is linear, so one hop of output *and* the carried
+    state after it are a single matrix times [input hop; state before]:
+    one matrix-vector product however many sections there are. The matrix
+    is built by running the plain definition on unit vectors.
+    """
 
     def __init__(self, corner_hz: float, sections: int, sample_rate: int, hop: int):
-        r = math.exp(-2.0 * math.pi * corner_hz / sample_rate)
-        m, self._powers = _one_pole_matrices(r, hop)
-        self._matrix = r * m
-        self._sections = sections
-        self._last_out = np.zeros(sections)   # each section's last output
-        self._last_in = 0.0                   # the raw input's last sample
-        self._d = np.zeros(hop)
-        self._scratch = np.zeros(hop)
+        coef = math.exp(-2.0 * math.pi * corner_hz / sample_rate)
+        size = hop + sections + 1
+        matrix = np.empty((size, size))
+        for j, unit in enumerate(np.eye(size)):
+            y, state = _highpass_reference(unit[:hop], unit[hop:], coef, sections)
+            matrix[:hop, j] = y
+            matrix[hop:, j] = state
+        self._matrix = matrix
+        self._hop = hop
+        self._io = np.zeros(size)       # [input hop; carried state]
+        self._result = np.zeros(size)   # [output hop; state after]
 
     def reset(self) -> None:
-        self._last_out.fill(0.0)
-        self._last_in = 0.0
+        self._io.fill(0.0)
 
-    def run(self, x: np.ndarray, out: np.ndarray) -> None:
-        d = self._d
-        src, last_in = x, self._last_in
-        self._last_in = x[-1]
-        for i in range(self._sections):
-            d[0] = src[0] - last_in
-            np.subtract(src[1:], src[:-1], out=d[1:])
-            last_in = self._last_out[i]       # this output is the next input
-            np.dot(self._matrix, d, out=out)
-            out += np.multiply(self._powers, last_in, out=self._scratch)
-            self._last_out[i] = out[-1]
-            src = out
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Filter one hop; returns a view valid until the next call."""
+        hop = self._hop
+        self._io[:hop] = x
+        np.dot(self._matrix, self._io, out=self._result)
+        self._io[hop:] = self._result[hop:]
+        return self._result[:hop]
 
 
 class _PeakFollower:
@@ -170,7 +192,6 @@ class _Band:
         m, self._slow_powers = _one_pole_matrices(s, hop)
         self._slow_matrix = (1.0 - s) * m
         self.slow_last = _FLOOR_DB
-        self.signal = np.zeros(hop)
         self.fast = np.zeros(hop)
         self.slow = np.zeros(hop)
         self.rise = np.zeros(hop)
@@ -181,8 +202,7 @@ class _Band:
         self.slow_last = _FLOOR_DB
 
     def run(self, dry: np.ndarray) -> None:
-        self.highpass.run(dry, self.signal)
-        self.fast_env.run(self.signal, self.fast)
+        self.fast_env.run(self.highpass.run(dry), self.fast)
         np.dot(self._slow_matrix, self.fast, out=self.slow)
         self.slow += np.multiply(self._slow_powers, self.slow_last, out=self.rise)
         self.slow_last = self.slow[-1]
@@ -230,9 +250,10 @@ class OnsetDetector:
         period.
     slow_ms : float
         Time constant of the slow envelope (ms).
-    band_floor_db : float
+    band_floor_db : float or None
         A band whose own level is below this (dBFS) has no say: a nearly
-        empty band flickers by many dB on noise alone.
+        empty band flickers by many dB on noise alone. None means 20 dB
+        below ``silence_db`` (bands hold only part of the signal's level).
     backtrack_db : float
         The attack is placed just after the last sample (within two hops
         of the detection) where fast - slow was below this.
@@ -264,7 +285,7 @@ class OnsetDetector:
     def __init__(self, sample_rate: int = 48000, hop: int = 64, threshold: float = 6.0,
                  rearm_db: float = 2.0, silence_db: float = -50.0, min_ioi_ms: float = 40.0,
                  bands=DEFAULT_BANDS, fast_release_ms: float = 12.0, slow_ms: float = 30.0,
-                 band_floor_db: float = -70.0, backtrack_db: float = 2.0, get_used_to: bool = True,
+                 band_floor_db: float | None = None, backtrack_db: float = 2.0, get_used_to: bool = True,
                  max_block: int = 8192):
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -294,7 +315,7 @@ class OnsetDetector:
         self.bands = bands
         self.fast_release_ms = float(fast_release_ms)
         self.slow_ms = float(slow_ms)
-        self.band_floor_db = float(band_floor_db)
+        self.band_floor_db = float(silence_db - 20.0 if band_floor_db is None else band_floor_db)
         self.backtrack_db = float(backtrack_db)
         self.get_used_to = bool(get_used_to)
         self.max_block = int(max_block)
@@ -330,7 +351,6 @@ class OnsetDetector:
 
         # Work buffers, one hop each.
         self._x = np.zeros(hop)
-        self._dry = np.zeros(hop)
         self._level = np.zeros(hop)
         self._rise = np.zeros(hop)
         self._rise_prev = np.zeros(hop)
@@ -448,8 +468,7 @@ class OnsetDetector:
             # A NaN would poison the filter state for good; treat it as a dropout.
             np.nan_to_num(x, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
 
-        dry = self._dry
-        self._dc_block.run(x, dry)
+        dry = self._dc_block.run(x)
         self._remember(dry)
         self._level_env.run(dry, self._level)
 

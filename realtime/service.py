@@ -41,13 +41,12 @@ Examples
 --------
 >>> svc = Service("sessions")                                   # doctest: +SKIP
 >>> svc.handle("/rolypoly/load_score", "song.mid")              # doctest: +SKIP
-[('/rolypoly/ok', ['/rolypoly/load_score', 'song', 412, 'sessions/song', 138.0])]
+[('/rolypoly/ok', ['/rolypoly/load_score', 'song', 412, 'sessions/song', 138.0, 1.0, 1.0])]
 >>> svc.handle("/rolypoly/window", float("nan"))                # doctest: +SKIP
 [('/rolypoly/error', ['/rolypoly/window', 'FACTOR must be a finite number, got nan'])]
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import math
@@ -59,10 +58,9 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
-from rolypoly.errors import DeviceError, RolypolyError, ScoreError
-from rolypoly.score import TEMPO_RANGE_BPM, Score, TempoMap
+from rolypoly.errors import DeviceError, RolypolyError
+from rolypoly.score import Score, at_tempo
 
 from . import duet
 
@@ -85,54 +83,6 @@ class Rejected(RolypolyError):
 
 
 Reply = tuple  # (OSC address, [arguments])
-
-
-# ----------------------------------------------------------------------------- tempo
-
-def scaled_score(score: Score, bpm: float) -> Score:
-    """The score with its first tempo at ``bpm``; later tempo changes keep their ratio.
-
-    Every time (``onset_s``, ``duration_ms``, ``bar_ms``) is divided by the
-    ratio ``bpm / first tempo`` and every tempo (``tempo_bpm`` and the tempo
-    map, so a written MIDI file has the new tempo) multiplied by it. Tick
-    positions, bars and steps are unchanged: the notes are the same, only
-    faster or slower. The input score is not modified.
-
-    Raises
-    ------
-    ScoreError
-        ``bpm`` is not a positive finite number, or a later tempo change
-        would leave the playable range (20-400 bpm).
-
-    Examples
-    --------
-    >>> from rolypoly.demo import demo_score
-    >>> score = demo_score()                        # 96 bpm, then 78 bpm from bar 13
-    >>> fast = scaled_score(score, 192)
-    >>> round(float(fast.tempo_bpm[0]), 3), round(float(fast.tempo_bpm[-1]), 3)
-    (192.0, 156.0)
-    >>> float(fast.onset_s[5] / score.onset_s[5]), bool((fast.tick == score.tick).all())
-    (0.5, True)
-    """
-    if not (isinstance(bpm, (int, float)) and math.isfinite(bpm) and bpm > 0):
-        raise ScoreError(f"{score.name}: tempo {bpm!r} is not a positive number of bpm")
-    ratio = float(bpm) / float(score.tempo_bpm[0])
-    tempi = [(tick, us / ratio) for tick, us in score.tempo_map.tempi]
-    lo, hi = TEMPO_RANGE_BPM
-    for tick, us in tempi:
-        if not lo <= 60e6 / us <= hi:
-            bar = int(score.bar[np.searchsorted(score.tick, tick)]) if tick <= score.tick[-1] else None
-            where = f"the tempo change in bar {bar + 1}" if bar is not None else "a tempo change"
-            raise ScoreError(f"{score.name}: at {bpm:g} bpm {where} would be {60e6 / us:.4g} bpm, "
-                             f"outside {lo:g}-{hi:g} bpm")
-    tmap = TempoMap(score.tempo_map.ticks_per_beat, tempi=[(t, int(round(us))) for t, us in tempi],
-                    meters=list(score.tempo_map.meters))
-    # Arrays are copied so that the new score shares nothing mutable with the old one.
-    copied = {f.name: np.copy(getattr(score, f.name)) for f in dataclasses.fields(score)
-              if isinstance(getattr(score, f.name), np.ndarray)}
-    copied.update(onset_s=score.onset_s / ratio, duration_ms=score.duration_ms / ratio,
-                  bar_ms=score.bar_ms / ratio, tempo_bpm=score.tempo_bpm * ratio)
-    return replace(score, **copied, tempo_map=tmap, warnings=list(score.warnings))
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -228,29 +178,6 @@ def write_ab(session: Path, a: float, b: float) -> None:
         raise RolypolyError(f"{path}: cannot store A and B ({_one_line(e)})") from None
 
 
-def _read_partner(path: Path, sample_rate: int) -> np.ndarray:
-    """A partner recording as mono float32 at ``sample_rate`` (for FileSource's ``audio``).
-
-    Read here rather than by FileSource(path): that path needs
-    ``realtime.onsets.load_audio``, which does not exist (yet).
-    """
-    import soundfile
-
-    try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # libsndfile raises several types for bad files
-        raise RolypolyError(f"{path}: cannot read audio ({_one_line(e)})") from None
-    if not len(audio):
-        raise RolypolyError(f"{path}: audio file is empty")
-    mono = audio.mean(axis=1)
-    if rate != sample_rate:
-        import scipy.signal
-
-        g = math.gcd(int(rate), int(sample_rate))
-        mono = scipy.signal.resample_poly(mono, sample_rate // g, rate // g)
-    return np.ascontiguousarray(mono, dtype=np.float32)
-
-
 def _synth_available() -> bool:
     """Whether realtime.synth (the drum sounds of a take's mix) is installed."""
     try:
@@ -301,8 +228,8 @@ class Settings:
 class _Take:
     """A take in progress: its thread, its engine once built, and what it needs afterwards."""
 
-    def __init__(self, lock: threading.Lock, scaled: Score | None, sender):
-        self.lock, self.scaled, self.sender = lock, scaled, sender
+    def __init__(self, lock: threading.Lock, sender):
+        self.lock, self.sender = lock, sender
         self.engine = None
         self.result = None
         self.stop_requested = False
@@ -310,29 +237,10 @@ class _Take:
 
     def attach(self, engine) -> None:
         """``on_engine`` hook of play_take: runs on the take thread before the first hit."""
-        if self.scaled is not None:
-            self._retime(engine)
         with self.lock:
             self.engine = engine
             if self.stop_requested:  # a stop that came while the model was loading
                 engine.stop()
-
-    def _retime(self, engine) -> None:
-        # play_take loads the score from its file; for another tempo the engine is handed
-        # the scaled score (same rows, so its other buffers still fit) and its features,
-        # whose tempo and duration columns follow the tempo.
-        from rolypoly.features import score_features
-
-        engine.score = self.scaled
-        engine.X = score_features(self.scaled)
-        run = engine.run
-
-        def run_and_keep():
-            # The result is needed afterwards to write drums.mid and the plot at this tempo.
-            self.result = run()
-            return self.result
-
-        engine.run = run_and_keep
 
     def request_stop(self) -> None:
         """Stop the take (call with ``lock`` held)."""
@@ -350,26 +258,6 @@ class _Take:
             value = s.get(key, 0)
             out += [key, int(value) if key in ("row", "bar", "misses", "xruns") else float(value)]
         return out
-
-
-def _retimed_files(take_dir: Path, scaled: Score, result, plot: bool) -> None:
-    """Rewrite drums.mid (and the plot) of a take played at another tempo, at that tempo.
-
-    play_take writes them from the score as written; the offsets it works out
-    as fractions of the written bar would be off by the tempo factor.
-    """
-    from rolypoly.score import write_midi
-
-    n = len(result.played)
-    played = np.isfinite(result.played)
-    offsets = np.zeros(len(scaled))
-    offsets[:n] = np.where(played, (result.played - result.notated) / (scaled.bar_ms[:n] / 1000), 0.0)
-    drums = duet._first_rows(scaled, int(played.sum())) if result.stopped_early else scaled
-    write_midi(drums, take_dir / "drums.mid", offsets=offsets[:len(drums)])
-    if plot and n:
-        from .plots import plot_take
-
-        plot_take(scaled, result, take_dir / "take.png")
 
 
 # ----------------------------------------------------------------------------- the service
@@ -539,7 +427,7 @@ class Service:
         score = self.settings.score
         if score is None:
             raise Rejected("load a score first (the tempo scales the score's own tempo)")
-        scaled_score(score, bpm)  # refuses a tempo whose later changes leave the playable range
+        at_tempo(score, bpm)  # refuses a tempo whose later changes leave the playable range
         self.settings = replace(self.settings, tempo_bpm=bpm)
         return [_ok("tempo", bpm, self.settings.tempo_factor)]
 
@@ -591,8 +479,7 @@ class Service:
             raise Rejected("the simulated clock needs a partner file")
         weights = self._weights(s.agent)
         source, clock = self._source(s), self._make_clock(s.clock)
-        scaled = scaled_score(s.score, s.tempo_bpm) if s.tempo_factor != 1.0 else None
-        take = _Take(self._lock, scaled, sender)
+        take = _Take(self._lock, sender)
         kwargs = self._take_kwargs(s, source, clock, weights, take)
         take.thread = threading.Thread(target=self._run_take, args=(take, s, kwargs),
                                        name="rolypoly-take", daemon=False)
@@ -609,11 +496,11 @@ class Service:
         return path
 
     def _source(self, s: Settings):
-        from .sources import DEFAULT_RATE, FileSource, LiveSource
+        from .sources import FileSource, LiveSource
 
         kind, where = s.partner
         if kind == "file":
-            return FileSource(where, audio=_read_partner(where, DEFAULT_RATE))
+            return FileSource(where)  # unreadable audio: RolypolyError, the error reply
         try:
             return LiveSource(where)  # DeviceError (missing, busy) becomes the error reply
         except (OSError, ImportError) as e:  # no PortAudio at all
@@ -630,6 +517,7 @@ class Service:
 
         return dict(score_path=s.score_path, source=source, clock=clock, session=s.session,
                     agent=s.agent, weights=weights, settings=EngineSettings(window_factor=s.window),
+                    tempo_bpm=s.tempo_bpm if s.tempo_factor != 1.0 else None,
                     on_engine=take.attach, mix=self.mix and _synth_available(), plot=self.plot)
 
     def _run_take(self, take: _Take, s: Settings, kwargs: dict) -> None:
@@ -638,8 +526,6 @@ class Service:
         try:
             summary = (self.player or duet.play_take)(**kwargs)
             take_dir = Path(summary["take_dir"])
-            if take.scaled is not None and take.result is not None:
-                _retimed_files(take_dir, take.scaled, take.result, kwargs["plot"])
             _write_take_settings(take_dir, s)
             last = str(take_dir)
             replies = [("/rolypoly/take_done", [last, int(summary["rows"]), int(summary["misses"])])]

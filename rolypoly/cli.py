@@ -170,6 +170,12 @@ def _play(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from realtime.service import main
+
+    return main(args)
+
+
 def _print_warnings(lines) -> None:
     for w in lines:
         print(f"rolypoly: warning: {w}", file=sys.stderr)
@@ -259,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
         sp.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
         sp.set_defaults(func=_play if name == "play" else _simulate)
+
+    sv = sub.add_parser("serve", help="a long-lived service controlled over OSC (load, play, stop, tempo...)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=9100, help="OSC port to listen on")
+    sv.add_argument("--reply", default="127.0.0.1:9101", metavar="HOST:PORT", help="where replies go")
+    sv.add_argument("--sessions", help="sessions folder; every path in a message must stay inside it")
+    sv.set_defaults(func=_serve)
 
     dv = sub.add_parser("devices", help="list audio devices and MIDI ports")
     dv.set_defaults(func=_devices)

@@ -24,8 +24,10 @@ Examples
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import mido
 import numpy as np
@@ -321,6 +323,52 @@ def score_from_grid(hits, velocities=None, *, bpm: float = 120.0, meter=(4, 4),
     score = _rows_from_notes(notes, tmap)
     score.name = name
     return score
+
+
+def at_tempo(score: Score, bpm: float) -> Score:
+    """The score with its first tempo at ``bpm``; later tempo changes keep their ratio.
+
+    Every time (``onset_s``, ``duration_ms``, ``bar_ms``) is divided by the
+    ratio ``bpm / first tempo`` and every tempo (``tempo_bpm`` and the tempo
+    map, so a written MIDI file has the new tempo) multiplied by it. Tick
+    positions, bars and steps are unchanged: the notes are the same, only
+    faster or slower. The input score is not modified.
+
+    Raises
+    ------
+    ScoreError
+        ``bpm`` is not a positive finite number, or a later tempo change
+        would leave the playable range (20-400 bpm).
+
+    Examples
+    --------
+    >>> from rolypoly.demo import demo_score
+    >>> score = demo_score()                        # 96 bpm, then 78 bpm from bar 13
+    >>> fast = at_tempo(score, 192)
+    >>> round(float(fast.tempo_bpm[0]), 3), round(float(fast.tempo_bpm[-1]), 3)
+    (192.0, 156.0)
+    >>> float(fast.onset_s[5] / score.onset_s[5]), bool((fast.tick == score.tick).all())
+    (0.5, True)
+    """
+    if not (isinstance(bpm, (int, float)) and math.isfinite(bpm) and bpm > 0):
+        raise ScoreError(f"{score.name}: tempo {bpm!r} is not a positive number of bpm")
+    ratio = float(bpm) / float(score.tempo_bpm[0])
+    tempi = [(tick, us / ratio) for tick, us in score.tempo_map.tempi]
+    lo, hi = TEMPO_RANGE_BPM
+    for tick, us in tempi:
+        if not lo <= 60e6 / us <= hi:
+            bar = int(score.bar[np.searchsorted(score.tick, tick)]) if tick <= score.tick[-1] else None
+            where = f"the tempo change in bar {bar + 1}" if bar is not None else "a tempo change"
+            raise ScoreError(f"{score.name}: at {bpm:g} bpm {where} would be {60e6 / us:.4g} bpm, "
+                             f"outside {lo:g}-{hi:g} bpm")
+    tmap = TempoMap(score.tempo_map.ticks_per_beat, tempi=[(t, int(round(us))) for t, us in tempi],
+                    meters=list(score.tempo_map.meters))
+    # Arrays are copied so that the new score shares nothing mutable with the old one.
+    copied = {f.name: np.copy(getattr(score, f.name)) for f in dataclasses.fields(score)
+              if isinstance(getattr(score, f.name), np.ndarray)}
+    copied.update(onset_s=score.onset_s / ratio, duration_ms=score.duration_ms / ratio,
+                  bar_ms=score.bar_ms / ratio, tempo_bpm=score.tempo_bpm * ratio)
+    return replace(score, **copied, tempo_map=tmap, warnings=list(score.warnings))
 
 
 # ----------------------------------------------------------------------------- writing

@@ -26,6 +26,11 @@ from rolypoly.errors import DeviceError
 KICK, SNARE, CLOSED_HAT = 0, 1, 2
 
 
+def uniq(name: str) -> str:
+    """A JACK client name of this process: names must differ across servers."""
+    return f"{name}-{os.getpid()}"
+
+
 def receive(midi_in, count: int, timeout_s: float = 2.0) -> list[tuple[list[int], float]]:
     """Up to ``count`` (message, delta_s) pairs from an rtmidi MidiIn."""
     got, deadline = [], time.monotonic() + timeout_s
@@ -58,24 +63,24 @@ def sync(out: MidiOut, midi_in, timeout_s: float = 5.0) -> None:
 @pytest.fixture
 def listener(jack_server):
     """A JACK MIDI input client that plays the synth: opens ports on request."""
-    midi_in = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="rolypoly-test-in")
+    midi_in = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name=uniq("rolypoly-test-in"))
     yield midi_in
     midi_in.close_port()
-    del midi_in
+    midi_in.delete()  # rtmidi objects are never collected
 
 
 # --- MIDI ---------------------------------------------------------------------------------------
 
 def test_midi_virtual_port_plays_gm_drums_on_channel_10(listener):
     before = set(listener.get_ports())
-    out = MidiOut(api="jack", gate_s=0.05)
+    out = MidiOut(api="jack", client_name=uniq("rolypoly"), gate_s=0.05)
     try:
         assert out.api == "jack"
         new = sorted(set(listener.get_ports()) - before)
-        assert len(new) == 1 and new[0].endswith(":rolypoly"), new
+        assert new == [f"{uniq('rolypoly')}:rolypoly"]  # a virtual port named rolypoly
         listener.open_port(listener.get_ports().index(new[0]), "in")
         # the route is a real JACK connection
-        assert new[0] in jack.connections()["rolypoly-test-in:in"]
+        assert new[0] in jack.connections()[f"{uniq('rolypoly-test-in')}:in"]
         sync(out, listener)
         sent = out.sent
 
@@ -100,7 +105,7 @@ def test_midi_virtual_port_plays_gm_drums_on_channel_10(listener):
 
 
 def test_midi_retrigger_clipping_and_all_notes_off(listener):
-    out = MidiOut(api="jack", port_name="drums", client_name="rolypoly-t2", gate_s=10.0)
+    out = MidiOut(api="jack", port_name="drums", client_name=uniq("rolypoly-t2"), gate_s=10.0)
     try:
         port = next(p for p in listener.get_ports() if p.endswith(":drums"))
         listener.open_port(listener.get_ports().index(port))
@@ -117,17 +122,18 @@ def test_midi_retrigger_clipping_and_all_notes_off(listener):
 
 
 def test_midi_existing_port_that_vanishes_mid_take(jack_server):
-    synth = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="rolypoly-test-synth")
+    synth = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name=uniq("rolypoly-test-synth"))
     synth.open_virtual_port("midi_in")
-    out = MidiOut(api="jack", existing="test-synth", client_name="rolypoly-t3", check_interval_s=0.0)
+    out = MidiOut(api="jack", existing=uniq("test-synth"), client_name=uniq("rolypoly-t3"),
+                  check_interval_s=0.0)
     try:
-        assert out.target.endswith("rolypoly-test-synth:midi_in")
+        assert out.target == f"{uniq('rolypoly-test-synth')}:midi_in"
         sync(out, synth)
         assert out.hit([KICK], [90]) == 1
         assert [m for m, _ in receive(synth, 1)] == [[0x99, OUTPUT_PITCHES[KICK], 90]]
 
         synth.close_port()  # the synth quits
-        del synth
+        synth.delete()
         for _ in range(5):
             out.hit([KICK], [90])  # must not raise
         assert out.broken
@@ -140,11 +146,11 @@ def test_midi_existing_port_that_vanishes_mid_take(jack_server):
 # Run in a child process: once a JACK server went away, libjack frees every client
 # of the process at its next client open, so the session's own clients would go too.
 DYING_SERVER = r"""
-import json, sys, time
+import json, os, time
 from realtime import jack
 from realtime.midi_out import MidiOut
-server = jack.JackServer.private("rolypoly-doomed")
-out = MidiOut(api="jack")
+server = jack.JackServer.private("rolypoly-doomed", portaudio=False)  # see jack.JackServer.stop
+out = MidiOut(api="jack", client_name=f"rolypoly-{os.getpid()}")
 first = out.hit([0], [80])
 server.proc.terminate()  # the server goes away under a playing MidiOut
 server.proc.wait(5)
@@ -177,7 +183,7 @@ def test_midi_survives_jack_server_dying(jack_server):
 
 def test_midi_missing_port_lists_ports(jack_server):
     with pytest.raises(DeviceError, match="not found; available") as err:
-        MidiOut(api="jack", existing="no-such-synth")
+        MidiOut(api="jack", existing="no-such-synth", client_name=uniq("rolypoly-t4"))
     assert "\n" not in str(err.value)
     with pytest.raises(DeviceError, match="unknown MIDI API"):
         MidiOut(api="coreaudio")
@@ -266,7 +272,7 @@ def test_jack_audio_reaches_an_input_stream(jack_server):
 # --- devices ------------------------------------------------------------------------------------
 
 def test_devices_name_jack(jack_server):
-    out = MidiOut(api="jack", port_name="listed", client_name="rolypoly-t5")
+    out = MidiOut(api="jack", port_name="listed", client_name=uniq("rolypoly-t5"))
     try:
         d = list_devices()
     finally:
@@ -276,9 +282,9 @@ def test_devices_name_jack(jack_server):
     assert system and system[0]["hostapi"] == "JACK Audio Connection Kit"
     assert system[0]["inputs"] >= 1 and system[0]["samplerate"] == jack_server.rate
     assert d["midi"]["jack"]["error"] is None
-    assert "rolypoly-t5:listed" in d["midi"]["jack"]["inputs"]
+    assert f"{uniq('rolypoly-t5')}:listed" in d["midi"]["jack"]["inputs"]
     text = format_devices(d)
-    assert "JACK Audio Connection Kit" in text and "rolypoly-t5:listed" in text
+    assert "JACK Audio Connection Kit" in text and f"{uniq('rolypoly-t5')}:listed" in text
 
 
 def test_resolve_input_device(jack_server):

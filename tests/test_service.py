@@ -15,7 +15,8 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
 from realtime.partner_audio import clicks, write_wav
-from realtime.service import Service, scaled_score, serve
+from realtime.service import Service, serve
+from rolypoly.score import at_tempo
 from rolypoly.demo import demo_score
 from rolypoly.errors import ScoreError
 from rolypoly.score import load_score, score_from_grid, write_midi
@@ -88,8 +89,8 @@ def loaded(svc):
 
 # ----------------------------------------------------------------------------- tempo
 
-def test_scaled_score_scales_times_and_tempi_and_keeps_ticks(score):
-    fast = scaled_score(score, 120.0)
+def test_at_tempo_scales_times_and_tempi_and_keeps_ticks(score):
+    fast = at_tempo(score, 120.0)
     r = 120.0 / 96.0
     np.testing.assert_allclose(fast.onset_s, score.onset_s / r)
     np.testing.assert_allclose(fast.duration_ms, score.duration_ms / r)
@@ -103,17 +104,17 @@ def test_scaled_score_scales_times_and_tempi_and_keeps_ticks(score):
     assert score.onset_s[0] == 0.0  # and shares no arrays
 
 
-def test_scaled_score_writes_a_midi_file_at_the_new_tempo(score, tmp_path):
-    write_midi(scaled_score(score, 144.0), tmp_path / "fast.mid")
+def test_at_tempo_writes_a_midi_file_at_the_new_tempo(score, tmp_path):
+    write_midi(at_tempo(score, 144.0), tmp_path / "fast.mid")
     back = load_score(tmp_path / "fast.mid")
     np.testing.assert_allclose(back.onset_s, score.onset_s * 96 / 144, atol=1e-4)  # whole µs per beat in MIDI
 
 
 @pytest.mark.parametrize("bpm", [24.0, 0.0, -10.0, math.nan, math.inf])
-def test_scaled_score_refuses_unplayable_tempi(score, bpm):
+def test_at_tempo_refuses_unplayable_tempi(score, bpm):
     # At 24 bpm the change to 78 (ratio 0.8125) would be 19.5 bpm.
     with pytest.raises(ScoreError):
-        scaled_score(score, bpm)
+        at_tempo(score, bpm)
 
 
 # ----------------------------------------------------------------------------- scores and sessions
