@@ -30,8 +30,7 @@ def load_audio(path, sample_rate: int = 48000) -> np.ndarray:
     try:
         audio, file_rate = soundfile.read(name, dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types for bad files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RolypolyError(f"{name}: cannot read audio ({reason})") from None
+        raise RolypolyError(f"{name}: cannot read audio ({_problem(exc)})") from None
     if audio.shape[0] == 0:
         raise RolypolyError(f"{name}: audio file is empty")
     mono = audio.mean(axis=1)
@@ -43,3 +42,12 @@ def load_audio(path, sample_rate: int = 48000) -> np.ndarray:
         g = math.gcd(int(file_rate), int(sample_rate))
         mono = scipy.signal.resample_poly(mono, sample_rate // g, file_rate // g)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _problem(exc: Exception) -> str:
+    """First line of an exception message, without a repeated file path."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # libsndfile says "Error opening '<path>': <reason>" -- keep the reason.
+    if ": " in text and text.lower().startswith("error opening"):
+        text = text.split(": ", 1)[1]
+    return text.rstrip(".").lower() if text[:1].isupper() and not text[:2].isupper() else text.rstrip(".")

@@ -247,8 +247,11 @@ class Engine:
                 self._wait(intended[t])
                 played[t] = self._play(t, intended[t], y)
                 yhat[t] = y_prev = y
+                new_bar = t == 0 or score.bar[t] != score.bar[t - 1]
                 self.status.update(row=t, bar=int(score.bar[t]), yhat_ms=y * bar_s[t] * 1000,
                                    misses=misses, xruns=self.source.xruns)
+                if new_bar and self.osc is not None:
+                    self.osc.state(**self.status)
             if last == n and n:
                 # Hear the last hit's window out, so its diff is known too.
                 self._wait(played[n - 1] + window[n - 1])

@@ -18,7 +18,8 @@ What this module knows about JACK here (jackd2 1.9.21, PortAudio 19.6):
   ``sd._initialize()``; no stream may be open). PortAudio then shows one
   device per JACK client with audio ports (``"system"`` for the hardware, or
   the dummy backend's fake hardware), and its own client is named
-  ``"PortAudio"`` (:func:`portaudio_client_name` tells the actual one).
+  ``"PortAudio"`` unless renamed before it initialises
+  (``PaJack_SetClientName``; :func:`portaudio_client_name` tells the name).
 * A PortAudio stream on device ``system`` connects itself to
   ``system:capture_N`` / ``system:playback_N`` when it starts; PortAudio 19.6
   has no environment variable or sounddevice ``extra_settings`` to turn that
@@ -38,6 +39,11 @@ What this module knows about JACK here (jackd2 1.9.21, PortAudio 19.6):
   output keeps queueing into a ring buffer nobody drains, and once that is full
   ``send_message`` spins forever. :class:`JackWatch` notices a stopped server
   (its frame clock stops) so a sender can stop before that happens.
+* PortAudio 19.6 (Debian's, asserts on) aborts the process when it closes a
+  JACK client whose server is gone: in ``Pa_Terminate``, which sounddevice
+  also calls at exit. So PortAudio lets go of a server before it stops
+  (:meth:`JackServer.stop`, and at exit), and a server that dies under a
+  running PortAudio takes the process with it when PortAudio terminates.
 * libjack keeps process-wide state: after a server went away, the next client
   opened (on any server) makes libjack free *every* client whose server is
   gone, so such clients must never be closed later. Keep one server per
@@ -377,6 +383,9 @@ _STARTED: set["JackServer"] = set()
 
 @atexit.register
 def _stop_started() -> None:
+    if _STARTED and "sounddevice" in sys.modules:
+        # before jackd goes: PortAudio aborts closing a client of a dead server
+        _terminate_portaudio(sys.modules["sounddevice"])
     for server in list(_STARTED):
         server._discard()
 

@@ -109,7 +109,7 @@ def list_ports(api: str = "auto", direction: str = "output") -> dict[str, list[s
     return out
 
 
-def match_port(spec: str, names: list[str], what: str = "MIDI port") -> int:
+def match_port(spec: str, names: list[str], what: str = "MIDI port", where: str = "") -> int:
     """Index of the port named ``spec``: exact name, else a unique substring.
 
     Raises
@@ -130,8 +130,8 @@ def match_port(spec: str, names: list[str], what: str = "MIDI port") -> int:
         return hits[0]
     listing = ", ".join(names) if names else "none"
     if not hits:
-        raise DeviceError(f"{what} {spec!r} not found; available: {listing}")
-    raise DeviceError(f"{what} {spec!r} is ambiguous; matches: {', '.join(names[i] for i in hits)}")
+        raise DeviceError(f"{what} {spec!r} not found{where}; available: {listing}")
+    raise DeviceError(f"{what} {spec!r} is ambiguous{where}; matches: {', '.join(names[i] for i in hits)}")
 
 
 class MidiOut:
@@ -148,7 +148,9 @@ class MidiOut:
         Connect to this existing input port (exact name or unique substring)
         instead of offering a virtual port.
     client_name : str
-        MIDI client name; under JACK the virtual port is ``client:port``.
+        MIDI client name; under JACK the virtual port is ``client:port``
+        (JACK appends ``-01``... when the name is taken on that server, and
+        names must differ across servers: see :mod:`realtime.jack`).
     gate_s : float
         Time from a note-on to its note-off.
     check_interval_s : float
@@ -211,7 +213,7 @@ class MidiOut:
                 self._midi.open_virtual_port(self.port_name)
             else:
                 ports = list(self._midi.get_ports())
-                idx = match_port(existing, ports, f"MIDI output port ({name})")
+                idx = match_port(existing, ports, "MIDI output port", f" on {name}")
                 self.target = ports[idx]
                 self._midi.open_port(idx, self.port_name)
             if name == "jack":

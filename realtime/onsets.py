@@ -37,7 +37,8 @@ Each onset reports
     stream sample index at the end of the hop in which it was detected --
     the moment the drummer can use it;
 ``strength``
-    how far the fast envelope rose above the slow one, in dB;
+    how far the attack rose above what was sounding before, in dB
+    (silence counts as the ``silence_db`` gate level);
 ``descriptor``
     spectral centroid of the last 256 samples, as a fraction of Nyquist
     (0 = dark, 1 = bright): a cheap "what did the partner play".
@@ -53,11 +54,9 @@ Each onset reports
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
-from rolypoly.errors import RolypolyError
 
 __all__ = ["OnsetDetector", "ONSET_DTYPE", "DEFAULT_BANDS", "detect", "detect_file", "aubio_onsets"]
 
@@ -528,7 +527,9 @@ class OnsetDetector:
         event = self._events[self._count]
         event["sample"] = attack
         event["available"] = pos + hop
-        event["strength"] = rise[k:].max()
+        # Out of digital silence the rise is ~100 dB of nothing; count the
+        # silence as sitting at the gate so strength stays musical.
+        event["strength"] = min(rise[k:].max(), level[k:].max() - self.silence_db)
         event["descriptor"] = self._centroid()
         self._count += 1
 
@@ -623,15 +624,6 @@ def detect(audio: np.ndarray, sample_rate: int = 48000, block_size: int = 64, **
             events["descriptor"].astype(np.float64))
 
 
-def _problem(exc: Exception) -> str:
-    """First line of an exception message, without a repeated file path."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # libsndfile says "Error opening '<path>': <reason>" -- keep the reason.
-    if ": " in text and text.lower().startswith("error opening"):
-        text = text.split(": ", 1)[1]
-    return text.rstrip(".").lower() if text[:1].isupper() and not text[:2].isupper() else text.rstrip(".")
-
-
 def detect_file(path, sample_rate: int = 48000, block_size: int = 64, **params):
     """Detect onsets in a WAV/FLAC file with the live detector.
 
@@ -675,27 +667,9 @@ def detect_file(path, sample_rate: int = 48000, block_size: int = 64, **params):
     >>> round(float(on[0]), 3)
     0.25
     """
-    import soundfile
+    from .audio_io import load_audio
 
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise RolypolyError(f"{name}: no such file")
-    if os.path.isdir(name):
-        raise RolypolyError(f"{name}: is a directory, not an audio file")
-    try:
-        audio, file_rate = soundfile.read(name, dtype="float32", always_2d=True)
-    except Exception as exc:  # libsndfile raises several types for bad files
-        raise RolypolyError(f"{name}: cannot read audio ({_problem(exc)})") from exc
-    if audio.shape[0] == 0:
-        raise RolypolyError(f"{name}: audio file is empty")
-    mono = audio.mean(axis=1)
-    if not np.all(np.isfinite(mono)):
-        raise RolypolyError(f"{name}: audio contains NaN or infinite samples")
-    if file_rate != sample_rate:
-        import scipy.signal
-
-        g = math.gcd(int(file_rate), int(sample_rate))
-        mono = scipy.signal.resample_poly(mono, sample_rate // g, file_rate // g).astype(np.float32)
+    mono = load_audio(path, sample_rate)
     return detect(mono, sample_rate=sample_rate, block_size=block_size, **params)
 
 

@@ -94,7 +94,10 @@ class OscOut:
         if not 0 < int(port) < 65536:
             raise DeviceError(f"OSC port {port} is out of range 1..65535")
         try:
-            addr = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0][4][0]
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)
+            # IPv4 first: "localhost" may resolve to ::1 while OSC receivers
+            # (SuperCollider, Max, Pd) usually listen on IPv4 only.
+            addr = sorted(infos, key=lambda info: info[0] != socket.AF_INET)[0][4][0]
         except (socket.gaierror, UnicodeError) as exc:
             raise DeviceError(f"OSC host {host!r} cannot be resolved: {exc}") from None
         self.host, self.port, self.address = host, int(port), addr

@@ -113,7 +113,8 @@ def _note_rng(pitch, dur, vel, length):
     Seeding from the note itself keeps rendering deterministic without a
     global seed, while different notes still get different noise.
     """
-    key = hash((round(pitch, 3), round(dur, 4), round(vel, 4), length)) & 0xFFFFFFFF
+    key = [int(round(pitch * 1000)) % 2**32, int(round(dur * 1e5)) % 2**32,
+           int(round(vel * 1e5)) % 2**32, int(length) % 2**32]
     return np.random.default_rng(key)
 
 
