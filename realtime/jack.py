@@ -94,15 +94,31 @@ def _tool_env() -> dict:
     return dict(os.environ, JACK_NO_START_SERVER="1")
 
 
-def _tool(args: list[str], server: str | None, timeout_s: float = 5.0) -> subprocess.CompletedProcess:
-    """Run a ``jack_*`` tool against ``server`` and return its result."""
+def _socket_path(server: str | None) -> str:
+    """Where jackd2 listens for clients (JACK2 keeps it in /dev/shm)."""
+    return f"/dev/shm/jack_{server_name(server)}_{os.getuid()}_0"
+
+
+def _tool(args: list[str], server: str | None, timeout_s: float = 5.0,
+          attempts: int = 3) -> subprocess.CompletedProcess:
+    """Run a ``jack_*`` tool against ``server`` and return its result.
+
+    A tool that cannot open its client although the server's socket exists
+    is tried again: an overloaded server misses the client handshake.
+    """
     cmd = [args[0], "-s", server_name(server), *args[1:]]
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=_tool_env())
-    except FileNotFoundError:
-        raise DeviceError(f"JACK tool {args[0]} not found: {_INSTALL_HINT}") from None
-    except subprocess.TimeoutExpired:
-        raise DeviceError(f"JACK tool {args[0]} did not answer within {timeout_s:g} s") from None
+    for attempt in range(attempts):
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=_tool_env())
+        except FileNotFoundError:
+            raise DeviceError(f"JACK tool {args[0]} not found: {_INSTALL_HINT}") from None
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"JACK tool {args[0]} did not answer within {timeout_s:g} s") from None
+        refused = res.returncode != 0 and "connect to" in (res.stdout + res.stderr).lower()
+        if not refused or not os.path.exists(_socket_path(server)) or attempt == attempts - 1:
+            return res
+        time.sleep(0.2)
+    return res
 
 
 def _last_line(text: str) -> str:
@@ -289,6 +305,9 @@ def portaudio_client_name() -> str | None:
     return name.value.decode()
 
 
+_SHUTDOWN_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
 def _libjack() -> ctypes.CDLL:
     path = ctypes.util.find_library("jack")
     if path is None:
@@ -300,15 +319,18 @@ def _libjack() -> ctypes.CDLL:
     for fn in ("jack_last_frame_time", "jack_get_sample_rate", "jack_get_buffer_size"):
         getattr(lib, fn).restype = ctypes.c_uint32
         getattr(lib, fn).argtypes = [ctypes.c_void_p]
+    lib.jack_on_shutdown.argtypes = [ctypes.c_void_p, _SHUTDOWN_CALLBACK, ctypes.c_void_p]
+    lib.jack_on_shutdown.restype = None
     return lib
 
 
 class JackWatch:
     """Tells cheaply whether the JACK server still runs its process cycles.
 
-    A small JACK client (never activated) reads the server's frame clock
-    (``jack_last_frame_time``); when that stops moving for ``stall_s`` the
-    server is dead or hung and nothing queued for it will be delivered.
+    A small JACK client (never activated) is told when the server shuts
+    down (``jack_on_shutdown``) and reads the server's frame clock
+    (``jack_last_frame_time``): the clock moving means cycles run and queued
+    MIDI leaves; a clock still for ``stall_s`` means a hung server.
 
     Parameters
     ----------
@@ -328,6 +350,8 @@ class JackWatch:
         How long a still clock is taken for a live server.
     moved_at : float
         ``time.monotonic()`` when the clock was last seen moving.
+    shutdown : bool
+        True once the server went away.
 
     Examples
     --------
@@ -346,14 +370,22 @@ class JackWatch:
             raise DeviceError(f"JACK server {server_name()!r} is not running (status 0x{status.value:x})")
         self.rate = int(self._lib.jack_get_sample_rate(self._client))
         self.period = int(self._lib.jack_get_buffer_size(self._client))
-        # Several periods, and never so short that a loaded machine trips it.
-        self.stall_s = max(0.25, 8.0 * self.period / max(self.rate, 1))
+        # Long: a non-realtime server on a busy machine can stall for a good while
+        # and recover, and the stall is only the fallback for a server that hangs.
+        self.stall_s = max(2.0, 16.0 * self.period / max(self.rate, 1))
+        self.shutdown = False
+        # libjack calls this from its own thread when the server goes away.
+        self._on_shutdown = _SHUTDOWN_CALLBACK(self._mark_shutdown)  # kept: libjack holds the pointer
+        self._lib.jack_on_shutdown(self._client, self._on_shutdown, None)
         self._frame = self._lib.jack_last_frame_time(self._client)
         self.moved_at = time.monotonic()
 
+    def _mark_shutdown(self, _arg) -> None:
+        self.shutdown = True
+
     def alive(self, now: float | None = None) -> bool:
-        """True while the frame clock moved within the last ``stall_s`` seconds."""
-        if not self._client:
+        """False once the server shut down, or its clock stood still for ``stall_s``."""
+        if not self._client or self.shutdown:
             return False
         now = time.monotonic() if now is None else now
         frame = self._lib.jack_last_frame_time(self._client)

@@ -76,6 +76,13 @@ def _bench_onsets(args) -> int:
     return 0
 
 
+def _bench_output(args) -> int:
+    from realtime.bench_output import run
+
+    print(json.dumps(run(args.json_out, minutes=args.minutes), indent=2))
+    return 0
+
+
 def _devices(args) -> int:
     from realtime.devices import format_devices, list_devices
 
@@ -239,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     bo = b_sub.add_parser("onsets", help="onset latency and F1 of the live detector vs aubio")
     bo.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
     bo.set_defaults(func=_bench_onsets)
+    bt = b_sub.add_parser("output", help="drum output timing on JACK (|emitted - intended|, drift) and CPU load")
+    bt.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
+    bt.add_argument("--minutes", type=float, default=5.0, help="length of the take")
+    bt.set_defaults(func=_bench_output)
 
     for name, helptext in (("play", "play a take with a partner: live input or a recording in real time"),
                            ("simulate", "play a take with a recorded partner on a simulated clock")):
