@@ -135,7 +135,9 @@ def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", w
         if played.any() else None,
         "problems": result.problems,
     }
-    take.close({**summary, "ended": _dt.datetime.now().isoformat(timespec="seconds")})
+    # Every onset heard, not only those in the hit windows: off-beat partner notes need them.
+    take.close({**summary, "ended": _dt.datetime.now().isoformat(timespec="seconds"),
+                "partner_onsets": [round(float(x), 6) for x in result.onsets]})
 
     partner = source.recording()
     sr = source.sample_rate
