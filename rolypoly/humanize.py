@@ -52,12 +52,13 @@ def plot_offsets(score: Score, offsets: dict, path, title: str | None = None) ->
     for k, (name, yhat) in enumerate(offsets.items()):
         ms = np.asarray(yhat) * score.bar_ms
         ax.plot(x, ms, ".-", lw=0.8, ms=4, label=f"{name} (σ {ms.std():.1f} ms)", color=f"C{k}")
-    for attr, label in ((score.tempo_bpm, "{:g} bpm"), (score.timesig, "meter {:g}")):
+    top, bottom = ax.get_ylim()[1], ax.get_ylim()[0]
+    for attr, label, y in ((score.tempo_bpm, "{:g} bpm", top), (score.timesig, "meter {:g}", bottom)):
         change = np.flatnonzero(np.diff(attr)) + 1
         for i in np.r_[0, change]:
             ax.axvline(x[i], color="0.7", lw=0.8, ls="--")
-            ax.text(x[i], ax.get_ylim()[1], " " + label.format(round(float(attr[i]), 2)),
-                    va="top", fontsize=8, color="0.3")
+            ax.text(x[i], y, " " + label.format(round(float(attr[i]), 2)),
+                    va="top" if y == top else "bottom", fontsize=8, color="0.3")
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("bar")
     ax.set_ylabel("offset from the grid (ms, + = late)")

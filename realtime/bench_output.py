@@ -1,0 +1,878 @@
+"""Drum output timing on JACK: when hits reach JACK against when they were meant to.
+
+One take of a looped drum score (16th-note hi-hats with kick and snare at
+120 bpm) is played by the real :class:`~realtime.engine.Engine` on a
+:class:`~realtime.clock.RealClock`, with a partner (clicks from a file, or
+the live JACK input) and :class:`~realtime.midi_out.MidiOut` on a JACK
+virtual port. A capture client records every MIDI event that reaches JACK,
+and each hit's *emitted* time is compared with its *intended* time (notated
+time + ŷ, :attr:`~realtime.engine.TakeResult.intended`)::
+
+    rolypoly bench output --json OUT [--minutes M]
+    python -m realtime.bench_output --json /tmp/bench_output.json
+
+Putting JACK's times on the engine clock
+----------------------------------------
+* The capture client is a libjack client made with ctypes, in a child
+  process, so its (Python) process callback never competes with the engine
+  for the GIL. For each event it records the frame it sits on
+  (``jack_last_frame_time`` + the event's offset) converted by
+  ``jack_frames_to_time``: the event's place on JACK's frame clock, which
+  is what a synth renders from. rtmidi writes every outgoing event at
+  offset 0 of the first cycle after ``send_message``, so this is the
+  (DLL-smoothed) start of that cycle. The child also records when the cycle
+  really began (``jack_get_time() - jack_frames_since_cycle_start``) and
+  when its own callback ran (``jack_get_time()``, which is what rtmidi's
+  input timestamps are deltas of).
+* ``jack_get_time()`` (jackd2 1.9.21 on Linux) reads CLOCK_MONOTONIC_RAW,
+  not CLOCK_MONOTONIC: on this machine the two differ by ~225 ms, and
+  CLOCK_MONOTONIC is slewed by NTP. RealClock uses ``time.perf_counter()``,
+  which is CLOCK_MONOTONIC on Linux. The child samples CLOCK_MONOTONIC,
+  ``jack_get_time()`` and CLOCK_MONOTONIC_RAW together every half second,
+  and JACK times are mapped to CLOCK_MONOTONIC by interpolating between
+  those samples, then to engine time by RealClock's origin. (libjack's
+  clock is unset until a client is open: ``jack_get_time()`` before that
+  crashes the process.)
+
+Figures
+-------
+``emitted - intended`` is reported raw (|error| p50 / p99 / max) and with
+its median taken out as ``constant_latency_ms`` (the JACK period makes
+every hit wait for the next cycle: on average half a period). Drift is the
+least-squares slope of the signed error over the take (ms per minute) and
+the change of its median from the first minute to the last. The engine's
+CPU load is its process CPU time over wall time, per thread from
+``/proc/self/task/*/schedstat`` (which also tells how long each thread
+waited for a CPU: other processes' load shows there), and the agent's
+per-hit decision time.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import math
+import os
+import platform
+import select
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from realtime import jack
+from rolypoly.errors import DeviceError
+
+__all__ = ["run", "main", "bench_score", "timing_stats", "drift_stats", "MidiCapture"]
+
+TARGET_P99_MS = 1.5
+TARGET_PERIOD = 64
+#: Drift counts as zero when the error moves less than this over the whole take.
+DRIFT_TOLERANCE_MS = 0.1
+#: The first and last stretch of the take compared for drift (shorter takes: a third each).
+DRIFT_WINDOW_S = 60.0
+#: How often the capture child samples JACK's clock against CLOCK_MONOTONIC.
+CLOCK_SAMPLE_S = 0.5
+
+NOTE_ON = 0x99  # channel 10
+_JACK_NO_START_SERVER = 0x01
+_JACK_PORT_IS_INPUT = 0x1
+_JACK_MIDI_TYPE = b"8 bit raw midi"
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Columns of the capture child's event table.
+EVENT_COLUMNS = ("frame", "offset", "frame_us", "wake_us", "seen_us", "status", "data1", "data2")
+
+
+# ----------------------------------------------------------------------------- libjack (ctypes)
+
+class _MidiEvent(ctypes.Structure):
+    _fields_ = [("time", ctypes.c_uint32), ("size", ctypes.c_size_t),
+                ("buffer", ctypes.POINTER(ctypes.c_ubyte))]
+
+
+_PROCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
+
+
+def _libjack() -> ctypes.CDLL:
+    """The system libjack with the signatures the capture client uses."""
+    path = ctypes.util.find_library("jack")
+    if path is None:
+        raise DeviceError("libjack not found: install the Debian package jackd2")
+    lib = ctypes.CDLL(path)
+    vp, u32, u64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
+    signatures = {
+        "jack_client_open": (vp, [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]),
+        "jack_client_close": (ctypes.c_int, [vp]),
+        "jack_port_register": (vp, [vp, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_ulong]),
+        "jack_port_name": (ctypes.c_char_p, [vp]),
+        "jack_set_process_callback": (ctypes.c_int, [vp, _PROCESS, vp]),
+        "jack_activate": (ctypes.c_int, [vp]),
+        "jack_deactivate": (ctypes.c_int, [vp]),
+        "jack_port_get_buffer": (vp, [vp, u32]),
+        "jack_midi_get_event_count": (u32, [vp]),
+        "jack_midi_event_get": (ctypes.c_int, [ctypes.POINTER(_MidiEvent), vp, u32]),
+        "jack_last_frame_time": (u32, [vp]),
+        "jack_frames_since_cycle_start": (u32, [vp]),
+        "jack_frames_to_time": (u64, [vp, u32]),
+        "jack_get_time": (u64, []),
+        "jack_get_sample_rate": (u32, [vp]),
+        "jack_get_buffer_size": (u32, [vp]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    return lib
+
+
+class MidiCapture:
+    """A JACK MIDI input client that stamps each event with JACK's own clocks.
+
+    Meant for a process of its own (:class:`CaptureProcess`): its process
+    callback is Python and takes the GIL every JACK cycle.
+
+    Parameters
+    ----------
+    client_name : str
+        JACK client name (must differ across servers: see :mod:`realtime.jack`).
+
+    Attributes
+    ----------
+    port_name : str
+        Full name of the input port (``client:in``) to connect to.
+    events : list of tuple
+        One row per event, columns :data:`EVENT_COLUMNS` (times in µs on
+        JACK's clock, CLOCK_MONOTONIC_RAW).
+    """
+
+    def __init__(self, client_name: str):
+        self._lib = lib = _libjack()
+        status = ctypes.c_int(0)
+        self.client = lib.jack_client_open(client_name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
+        if not self.client:
+            raise DeviceError(f"JACK server {jack.server_name()!r} is not running (status 0x{status.value:x})")
+        self.rate = int(lib.jack_get_sample_rate(self.client))
+        self.period = int(lib.jack_get_buffer_size(self.client))
+        self.port = lib.jack_port_register(self.client, b"in", _JACK_MIDI_TYPE, _JACK_PORT_IS_INPUT, 0)
+        if not self.port:
+            lib.jack_client_close(self.client)
+            raise DeviceError("cannot register a JACK MIDI input port")
+        self.port_name = lib.jack_port_name(self.port).decode()
+        self.events: list[tuple] = []
+        self.callback_errors = 0
+        self._event = _MidiEvent()
+        self._callback = _PROCESS(self._process)  # keep a reference: libjack holds only the pointer
+        lib.jack_set_process_callback(self.client, self._callback, None)
+        if lib.jack_activate(self.client) != 0:
+            lib.jack_client_close(self.client)
+            raise DeviceError("cannot activate the JACK MIDI capture client")
+
+    def _process(self, nframes: int, _arg) -> int:
+        try:
+            lib, client = self._lib, self.client
+            buf = lib.jack_port_get_buffer(self.port, nframes)
+            count = lib.jack_midi_get_event_count(buf)
+            if count:
+                seen = lib.jack_get_time()
+                # Frames since the cycle began: the cycle's real start, to a frame.
+                wake = seen - round(lib.jack_frames_since_cycle_start(client) * 1e6 / self.rate)
+                frame = lib.jack_last_frame_time(client)
+                for i in range(count):
+                    lib.jack_midi_event_get(ctypes.byref(self._event), buf, i)
+                    ev = self._event
+                    data = list(ev.buffer[:min(ev.size, 3)]) + [0, 0, 0]
+                    at = lib.jack_frames_to_time(client, (frame + ev.time) & 0xFFFFFFFF)
+                    self.events.append((frame, ev.time, at, wake, seen, data[0], data[1], data[2]))
+        except Exception:  # never raise into libjack
+            self.callback_errors += 1
+        return 0
+
+    def clock_sample(self, tries: int = 5) -> tuple[int, int, int]:
+        """(CLOCK_MONOTONIC ns, jack_get_time() µs, CLOCK_MONOTONIC_RAW ns) read together.
+
+        The tightest of a few tries, so a preemption between the reads does
+        not skew the clock map.
+        """
+        best = None
+        for _ in range(tries):
+            a = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            j = self._lib.jack_get_time()
+            r = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+            b = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            if best is None or b - a < best[0]:
+                best = (b - a, (a + b) // 2, int(j), r)
+        return best[1], best[2], best[3]
+
+    def close(self) -> None:
+        """Deactivate and close the client (the server must still run)."""
+        if self.client:
+            self._lib.jack_deactivate(self.client)
+            self._lib.jack_client_close(self.client)
+            self.client = None
+
+
+def _capture_child(client_name: str, out_path: str) -> None:
+    """Body of the capture process: stdin takes ``count`` and ``stop`` (or EOF)."""
+    cap = MidiCapture(client_name)
+    print(f"port {cap.port_name} {cap.rate} {cap.period}", flush=True)
+    clock = [cap.clock_sample()]
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], CLOCK_SAMPLE_S)
+        clock.append(cap.clock_sample())
+        if not ready:
+            continue
+        command = sys.stdin.readline().strip()
+        if command == "count":
+            print(len(cap.events), flush=True)
+        elif command in ("stop", ""):  # "": the parent is gone
+            break
+    cap.close()
+    events = np.array(cap.events, np.int64).reshape(-1, len(EVENT_COLUMNS))
+    np.savez(out_path, events=events, clock=np.array(clock, np.int64),
+             rate=cap.rate, period=cap.period, callback_errors=cap.callback_errors)
+    print("saved", flush=True)
+
+
+_CHILD = "import sys; from realtime.bench_output import _capture_child; _capture_child(sys.argv[1], sys.argv[2])"
+
+
+class CaptureProcess:
+    """Runs a :class:`MidiCapture` in a child process and collects what it recorded.
+
+    Parameters
+    ----------
+    client_name : str
+        JACK client name of the capture client.
+    timeout_s : float
+        How long to wait for the child to answer.
+
+    Examples
+    --------
+    >>> cap = CaptureProcess("rolypoly-bench-capture")        # doctest: +SKIP
+    >>> jack.connect("rolypoly:rolypoly", cap.port_name)      # doctest: +SKIP
+    >>> data = cap.stop()                                      # doctest: +SKIP
+    """
+
+    def __init__(self, client_name: str, timeout_s: float = 15.0):
+        self.timeout_s = timeout_s
+        fd, self._out = tempfile.mkstemp(prefix="rolypoly-capture-", suffix=".npz")
+        os.close(fd)
+        self._err = tempfile.TemporaryFile("w+")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, client_name, self._out],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
+                                     text=True, cwd=str(ROOT), env=env)
+        words = self._answer().split()
+        if len(words) != 4 or words[0] != "port":
+            self.kill()
+            raise DeviceError(f"the MIDI capture process did not start: {self._stderr_tail()}")
+        self.port_name, self.rate, self.period = words[1], int(words[2]), int(words[3])
+
+    def _answer(self) -> str:
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout_s)
+        return self.proc.stdout.readline().strip() if ready else ""
+
+    def _stderr_tail(self) -> str:
+        self._err.seek(0)
+        lines = [ln for ln in self._err.read().splitlines() if ln.strip()]
+        return lines[-1] if lines else f"exit status {self.proc.poll()}"
+
+    def count(self) -> int:
+        """Events captured so far."""
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        answer = self._answer()
+        if not answer.isdigit():
+            raise DeviceError(f"the MIDI capture process stopped: {self._stderr_tail()}")
+        return int(answer)
+
+    def cpu_s(self) -> float:
+        """CPU seconds the child used so far (0 once it exited)."""
+        return _proc_cpu_s(self.proc.pid)
+
+    def stop(self) -> dict:
+        """End the capture; returns ``events`` (rows of :data:`EVENT_COLUMNS`), ``clock``, ``rate``..."""
+        try:
+            self.proc.stdin.write("stop\n")
+            self.proc.stdin.flush()
+            done = self._answer()
+        except (BrokenPipeError, ValueError):
+            done = ""
+        if done != "saved":
+            self.kill()
+            raise DeviceError(f"the MIDI capture process failed: {self._stderr_tail()}")
+        self.proc.wait(timeout=self.timeout_s)
+        with np.load(self._out) as f:
+            data = {k: f[k] for k in f.files}
+        self._cleanup()
+        return data
+
+    def kill(self) -> None:
+        """End the child without its results (safe to call twice)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+        try:
+            os.unlink(self._out)
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------------------- clocks
+
+def jack_us_to_monotonic(us: np.ndarray, clock: np.ndarray) -> np.ndarray:
+    """Seconds on CLOCK_MONOTONIC of JACK times (µs, CLOCK_MONOTONIC_RAW).
+
+    ``clock`` rows are (CLOCK_MONOTONIC ns, jack µs, CLOCK_MONOTONIC_RAW ns)
+    sampled together; the offset between the clocks is interpolated between
+    samples (NTP may change the rate of CLOCK_MONOTONIC during a take) and
+    held at the ends.
+
+    >>> clock = np.array([[1_000_000_000, 800_000, 0], [2_000_000_000, 1_800_000, 0]])
+    >>> jack_us_to_monotonic(np.array([1_300_000]), clock)
+    array([1.5])
+    """
+    mono_s = clock[:, 0] / 1e9
+    jack_s = clock[:, 1] / 1e6
+    offset = mono_s - jack_s
+    at = np.asarray(us, np.float64) / 1e6
+    return at + np.interp(at, jack_s, offset)
+
+
+def clock_report(clock: np.ndarray) -> dict:
+    """Which system clock ``jack_get_time()`` reads, and how far CLOCK_MONOTONIC moved from it."""
+    jack_minus_mono = clock[:, 1] / 1e3 - clock[:, 0] / 1e6   # ms
+    jack_minus_raw = clock[:, 1] / 1e3 - clock[:, 2] / 1e6
+    return {
+        "jack_get_time_reads": ("CLOCK_MONOTONIC_RAW" if np.abs(jack_minus_raw).max() < 0.1
+                                else "CLOCK_MONOTONIC" if np.abs(jack_minus_mono).max() < 0.1 else "unknown"),
+        "jack_minus_monotonic_ms": round(float(jack_minus_mono[0]), 3),
+        "jack_minus_monotonic_change_us": round(float((jack_minus_mono[-1] - jack_minus_mono[0]) * 1e3), 2),
+        "jack_minus_monotonic_raw_max_abs_us": round(float(np.abs(jack_minus_raw).max() * 1e3), 1),
+        "samples": int(len(clock)),
+    }
+
+
+# ----------------------------------------------------------------------------- the take
+
+def bench_score(seconds: float, bpm: float = 120.0):
+    """A drum loop lasting at least ``seconds``: 16th-note hats, kick and snare.
+
+    The grid has 24 steps per bar, which holds 16th notes only in 2/4 (12
+    steps a beat), so the loop is written as 2/4 bars: kick on 1 (and on the
+    last 16th of beat 1 every other bar), snare on 2, accented 8th hats.
+
+    >>> score = bench_score(4.0)
+    >>> len(score), float(score.bar_ms[0])
+    (32, 1000.0)
+    """
+    from rolypoly.drum_map import class_index
+    from rolypoly.grid import STEPS_PER_BAR
+    from rolypoly.score import score_from_grid
+
+    bar_s = 2 * 60.0 / bpm
+    bars = max(1, math.ceil(seconds / bar_s))
+    kick, snare, hat = class_index("kick"), class_index("snare"), class_index("closed_hihat")
+    hits = np.zeros((bars * STEPS_PER_BAR, 9), bool)
+    vels = np.zeros(hits.shape, int)
+    for b in range(bars):
+        s = b * STEPS_PER_BAR
+        for k in range(0, STEPS_PER_BAR, 3):  # 16ths
+            hits[s + k, hat], vels[s + k, hat] = True, 88 if k % 6 == 0 else 62
+        hits[s, kick], vels[s, kick] = True, 112
+        hits[s + 12, snare], vels[s + 12, snare] = True, 104
+        if b % 2:
+            hits[s + 9, kick], vels[s + 9, kick] = True, 90
+    return score_from_grid(hits, vels, bpm=bpm, meter=(2, 4), name=f"bench loop {bpm:g} bpm")
+
+
+def partner_clicks(score, sample_rate: int, late_s: float = 0.004, jitter_s: float = 0.002, seed: int = 0):
+    """Clicks on every beat of ``score``, a little late and uneven, and their times."""
+    from realtime.partner_audio import clicks
+
+    beats = score.onset_s[score.step % 12 == 0]
+    rng = np.random.default_rng(seed)
+    times = np.maximum(beats + late_s + rng.normal(0.0, jitter_s, len(beats)), 0.0)
+    return clicks(times, sample_rate=sample_rate), times
+
+
+class TimedPerformer:
+    """Wraps a performer and times each ``step`` (ns), on whichever thread calls it."""
+
+    def __init__(self, performer, capacity: int):
+        self.performer = performer
+        self.mean = performer.mean
+        self.ns = np.zeros(capacity, np.int64)
+        self.n = 0
+
+    def prime(self, X) -> None:
+        self.performer.prime(X)
+        self.n = 0
+
+    def step(self, row) -> float:
+        start = time.perf_counter_ns()
+        y = self.performer.step(row)
+        if self.n < len(self.ns):
+            self.ns[self.n] = time.perf_counter_ns() - start
+            self.n += 1
+        return y
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process in seconds (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _busy_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+class ThreadCpu:
+    """Samples every thread's CPU and run-queue wait of this process while a take plays.
+
+    Threads that end during the take (the agent's) keep their last sample,
+    so sampling every ``interval_s`` loses at most that much of them.
+    """
+
+    def __init__(self, interval_s: float = 0.5):
+        self.interval_s = interval_s
+        self.start_ns: dict[int, tuple[int, int]] = {}
+        self.last_ns: dict[int, tuple[int, int]] = {}
+        self.names: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-monitor", daemon=True)
+
+    @staticmethod
+    def _read() -> dict[int, tuple[int, int]]:
+        out = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    run_ns, wait_ns = f.read().split()[:2]
+            except (OSError, ValueError):
+                continue
+            out[int(tid)] = (int(run_ns), int(wait_ns))
+        return out
+
+    def _sample(self) -> None:
+        for t in threading.enumerate():
+            if t.native_id is not None:
+                self.names.setdefault(t.native_id, t.name)
+        for tid, v in self._read().items():
+            self.start_ns.setdefault(tid, (0, 0))  # born during the take
+            self.last_ns[tid] = v
+
+    def start(self) -> None:
+        self.start_ns = self._read()
+        self.last_ns = dict(self.start_ns)
+        self.proc_cpu = time.process_time()
+        self.usage = _rusage()
+        self.busy = _busy_jiffies()
+        self.wall = time.perf_counter()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def stop(self) -> dict:
+        """Stop sampling; returns the CPU figures of the take."""
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        wall = time.perf_counter() - self.wall
+        usage = _rusage()
+        busy, total = _busy_jiffies()
+        threads = []
+        for tid, (run_ns, wait_ns) in self.last_ns.items():
+            run0, wait0 = self.start_ns.get(tid, (0, 0))
+            name = self.names.get(tid) or _comm(tid) or "native"
+            if name == "MainThread":
+                name = "MainThread (engine)"
+            threads.append({"name": name, "tid": tid,
+                            "cpu_pct": round(100 * (run_ns - run0) / 1e9 / wall, 2),
+                            "runqueue_wait_pct": round(100 * (wait_ns - wait0) / 1e9 / wall, 2)})
+        threads.sort(key=lambda t: -t["cpu_pct"])
+        cores = os.cpu_count() or 1
+        return {
+            "wall_s": round(wall, 2),
+            "process_pct_of_one_core": round(100 * (time.process_time() - self.proc_cpu) / wall, 2),
+            "threads": [t for t in threads if t["cpu_pct"] > 0 or t["runqueue_wait_pct"] > 0],
+            "voluntary_context_switches": usage[0] - self.usage[0],
+            "involuntary_context_switches": usage[1] - self.usage[1],
+            "machine_busy_pct_of_all_cores": round(100 * (busy - self.busy[0]) / max(total - self.busy[1], 1), 1),
+            "cores": cores,
+        }
+
+
+def _rusage() -> tuple[int, int]:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_nvcsw, r.ru_nivcsw
+
+
+def _comm(tid: int) -> str:
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            return f"native ({f.read().strip()})"
+    except OSError:
+        return ""
+
+
+# ----------------------------------------------------------------------------- figures
+
+def timing_stats(err_ms: np.ndarray) -> dict:
+    """|error| p50 / p99 / max and the signed range, in ms.
+
+    >>> timing_stats(np.array([-1.0, 0.5, 2.0]))["max_abs_ms"]
+    2.0
+    """
+    a = np.abs(err_ms)
+    return {"p50_abs_ms": round(float(np.percentile(a, 50)), 3), "p99_abs_ms": round(float(np.percentile(a, 99)), 3),
+            "max_abs_ms": round(float(a.max()), 3), "mean_ms": round(float(err_ms.mean()), 3),
+            "min_ms": round(float(err_ms.min()), 3), "max_ms": round(float(err_ms.max()), 3), "n": int(len(a))}
+
+
+def drift_stats(t_s: np.ndarray, err_ms: np.ndarray) -> dict:
+    """Drift of a signed error over time: least-squares slope and first-vs-last change.
+
+    >>> d = drift_stats(np.arange(600.0), np.arange(600.0) / 60)   # 1 ms per minute
+    >>> d["slope_ms_per_min"], d["window_s"]
+    (1.0, 60.0)
+    """
+    minutes = (t_s - t_s[0]) / 60.0
+    slope, intercept = np.polyfit(minutes, err_ms, 1)
+    resid = err_ms - (slope * minutes + intercept)
+    spread = np.sum((minutes - minutes.mean()) ** 2)
+    stderr = float(np.sqrt(np.sum(resid ** 2) / max(len(t_s) - 2, 1) / spread)) if spread > 0 else math.nan
+    window = min(DRIFT_WINDOW_S, (t_s[-1] - t_s[0]) / 3)
+    first = np.median(err_ms[t_s <= t_s[0] + window])
+    last = np.median(err_ms[t_s >= t_s[-1] - window])
+    return {"slope_ms_per_min": round(float(slope), 4), "slope_stderr_ms_per_min": round(stderr, 4),
+            "total_over_take_ms": round(float(slope * minutes[-1]), 4),
+            "first_window_median_ms": round(float(first), 4), "last_window_median_ms": round(float(last), 4),
+            "change_first_to_last_ms": round(float(last - first), 4), "window_s": round(float(window), 2)}
+
+
+def expected_notes(score, rows: int) -> list[tuple[int, int, int]]:
+    """(row, pitch, velocity) of every note-on the first ``rows`` rows send, in order."""
+    from rolypoly.drum_map import OUTPUT_PITCHES
+
+    out = []
+    for r in range(rows):
+        for c in np.flatnonzero(score.hits[r]):
+            v = int(round(float(score.velocities[r, c])))
+            if v > 0:
+                out.append((r, OUTPUT_PITCHES[int(c)], min(v, 127)))
+    return out
+
+
+def match_rows(expected: list[tuple[int, int, int]], notes: np.ndarray, rows: int, lookahead: int = 8):
+    """Index into ``notes`` of each row's first note-on, or -1; plus missing and unexpected counts.
+
+    ``notes`` rows are (pitch, velocity) in arrival order; matching walks
+    both lists in order, skipping unexpected notes.
+
+    >>> match_rows([(0, 36, 100), (1, 38, 90)], np.array([[36, 100], [38, 90]]), 2)
+    (array([0, 1]), 0, 0)
+    """
+    first = np.full(rows, -1)
+    j = missing = 0
+    for r, pitch, vel in expected:
+        k = j
+        while k < min(len(notes), j + lookahead) and (notes[k, 0], notes[k, 1]) != (pitch, vel):
+            k += 1
+        if k < len(notes) and (notes[k, 0], notes[k, 1]) == (pitch, vel):
+            if first[r] < 0:
+                first[r] = k
+            j = k + 1
+        else:
+            missing += 1
+    unexpected = len(notes) - (len(expected) - missing)
+    return first, missing, unexpected
+
+
+def _stats_us(ns: np.ndarray) -> dict:
+    us = ns / 1e3
+    return {"p50_us": round(float(np.percentile(us, 50)), 1), "p99_us": round(float(np.percentile(us, 99)), 1),
+            "max_us": round(float(us.max()), 1), "n": int(len(us))}
+
+
+# ----------------------------------------------------------------------------- running it
+
+def _server(period: int, rate: int, portaudio: bool) -> jack.JackServer:
+    """The JACK server that runs (``$JACK_DEFAULT_SERVER`` or ``default``), else a private one."""
+    if jack.server_running():
+        return jack.JackServer(portaudio=portaudio).start()
+    return jack.JackServer.private("rolypoly-bench", rate=rate, period=period, portaudio=portaudio)
+
+
+def _source(kind: str, score, rate: int, period: int):
+    from realtime.sources import FileSource, LiveSource
+
+    if kind == "clicks":
+        audio, _ = partner_clicks(score, rate)
+        return FileSource(audio=audio, sample_rate=rate, block=period), "clicks on every beat (FileSource)"
+    if kind == "live":
+        return LiveSource("system", sample_rate=rate, block=period), "live JACK input 'system' (silent dummy capture)"
+    raise ValueError(f"partner {kind!r}: use 'clicks' or 'live'")
+
+
+def _sync(midi, capture: CaptureProcess, timeout_s: float = 5.0) -> int:
+    """Wait until MIDI reaches the capture client; returns the events captured by then.
+
+    JACK applies a connection a cycle or more after ``jack_connect`` returns.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        midi.all_notes_off()  # harmless: nothing sounds yet
+        time.sleep(0.02)
+        if capture.count():
+            time.sleep(0.1)
+            return capture.count()
+    raise DeviceError("MIDI from rolypoly never reached the capture client over JACK")
+
+
+def _port_of(client_name: str, port: str) -> str:
+    """Full JACK name of ``port`` of the client ``client_name`` (JACK may have suffixed the client)."""
+    names = [p for p in jack.ports(f"{client_name}") if p.endswith(f":{port}")]
+    if not names:
+        raise DeviceError(f"JACK port {client_name}:{port} not found")
+    return min(names, key=len)
+
+
+def _play(minutes: float, partner: str, server_period: int, rate: int, bpm: float, say) -> dict:
+    """Play one take and capture it; returns everything the figures need."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from realtime.clock import RealClock
+    from realtime.engine import Engine, EngineSettings
+    from realtime.midi_out import MidiOut
+    from rolypoly.agents import Performer, make_agent
+
+    score = bench_score(minutes * 60.0, bpm)
+    source, source_desc = _source(partner, score, rate, server_period)
+    torch.manual_seed(0)
+    performer = TimedPerformer(Performer(make_agent("lstm")), len(score) + 16)
+    name = f"rolypoly-bench-{os.getpid()}"
+    midi = MidiOut(api="jack", client_name=name)
+    capture = None
+    try:
+        capture = CaptureProcess(f"{name}-capture")
+        jack.connect(_port_of(name, "rolypoly"), capture.port_name)
+        before = _sync(midi, capture)
+        clock = RealClock()
+        engine = Engine(score, performer, source, clock, midi=midi, settings=EngineSettings())
+        say(f"playing {len(score)} rows ({score.onset_s[-1] / 60:.1f} min) through JACK...")
+        cpu = ThreadCpu()
+        child_cpu0 = capture.cpu_s()
+        with threadpool_limits(1):
+            cpu.start()
+            result = engine.run()
+            cpu_figures = cpu.stop()
+        cpu_figures["capture_child_pct_of_one_core"] = round(
+            100 * (capture.cpu_s() - child_cpu0) / cpu_figures["wall_s"], 2)
+        time.sleep(0.2)  # the last note-offs and All Notes Off
+        data = capture.stop()
+        capture = None
+    finally:
+        if capture is not None:
+            capture.kill()
+        midi.close()
+    return {"score": score, "result": result, "data": data, "skip": before, "cpu": cpu_figures,
+            "t0": engine._t0, "origin": -clock.to_engine(0.0), "decide_ns": performer.ns[:performer.n],
+            "source": source_desc, "midi_error": midi.error}
+
+
+def _figures(take: dict, period: int, rate: int) -> dict:
+    """The timing figures of a captured take (see module docstring)."""
+    score, result, data = take["score"], take["result"], take["data"]
+    events = data["events"][take["skip"]:]
+    col = {c: i for i, c in enumerate(EVENT_COLUMNS)}
+    on = events[(events[:, col["status"]] == NOTE_ON) & (events[:, col["data2"]] > 0)]
+    rows = len(result.intended)
+    first, missing, unexpected = match_rows(expected_notes(score, rows), on[:, [col["data1"], col["data2"]]], rows)
+    ok = first >= 0
+    base = take["origin"] + take["t0"]                      # engine score zero on CLOCK_MONOTONIC
+    intended = base + result.intended[ok]
+    to_mono = lambda column: jack_us_to_monotonic(on[first[ok], col[column]], data["clock"])  # noqa: E731
+    emitted, wake, seen = to_mono("frame_us"), to_mono("wake_us"), to_mono("seen_us")
+    err = (emitted - intended) * 1e3
+    latency = float(np.median(err))
+    period_ms = 1e3 * period / rate
+    return {
+        "notes": {"expected": int(len(expected_notes(score, rows))), "received": int(len(on)),
+                  "missing": int(missing), "unexpected": int(unexpected), "rows_matched": int(ok.sum()),
+                  "rows": rows},
+        "emitted_minus_intended": {
+            "raw": timing_stats(err),
+            "constant_latency_ms": round(latency, 3),
+            "compensated": timing_stats(err - latency),
+        },
+        "drift": drift_stats(intended - intended[0], err),
+        "stages_minus_intended": {
+            "engine_send": timing_stats((base + result.played[ok] - intended) * 1e3),
+            "jack_cycle_wakeup": timing_stats((wake - intended) * 1e3),
+            "capture_callback": timing_stats((seen - intended) * 1e3),
+        },
+        "jack_cycle": {
+            "period_frames": period, "rate": rate, "period_ms": round(period_ms, 4),
+            "wakeup_after_frame_clock": timing_stats((wake - emitted) * 1e3),
+        },
+        "clock_map": clock_report(data["clock"]),
+        "capture_callback_errors": int(data["callback_errors"]),
+    }
+
+
+def run(json_path=None, minutes: float = 5.0, period: int = 64, rate: int = 48000, *,
+        partner: str = "clicks", bpm: float = 120.0, verbose: bool = False) -> dict:
+    """Play a take of ``minutes`` on JACK and measure when its hits reached JACK.
+
+    Parameters
+    ----------
+    json_path : str or Path, optional
+        Also write the JSON report here.
+    minutes : float
+        Length of the take (0.1 is a quick check).
+    period, rate : int
+        Frames per cycle and sample rate of the JACK server started when
+        none runs (a running server is used as it is: see ``server``).
+    partner : {"clicks", "live"}
+        A FileSource of clicks on the beats, or the live JACK input
+        (``system``, silent on the dummy backend: its audio callback runs).
+    bpm : float
+        Tempo of the loop (16th-note hats).
+    verbose : bool
+        Progress on stderr.
+
+    Returns
+    -------
+    dict
+        The report (also written to ``json_path``).
+
+    Raises
+    ------
+    DeviceError
+        JACK cannot run, or MIDI does not reach the capture client.
+    """
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else (lambda msg: None)
+    load_before = os.getloadavg()
+    server = _server(period, rate, portaudio=partner == "live")
+    try:
+        watch = jack.JackWatch(f"rolypoly-bench-watch-{os.getpid()}")
+        actual_period, actual_rate = watch.period, watch.rate
+        watch.close()
+        jackd_cpu0 = _proc_cpu_s(server.proc.pid) if server.owned else None
+        take = _play(minutes, partner, actual_period, actual_rate, bpm, say)
+        if jackd_cpu0 is not None:
+            take["cpu"]["jackd_pct_of_one_core"] = round(
+                100 * (_proc_cpu_s(server.proc.pid) - jackd_cpu0) / take["cpu"]["wall_s"], 2)
+        server_info = {"name": server.name, "started_here": server.owned, "period": actual_period,
+                       "rate": actual_rate, "driver": server.driver if server.owned else "not known (reused)"}
+    finally:
+        server.stop()
+    report = _report(take, server_info, minutes, partner, bpm, load_before)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+    return report
+
+
+METHOD = (
+    "Emitted = when each hit's first note-on reached JACK, on JACK's frame clock: a libjack MIDI input client "
+    "(ctypes, in a child process so its process callback never takes the engine's GIL) connected to rolypoly's "
+    "port records jack_frames_to_time(jack_last_frame_time + event offset) for every event (rtmidi writes each "
+    "event at offset 0 of the first cycle after send_message, so this is that cycle's start on JACK's DLL-smoothed "
+    "clock). It also records the cycle's real start (jack_get_time - jack_frames_since_cycle_start) and when its "
+    "callback ran (jack_get_time, what rtmidi input timestamps are deltas of). jack_get_time reads "
+    "CLOCK_MONOTONIC_RAW (see clock_map), RealClock reads CLOCK_MONOTONIC (time.perf_counter): the child samples "
+    "both every 0.5 s and JACK times are mapped by interpolating the offset, then put on the engine clock by "
+    "RealClock's origin. Intended = engine score zero + TakeResult.intended (notated + yhat). "
+    "constant_latency_ms is the median of emitted - intended; 'compensated' figures are around it."
+)
+
+
+def _report(take: dict, server: dict, minutes: float, partner: str, bpm: float, load_before) -> dict:
+    figures = _figures(take, server["period"], server["rate"])
+    result = take["result"]
+    raw = figures["emitted_minus_intended"]["raw"]
+    comp = figures["emitted_minus_intended"]["compensated"]
+    drift = figures["drift"]
+    drift_met = (abs(drift["total_over_take_ms"]) <= DRIFT_TOLERANCE_MS
+                 and abs(drift["change_first_to_last_ms"]) <= DRIFT_TOLERANCE_MS)
+    decide = take["decide_ns"]
+    return {
+        "what": "drum hits through the real Engine on RealClock to JACK MIDI: |emitted - intended|, drift, CPU",
+        "method": METHOD,
+        "server": server,
+        "take": {"minutes": minutes, "rows": len(result.intended), "bpm": bpm,
+                 "score": take["score"].name + " (16th hats, kick, snare; 2/4 bars)",
+                 "partner": take["source"], "agent": "lstm, random init (shipped size), numpy Performer",
+                 "misses": int(result.misses), "xruns": int(result.xruns), "problems": list(result.problems),
+                 "onsets_heard": int(len(result.onsets))},
+        **figures,
+        "cpu": {**take["cpu"], "decision_step": _stats_us(decide) if len(decide) else None},
+        "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+                    "python": platform.python_version(),
+                    "loadavg_before": [round(x, 2) for x in load_before],
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "targets": {
+            "p99_abs_ms": TARGET_P99_MS, "at_period": TARGET_PERIOD, "drift_tolerance_ms": DRIFT_TOLERANCE_MS,
+            "period_matches": server["period"] == TARGET_PERIOD,
+            "raw_p99_met": raw["p99_abs_ms"] <= TARGET_P99_MS,
+            "compensated_p99_met": comp["p99_abs_ms"] <= TARGET_P99_MS,
+            "drift_met": bool(drift_met),
+        },
+    }
+
+
+def main(argv=None) -> int:
+    """Command line: ``python -m realtime.bench_output [--json OUT] [--minutes M] [--period N]``."""
+    parser = argparse.ArgumentParser(prog="python -m realtime.bench_output",
+                                     description="Drum output timing on JACK and the engine's CPU load.")
+    parser.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON report here")
+    parser.add_argument("--minutes", type=float, default=5.0, help="length of the take (default 5)")
+    parser.add_argument("--period", type=int, default=64, help="frames per cycle of a started JACK server")
+    parser.add_argument("--rate", type=int, default=48000, help="sample rate of a started JACK server")
+    parser.add_argument("--partner", choices=("clicks", "live"), default="clicks")
+    parser.add_argument("--quick", action="store_true", help="a 6-second take")
+    parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    args = parser.parse_args(argv)
+    try:
+        report = run(args.json_out, minutes=0.1 if args.quick else args.minutes, period=args.period,
+                     rate=args.rate, partner=args.partner, verbose=args.verbose)
+    except DeviceError as exc:
+        print(f"rolypoly: {exc}", file=sys.stderr)
+        return 2
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
