@@ -68,14 +68,18 @@ def _agent(kind, norm, seed=0, **config):
     """A random-init agent with a fitted normalisation.
 
     The head is scaled up so ŷ spreads over ~1e-2 of a bar instead of ~1e-4: a 1e-5
-    tolerance then tells a right answer from a wrong one.
+    tolerance then tells a right answer from a wrong one. The partner columns'
+    input weights, which a fresh agent starts at zero, get random values as a
+    fine-tuned agent's would, so the partner path is exercised too.
     """
     torch.manual_seed(seed)
     agent = make_agent(kind, **config)
     agent.set_normalisation(*norm)
+    first = agent.lstm if kind == "lstm" else agent.decoder
     with torch.no_grad():
         agent.head.weight.mul_(100.0)
         agent.head.bias.uniform_(-0.5, 0.5)
+        first.weight_ih_l0[:, F.DESCRIPTOR:F.DIFF + 1].uniform_(-0.1, 0.1)
     return agent
 
 
@@ -216,6 +220,16 @@ def test_predict_shape_determinism_and_training_flag(agent, X):
     assert np.isfinite(y1).all()
     np.testing.assert_array_equal(y1, y2)  # no dropout at prediction time
     assert y1.std() > 1e-3  # the agent's answers vary: comparisons below are meaningful
+
+
+@pytest.mark.parametrize("kind", AGENT_KINDS)
+def test_a_fresh_agent_does_not_listen_yet(kind, X):
+    """Pretraining has no partner: its input weights start (and stay) at zero."""
+    torch.manual_seed(0)
+    fresh = make_agent(kind)
+    X0 = X.copy()
+    X0[:, F.DESCRIPTOR:] = 0.0
+    np.testing.assert_array_equal(fresh.predict(X), fresh.predict(X0))
 
 
 def test_partner_columns_reach_the_agent(agent, X):

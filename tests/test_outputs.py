@@ -98,9 +98,10 @@ def test_midi_virtual_port_plays_gm_drums_on_channel_10(listener):
         [0x99, OUTPUT_PITCHES[KICK], 100], [0x99, OUTPUT_PITCHES[SNARE], 64],
         [0x89, OUTPUT_PITCHES[KICK], 0], [0x89, OUTPUT_PITCHES[SNARE], 0]]
     deltas = [d for _, d in msgs]
-    assert deltas[1] < 0.005  # both note-ons leave in the same JACK cycle or the next
-    assert 0.04 < deltas[2] < 0.3  # the gate, give or take a period and a slow machine
-    assert deltas[3] < 0.005
+    assert deltas[1] < 0.02  # sent together, they arrive together (same cycle or the next)
+    # the 50 ms gate, as JACK stamped it: a period of jitter, more on a swamped machine
+    assert 0.025 < deltas[2] < 0.5
+    assert deltas[3] < 0.02
     assert out.error is None and out.failures == 0
     assert out.sent - sent == 5  # and All Notes Off at close
 
