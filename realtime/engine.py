@@ -302,4 +302,5 @@ class Engine:
             self.osc.hit(t, intended - self._t0, actual - self._t0, y)
         if self.on_hit is not None:
             self.on_hit(t, actual - self._t0)
+        self.source.drum_played(self._t0 + self.score.onset_s[t], actual)
         return actual

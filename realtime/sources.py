@@ -121,6 +121,9 @@ class PartnerSource:
     def stop(self) -> None:
         pass
 
+    def drum_played(self, notated: float, played: float) -> None:
+        """The engine just played a hit (engine times). A partner that listens may react."""
+
     def recording(self) -> np.ndarray:
         """The partner audio heard during the take (for the take's WAV)."""
         raise NotImplementedError
