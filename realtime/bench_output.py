@@ -86,7 +86,7 @@ _JACK_MIDI_TYPE = b"8 bit raw midi"
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Columns of the capture child's event table.
-EVENT_COLUMNS = ("frame", "offset", "frame_us", "wake_us", "seen_us", "status", "data1", "data2")
+EVENT_COLUMNS = ("frame", "offset", "frame_us", "wake_us", "seen_us", "gap", "status", "data1", "data2")
 
 
 # ----------------------------------------------------------------------------- libjack (ctypes)
@@ -166,6 +166,7 @@ class MidiCapture:
         self.events: list[tuple] = []
         self.callback_errors = 0
         self._event = _MidiEvent()
+        self._last_frame = 0
         self._callback = _PROCESS(self._process)  # keep a reference: libjack holds only the pointer
         lib.jack_set_process_callback(self.client, self._callback, None)
         if lib.jack_activate(self.client) != 0:
@@ -175,19 +176,22 @@ class MidiCapture:
     def _process(self, nframes: int, _arg) -> int:
         try:
             lib, client = self._lib, self.client
+            frame = lib.jack_last_frame_time(client)
+            # Frames since this callback last ran: more than a period means it missed
+            # a cycle, and JACK may have dropped or mis-stamped what that cycle carried.
+            gap, self._last_frame = (frame - self._last_frame) & 0xFFFFFFFF, frame
             buf = lib.jack_port_get_buffer(self.port, nframes)
             count = lib.jack_midi_get_event_count(buf)
             if count:
                 seen = lib.jack_get_time()
-                # Frames since the cycle began: the cycle's real start, to a frame.
+                # Frames since the cycle began: the server's own cycle start, to a frame.
                 wake = seen - round(lib.jack_frames_since_cycle_start(client) * 1e6 / self.rate)
-                frame = lib.jack_last_frame_time(client)
                 for i in range(count):
                     lib.jack_midi_event_get(ctypes.byref(self._event), buf, i)
                     ev = self._event
                     data = list(ev.buffer[:min(ev.size, 3)]) + [0, 0, 0]
                     at = lib.jack_frames_to_time(client, (frame + ev.time) & 0xFFFFFFFF)
-                    self.events.append((frame, ev.time, at, wake, seen, data[0], data[1], data[2]))
+                    self.events.append((frame, ev.time, at, wake, seen, gap, data[0], data[1], data[2]))
         except Exception:  # never raise into libjack
             self.callback_errors += 1
         return 0
@@ -590,29 +594,58 @@ def expected_notes(score, rows: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def match_rows(expected: list[tuple[int, int, int]], notes: np.ndarray, rows: int, lookahead: int = 8):
-    """Index into ``notes`` of each row's first note-on, or -1; plus missing and unexpected counts.
+def match_notes(expected, intended_s: np.ndarray, notes: np.ndarray, at_s: np.ndarray, window_s: float):
+    """Pair each expected note-on with the captured one nearest its row's intended time.
 
-    ``notes`` rows are (pitch, velocity) in arrival order; matching walks
-    both lists in order, skipping unexpected notes.
+    Matching by time, not by order: JACK drops events of a client that
+    misses its cycle, and a drum loop repeats the same notes, so an order
+    walk would pair a note with a later row's copy after one loss.
 
-    >>> match_rows([(0, 36, 100), (1, 38, 90)], np.array([[36, 100], [38, 90]]), 2)
-    (array([0, 1]), 0, 0)
+    Parameters
+    ----------
+    expected : list of (row, pitch, velocity)
+    intended_s : intended time of each row
+    notes : array (n, 2)
+        Captured note-ons: pitch, velocity.
+    at_s : array (n,)
+        When each captured note-on reached JACK (same clock as ``intended_s``).
+    window_s : float
+        Largest |captured - intended| taken for a match (half the shortest
+        gap between rows keeps neighbours apart).
+
+    Returns
+    -------
+    index : np.ndarray
+        Index into ``notes`` for each expected note, -1 when none matched.
+    unmatched : int
+        Captured note-ons no expected note took.
+
+    Examples
+    --------
+    >>> idx, extra = match_notes([(0, 42, 80), (1, 42, 80)], np.array([0.0, 0.125]),
+    ...                          np.array([[42, 80]]), np.array([0.126]), 0.06)
+    >>> idx.tolist(), extra
+    ([-1, 0], 0)
     """
-    first = np.full(rows, -1)
-    j = missing = 0
-    for r, pitch, vel in expected:
-        k = j
-        while k < min(len(notes), j + lookahead) and (notes[k, 0], notes[k, 1]) != (pitch, vel):
-            k += 1
-        if k < len(notes) and (notes[k, 0], notes[k, 1]) == (pitch, vel):
-            if first[r] < 0:
-                first[r] = k
-            j = k + 1
-        else:
-            missing += 1
-    unexpected = len(notes) - (len(expected) - missing)
-    return first, missing, unexpected
+    index = np.full(len(expected), -1)
+    used = np.zeros(len(notes), bool)
+    for k, (row, pitch, vel) in enumerate(expected):
+        cand = np.flatnonzero((notes[:, 0] == pitch) & (notes[:, 1] == vel) & ~used
+                              & (np.abs(at_s - intended_s[row]) <= window_s))
+        if len(cand):
+            best = cand[np.argmin(np.abs(at_s[cand] - intended_s[row]))]
+            index[k], used[best] = best, True
+    return index, int((~used).sum())
+
+
+def row_times(expected, index: np.ndarray, at_s: np.ndarray, rows: int) -> np.ndarray:
+    """Earliest matched arrival of each row's note-ons (NaN for a row with none)."""
+    out = np.full(rows, np.inf)
+    for (row, _, _), i in zip(expected, index):
+        if i >= 0:
+            out[row] = min(out[row], at_s[i])
+    out[np.isinf(out)] = np.nan
+    return out
 
 
 def _stats_us(ns: np.ndarray) -> dict:
@@ -715,19 +748,25 @@ def _figures(take: dict, period: int, rate: int) -> dict:
     col = {c: i for i, c in enumerate(EVENT_COLUMNS)}
     on = events[(events[:, col["status"]] == NOTE_ON) & (events[:, col["data2"]] > 0)]
     rows = len(result.intended)
-    first, missing, unexpected = match_rows(expected_notes(score, rows), on[:, [col["data1"], col["data2"]]], rows)
-    ok = first >= 0
     base = take["origin"] + take["t0"]                      # engine score zero on CLOCK_MONOTONIC
-    intended = base + result.intended[ok]
-    to_mono = lambda column: jack_us_to_monotonic(on[first[ok], col[column]], data["clock"])  # noqa: E731
-    emitted, wake, seen = to_mono("frame_us"), to_mono("wake_us"), to_mono("seen_us")
+    intended_all = base + result.intended
+    times = {c: jack_us_to_monotonic(on[:, col[c]], data["clock"]) for c in ("wake_us", "frame_us", "seen_us")}
+    expected = expected_notes(score, rows)
+    window = float(np.min(score.duration_ms[:rows])) / 2000.0
+    index, unmatched = match_notes(expected, intended_all, on[:, [col["data1"], col["data2"]]],
+                                   times["wake_us"], window)
+    per_row = {c: row_times(expected, index, t, rows) for c, t in times.items()}
+    ok = np.isfinite(per_row["wake_us"])
+    intended = intended_all[ok]
+    emitted = per_row["wake_us"][ok]
     err = (emitted - intended) * 1e3
     latency = float(np.median(err))
     period_ms = 1e3 * period / rate
+    irregular = on[:, col["gap"]] != period
     return {
-        "notes": {"expected": int(len(expected_notes(score, rows))), "received": int(len(on)),
-                  "missing": int(missing), "unexpected": int(unexpected), "rows_matched": int(ok.sum()),
-                  "rows": rows},
+        "notes": {"expected": len(expected), "received": int(len(on)), "missing": int((index < 0).sum()),
+                  "unmatched_received": unmatched, "rows": rows, "rows_matched": int(ok.sum()),
+                  "match_window_ms": round(window * 1e3, 1)},
         "emitted_minus_intended": {
             "raw": timing_stats(err),
             "constant_latency_ms": round(latency, 3),
@@ -736,12 +775,13 @@ def _figures(take: dict, period: int, rate: int) -> dict:
         "drift": drift_stats(intended - intended[0], err),
         "stages_minus_intended": {
             "engine_send": timing_stats((base + result.played[ok] - intended) * 1e3),
-            "jack_cycle_wakeup": timing_stats((wake - intended) * 1e3),
-            "capture_callback": timing_stats((seen - intended) * 1e3),
+            "jack_frame_clock": timing_stats((per_row["frame_us"][ok] - intended) * 1e3),
+            "capture_callback": timing_stats((per_row["seen_us"][ok] - intended) * 1e3),
         },
         "jack_cycle": {
             "period_frames": period, "rate": rate, "period_ms": round(period_ms, 4),
-            "wakeup_after_frame_clock": timing_stats((wake - emitted) * 1e3),
+            "frame_clock_minus_wakeup": timing_stats((per_row["frame_us"][ok] - emitted) * 1e3),
+            "events_after_a_missed_capture_cycle": int(irregular.sum()),
         },
         "clock_map": clock_report(data["clock"]),
         "capture_callback_errors": int(data["callback_errors"]),
