@@ -234,7 +234,7 @@ class Engine:
                 self._wait(earliest[t] - budget)
                 if t > 0:
                     diff_prev, desc_prev = self._observe(t - 1, played, bar_s, window, diff,
-                                                         diff_prev, desc_prev, intended, yhat, notated)
+                                                         diff_prev, desc_prev)
                 np.copyto(self._row, self.X[t])
                 fill_partner(self._row, desc_prev, diff_prev)
                 self._seen[t] = self._row
@@ -247,6 +247,9 @@ class Engine:
                 self._wait(intended[t])
                 played[t] = self._play(t, intended[t], y)
                 yhat[t] = y_prev = y
+                if t > 0 and self.take is not None:
+                    # Bookkeeping waits until the hit is out: it is not part of the decision.
+                    self._record(t - 1, played, intended, yhat, notated, diff, window)
                 new_bar = t == 0 or score.bar[t] != score.bar[t - 1]
                 self.status.update(row=t, bar=int(score.bar[t]), yhat_ms=y * bar_s[t] * 1000,
                                    misses=misses, xruns=self.source.xruns)
@@ -256,8 +259,9 @@ class Engine:
                 # Hear the last hit's window out, so its diff is known too.
                 self._wait(played[n - 1] + window[n - 1])
             if last:
-                self._observe(last - 1, played, bar_s, window, diff, diff_prev, desc_prev,
-                              intended, yhat, notated)
+                self._observe(last - 1, played, bar_s, window, diff, diff_prev, desc_prev)
+                if self.take is not None:
+                    self._record(last - 1, played, intended, yhat, notated, diff, window)
         finally:
             decider.close()
             self.source.stop()
@@ -272,25 +276,27 @@ class Engine:
                           misses=misses, xruns=self.source.xruns, stopped_early=last < n,
                           problems=problems)
 
-    def _observe(self, t, played, bar_s, window, diff, diff_prev, desc_prev, intended, yhat, notated):
-        """diff_t and descriptor of hit t from the partner onsets around it; record row t."""
+    def _observe(self, t, played, bar_s, window, diff, diff_prev, desc_prev):
+        """diff_t and descriptor of hit t from the partner onsets around it (carried when none)."""
         self._hear()
         k = self._closest_onset(played[t], window[t])
         if k >= 0:
             diff[t] = (self._on_times[k] - played[t]) / bar_s[t]
             diff_prev, desc_prev = float(diff[t]), float(self._on_desc[k])
         self.status["diff_ms"] = diff_prev * bar_s[t] * 1000
-        if self.take is not None:
-            t0 = self._t0
-            self.take.row({
-                "row": t, "bar": int(self.score.bar[t]), "step": int(self.score.step[t]),
-                "features": [round(float(v), 6) for v in self._seen[t]],
-                "yhat": float(yhat[t]), "notated": float(notated[t] - t0),
-                "intended": float(intended[t] - t0), "played": float(played[t] - t0),
-                "onsets": self._in_window(played[t], window[t]),
-                "diff": None if math.isnan(diff[t]) else float(diff[t]),
-            })
         return diff_prev, desc_prev
+
+    def _record(self, t, played, intended, yhat, notated, diff, window) -> None:
+        """Hand row t to the take writer (which does the disk work on its own thread)."""
+        t0 = self._t0
+        self.take.row({
+            "row": t, "bar": int(self.score.bar[t]), "step": int(self.score.step[t]),
+            "features": [round(float(v), 6) for v in self._seen[t]],
+            "yhat": float(yhat[t]), "notated": float(notated[t] - t0),
+            "intended": float(intended[t] - t0), "played": float(played[t] - t0),
+            "onsets": self._in_window(played[t], window[t]),
+            "diff": None if math.isnan(diff[t]) else float(diff[t]),
+        })
 
     def _play(self, t: int, intended: float, y: float) -> float:
         actual = self.clock.now()
