@@ -89,6 +89,18 @@ def server_name(name: str | None = None) -> str:
     return name or os.environ.get("JACK_DEFAULT_SERVER") or "default"
 
 
+def own_name(base: str) -> str:
+    """A JACK client name no other server's client has: ``base-SERVER``.
+
+    JACK2 keys client sockets by client name alone (see the module notes);
+    on one server JACK itself renames a duplicate (``-01``).
+
+    >>> own_name("rolypoly-probe") == "rolypoly-probe-" + server_name()
+    True
+    """
+    return f"{base}-{server_name()}"
+
+
 def _tool_env() -> dict:
     # The tools would otherwise try to start a server when none answers.
     return dict(os.environ, JACK_NO_START_SERVER="1")
@@ -100,7 +112,7 @@ def _socket_path(server: str | None) -> str:
 
 
 def _tool(args: list[str], server: str | None, timeout_s: float = 5.0,
-          attempts: int = 3) -> subprocess.CompletedProcess:
+          attempts: int = 5) -> subprocess.CompletedProcess:
     """Run a ``jack_*`` tool against ``server`` and return its result.
 
     A tool that cannot open its client although the server's socket exists
@@ -117,7 +129,7 @@ def _tool(args: list[str], server: str | None, timeout_s: float = 5.0,
         refused = res.returncode != 0 and "connect to" in (res.stdout + res.stderr).lower()
         if not refused or not os.path.exists(_socket_path(server)) or attempt == attempts - 1:
             return res
-        time.sleep(0.2)
+        time.sleep(0.1 * 2 ** attempt)  # 0.1, 0.2, 0.4, 0.8 s
     return res
 
 
@@ -355,11 +367,39 @@ class JackWatch:
 
     Examples
     --------
-    >>> watch = JackWatch()                                # doctest: +SKIP
+    >>> watch = JackWatch.shared()                         # doctest: +SKIP
     >>> watch.alive()                                      # doctest: +SKIP
     True
-    >>> watch.close()                                      # doctest: +SKIP
     """
+
+    #: One watch per server for the whole process (see :meth:`shared`).
+    _shared: dict[str, "JackWatch"] = {}
+
+    @classmethod
+    def shared(cls) -> "JackWatch":
+        """This process's watch on the current server, opened once and kept.
+
+        Opening and closing system-libjack clients next to PortAudio's can
+        deadlock libjack on a busy machine, so watches are not made per user.
+        """
+        name = server_name()
+        watch = cls._shared.get(name)
+        if watch is not None and (watch.shutdown or not watch._client):
+            watch.abandon()
+            watch = None
+        if watch is None:
+            watch = cls._shared[name] = cls(own_name("rolypoly-watch"))
+        return watch
+
+    @classmethod
+    def close_shared(cls, name: str | None = None) -> None:
+        """Close the shared watch on server ``name`` (before that server stops)."""
+        watch = cls._shared.pop(server_name(name), None)
+        if watch is not None:
+            if watch.shutdown:
+                watch.abandon()
+            else:
+                watch.close()
 
     def __init__(self, client_name: str = "rolypoly-watch"):
         self._lib = _libjack()
@@ -475,7 +515,7 @@ class JackServer:
         self.portaudio_client = portaudio_client
         self.owned = False
         self.proc: subprocess.Popen | None = None
-        self.log_path: str | None = None
+        self._log = None  # jackd's output, see log()
         self._old_env: str | None = None
         self._active = False
 
@@ -542,12 +582,11 @@ class JackServer:
             # Kernel sends jackd SIGTERM if we die without running atexit.
             cmd = ["setpriv", "--pdeathsig", "TERM", *cmd]
         # A file, not a pipe: jackd logs every xrun and would block on a full pipe.
-        log = tempfile.NamedTemporaryFile("w+", prefix=f"jackd-{self.name}-", suffix=".log", delete=False)
-        self.log_path = log.name
+        # An unnamed one, so that nothing is left behind however this process ends.
+        self._log = tempfile.TemporaryFile()
         env = dict(os.environ, JACK_NO_AUDIO_RESERVATION="1")  # no D-Bus device reservation
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env)
-        log.close()
         self.owned = True
         _STARTED.add(self)
         deadline = time.monotonic() + self.timeout_s
@@ -569,13 +608,11 @@ class JackServer:
 
     def log(self) -> str:
         """What a started jackd printed so far ('' for a reused server)."""
-        if not self.log_path:
+        if self._log is None:
             return ""
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        fd = self._log.fileno()
+        # pread: the file offset is shared with jackd's own writes
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def _kill(self) -> None:
         proc = self.proc
@@ -589,16 +626,13 @@ class JackServer:
             proc.wait(timeout=5)
 
     def _discard(self) -> None:
-        """End our jackd and forget it and its log."""
+        """End our jackd and forget it and its output."""
         self._kill()
         _STARTED.discard(self)
         self.owned = False
-        if self.log_path:
-            try:
-                os.unlink(self.log_path)
-            except OSError:
-                pass
-            self.log_path = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def stop(self) -> None:
         """Stop a server this object started, restore the environment.
@@ -615,6 +649,7 @@ class JackServer:
             sd = sys.modules.get("sounddevice")
             if self.portaudio and sd is not None:
                 _terminate_portaudio(sd)
+            JackWatch.close_shared(self.name)  # after PortAudio: no other libjack client left
             self._discard()
         if self._old_env is None:
             os.environ.pop("JACK_DEFAULT_SERVER", None)

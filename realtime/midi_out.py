@@ -77,14 +77,23 @@ def api_status(api: str) -> str | None:
     return None
 
 
-def usable_apis(api: str = "auto") -> list[str]:
+def usable_apis(api: str = "auto", why: dict | None = None) -> list[str]:
     """The MIDI APIs to try, best first: JACK when a server runs, then ALSA.
+
+    ``why``, when given, receives the reason for each API left out.
 
     >>> set(usable_apis()) <= {"jack", "alsa"}
     True
     """
     names = ["jack", "alsa"] if api == "auto" else [api]
-    return [a for a in names if api_status(a) is None]
+    usable = []
+    for name in names:
+        reason = api_status(name)
+        if reason is None:
+            usable.append(name)
+        elif why is not None:
+            why[name] = reason
+    return usable
 
 
 def list_ports(api: str = "auto", direction: str = "output") -> dict[str, list[str]]:
@@ -98,8 +107,8 @@ def list_ports(api: str = "auto", direction: str = "output") -> dict[str, list[s
     for name in usable_apis(api):
         cls = rtmidi.MidiOut if direction == "output" else rtmidi.MidiIn
         try:
-            # pid in the name: JACK client names must differ across servers
-            probe = cls(rtapi=_api_id(name), name=f"rolypoly-probe-{os.getpid()}")
+            # JACK client names must differ across servers
+            probe = cls(rtapi=_api_id(name), name=jack.own_name("rolypoly-probe"))
         except Exception:  # the API went away between the check and the open
             continue
         try:
@@ -198,12 +207,12 @@ class MidiOut:
         self._moved_at = self._watch.moved_at if self._watch else 0.0
 
     def _open(self, api: str, existing: str | None, client_name: str) -> str:
-        apis = usable_apis(api)
+        why: dict[str, str] = {}
+        apis = usable_apis(api, why)
         if not apis:
-            names = ["jack", "alsa"] if api == "auto" else [api]
-            raise DeviceError("no MIDI output available: " + "; ".join(f"{a}: {api_status(a)}" for a in names))
+            raise DeviceError("no MIDI output available: " + "; ".join(f"{a}: {r}" for a, r in why.items()))
         if existing is not None and len(apis) > 1:
-            # auto: the first API that has such a port; the error lists all of them
+            # auto: the first API that has such a port (else the first API, whose ports the error lists)
             found = [a for a, names in list_ports(api).items() if any(existing.lower() in n.lower() for n in names)]
             apis = found[:1] or apis
         name = apis[0]
@@ -217,7 +226,7 @@ class MidiOut:
                 self.target = ports[idx]
                 self._midi.open_port(idx, self.port_name)
             if name == "jack":
-                self._watch = jack.JackWatch(f"{client_name}-watch")
+                self._watch = jack.JackWatch.shared()
         except DeviceError:
             self._release_handles()
             raise
@@ -312,7 +321,7 @@ class MidiOut:
                 self._release_handles()
 
     def _release_handles(self) -> None:
-        midi, watch = self._midi, self._watch
+        midi = self._midi
         self._midi = self._watch = None
         if midi is not None:
             try:
@@ -320,8 +329,7 @@ class MidiOut:
             except Exception:
                 pass
             midi.delete()  # closes the client; python-rtmidi never collects its objects
-        if watch is not None:
-            watch.close()
+        # the watch is shared and stays open (jack.JackWatch.shared)
 
     def _abandon_handles(self) -> None:
         """Drop the clients of a JACK server that went away, without closing them.
@@ -332,12 +340,11 @@ class MidiOut:
         clients itself, so closing them later would touch freed memory. The
         few bytes are left behind on purpose.
         """
-        midi, watch = self._midi, self._watch
+        midi = self._midi
         self._midi = self._watch = None
         if midi is not None:  # no delete(); and its destructor must never run
             ctypes.pythonapi.Py_IncRef(ctypes.py_object(midi))
-        if watch is not None:
-            watch.abandon()
+        # the shared watch knows its server is gone: JackWatch.shared() drops it
 
     def _release(self, now: float, everything: bool) -> int:
         due = [p for p, t in self._pending.items() if everything or t <= now]
