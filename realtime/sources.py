@@ -164,6 +164,7 @@ class FileSource(PartnerSource):
         """Sample 0 of the file sounds at engine time ``t0``."""
         self.t0 = float(t0)
         self._next_block = 0
+        self._stop_sample = len(self.audio)
         self.detector.reset()
 
     def poll(self, now: float) -> np.ndarray:
