@@ -15,15 +15,15 @@ Putting JACK's times on the engine clock
 ----------------------------------------
 * The capture client is a libjack client made with ctypes, in a child
   process, so its (Python) process callback never competes with the engine
-  for the GIL. For each event it records the frame it sits on
-  (``jack_last_frame_time`` + the event's offset) converted by
-  ``jack_frames_to_time``: the event's place on JACK's frame clock, which
-  is what a synth renders from. rtmidi writes every outgoing event at
-  offset 0 of the first cycle after ``send_message``, so this is the
-  (DLL-smoothed) start of that cycle. The child also records when the cycle
-  really began (``jack_get_time() - jack_frames_since_cycle_start``) and
-  when its own callback ran (``jack_get_time()``, which is what rtmidi's
-  input timestamps are deltas of).
+  for the GIL. rtmidi writes every outgoing event at offset 0 of the first
+  JACK cycle that runs after ``send_message``, so a hit reaches JACK when
+  that cycle starts. For each event the child records that start as the
+  server measured it (``jack_get_time() - jack_frames_since_cycle_start()``,
+  to a frame): this is *emitted*. It also records the event's place on
+  JACK's frame clock (``jack_frames_to_time`` of the frame; on the dummy
+  backend a DLL estimate that wanders by milliseconds once cycles start
+  late) and when its own callback ran (``jack_get_time()``, which is what
+  rtmidi's input timestamps are deltas of).
 * ``jack_get_time()`` (jackd2 1.9.21 on Linux) reads CLOCK_MONOTONIC_RAW,
   not CLOCK_MONOTONIC: on this machine the two differ by ~225 ms, and
   CLOCK_MONOTONIC is slewed by NTP. RealClock uses ``time.perf_counter()``,
@@ -33,6 +33,9 @@ Putting JACK's times on the engine clock
   those samples, then to engine time by RealClock's origin. (libjack's
   clock is unset until a client is open: ``jack_get_time()`` before that
   crashes the process.)
+* Hits are matched to captured note-ons by pitch, velocity and time, not
+  by order: a JACK server that starts a cycle late can drop the MIDI of
+  that cycle, and the loop repeats the same notes.
 
 Figures
 -------
@@ -737,8 +740,22 @@ def _play(minutes: float, partner: str, server_period: int, rate: int, bpm: floa
             capture.kill()
         midi.close()
     return {"score": score, "result": result, "data": data, "skip": before, "cpu": cpu_figures,
-            "t0": engine._t0, "origin": -clock.to_engine(0.0), "decide_ns": performer.ns[:performer.n],
-            "source": source_desc, "midi_error": midi.error}
+            "t0": result.t0, "origin": -clock.to_engine(0.0), "decide_ns": performer.ns[:performer.n],
+            "source": source_desc}
+
+
+def _time_lost_pct(on: np.ndarray, col: dict, rate: int) -> float | None:
+    """How far JACK's sample clock fell behind the wall clock over the take, in percent.
+
+    The dummy backend restarts its schedule after every late cycle, so the
+    time of late cycles is lost: frames counted fall short of the time
+    passed. 0 on a machine that keeps up.
+    """
+    if len(on) < 2:
+        return None
+    frames = (int(on[-1, col["frame"]]) - int(on[0, col["frame"]])) & 0xFFFFFFFF
+    wall_s = (on[-1, col["wake_us"]] - on[0, col["wake_us"]]) / 1e6
+    return round(100.0 * (1.0 - frames / rate / wall_s), 3) if wall_s > 0 else None
 
 
 def _figures(take: dict, period: int, rate: int) -> dict:
@@ -760,6 +777,7 @@ def _figures(take: dict, period: int, rate: int) -> dict:
     intended = intended_all[ok]
     emitted = per_row["wake_us"][ok]
     err = (emitted - intended) * 1e3
+    sent_err = (base + result.played[ok] - intended) * 1e3   # clock read just before midi.hit
     latency = float(np.median(err))
     period_ms = 1e3 * period / rate
     irregular = on[:, col["gap"]] != period
@@ -774,14 +792,17 @@ def _figures(take: dict, period: int, rate: int) -> dict:
         },
         "drift": drift_stats(intended - intended[0], err),
         "stages_minus_intended": {
-            "engine_send": timing_stats((base + result.played[ok] - intended) * 1e3),
+            "engine_send": timing_stats(sent_err),
             "jack_frame_clock": timing_stats((per_row["frame_us"][ok] - intended) * 1e3),
             "capture_callback": timing_stats((per_row["seen_us"][ok] - intended) * 1e3),
         },
         "jack_cycle": {
             "period_frames": period, "rate": rate, "period_ms": round(period_ms, 4),
+            "emitted_minus_engine_send": timing_stats(err - sent_err),
             "frame_clock_minus_wakeup": timing_stats((per_row["frame_us"][ok] - emitted) * 1e3),
             "events_after_a_missed_capture_cycle": int(irregular.sum()),
+            "time_lost_to_late_cycles_pct": _time_lost_pct(on, col, rate),
+            "hits_later_than_one_period": int(np.sum(err > period_ms)),
         },
         "clock_map": clock_report(data["clock"]),
         "capture_callback_errors": int(data["callback_errors"]),
@@ -844,16 +865,18 @@ def run(json_path=None, minutes: float = 5.0, period: int = 64, rate: int = 4800
 
 
 METHOD = (
-    "Emitted = when each hit's first note-on reached JACK, on JACK's frame clock: a libjack MIDI input client "
-    "(ctypes, in a child process so its process callback never takes the engine's GIL) connected to rolypoly's "
-    "port records jack_frames_to_time(jack_last_frame_time + event offset) for every event (rtmidi writes each "
-    "event at offset 0 of the first cycle after send_message, so this is that cycle's start on JACK's DLL-smoothed "
-    "clock). It also records the cycle's real start (jack_get_time - jack_frames_since_cycle_start) and when its "
-    "callback ran (jack_get_time, what rtmidi input timestamps are deltas of). jack_get_time reads "
-    "CLOCK_MONOTONIC_RAW (see clock_map), RealClock reads CLOCK_MONOTONIC (time.perf_counter): the child samples "
-    "both every 0.5 s and JACK times are mapped by interpolating the offset, then put on the engine clock by "
-    "RealClock's origin. Intended = engine score zero + TakeResult.intended (notated + yhat). "
-    "constant_latency_ms is the median of emitted - intended; 'compensated' figures are around it."
+    "Emitted = start of the JACK cycle that carried the hit's first note-on, as the server measured it. "
+    "A libjack MIDI input client (ctypes, in a child process so its process callback never takes the engine's "
+    "GIL) is connected to rolypoly's port; rtmidi writes each event at offset 0 of the first cycle after "
+    "send_message, and for each event the child records jack_get_time() - jack_frames_since_cycle_start() "
+    "(the server's cycle-begin stamp, to a frame), jack_frames_to_time(jack_last_frame_time() + offset) "
+    "(JACK's DLL frame clock: stages_minus_intended.jack_frame_clock) and jack_get_time() in its callback "
+    "(what rtmidi input timestamps are deltas of: stages_minus_intended.capture_callback). jack_get_time reads "
+    "CLOCK_MONOTONIC_RAW (measured: clock_map), RealClock reads CLOCK_MONOTONIC (time.perf_counter): the child "
+    "samples both every 0.5 s, JACK times are mapped by interpolating the offset, then put on the engine clock "
+    "by RealClock's origin. Intended = engine score zero + TakeResult.intended (notated + yhat). Hits are matched "
+    "to note-ons by pitch, velocity and time (+- half the shortest row gap). constant_latency_ms is the median "
+    "of emitted - intended; 'compensated' figures are |error - constant_latency_ms|."
 )
 
 

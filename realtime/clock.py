@@ -51,6 +51,12 @@ class RealClock:
             else:
                 time.sleep(0)
 
+    def nap_until(self, t: float) -> None:
+        """Sleep until about ``t`` without spinning: for waits that need no precision."""
+        left = t - self.now()
+        if left > 0:
+            time.sleep(left)
+
     def wait(self, event: threading.Event, until: float) -> bool:
         """Wait for ``event`` until engine time ``until``; True if it was set."""
         return event.wait(max(0.0, until - self.now()))
@@ -73,6 +79,8 @@ class SimClock:
     def sleep_until(self, t: float) -> None:
         if t > self._now:
             self._now = t
+
+    nap_until = sleep_until
 
     def wait(self, event: threading.Event, until: float) -> bool:
         """Wait (for real) for ``event``; the virtual clock advances by the time it took.

@@ -129,6 +129,22 @@ def format_devices(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _input_listing(inputs) -> str:
+    return "; ".join(f"[{a['index']}] {a['name']} ({a['hostapi']})" for a in inputs) or "none"
+
+
+def input_devices_text() -> str:
+    """One line listing the audio inputs, for error messages.
+
+    >>> input_devices_text()                                 # doctest: +SKIP
+    'input devices: [0] system (JACK Audio Connection Kit)'
+    """
+    try:
+        return "input devices: " + _input_listing([a for a in audio_devices() if a["inputs"] > 0])
+    except DeviceError as e:
+        return str(e)
+
+
 def resolve_input_device(spec=None) -> int:
     """PortAudio index of the audio input named by ``spec``.
 
@@ -151,7 +167,7 @@ def resolve_input_device(spec=None) -> int:
     0
     """
     inputs = [a for a in audio_devices() if a["inputs"] > 0]
-    listing = "; ".join(f"[{a['index']}] {a['name']} ({a['hostapi']})" for a in inputs) or "none"
+    listing = _input_listing(inputs)
     if spec is None:
         default = [a for a in inputs if a["default_input"]]
         if not default:

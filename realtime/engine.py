@@ -71,6 +71,7 @@ class TakeResult:
     misses: int = 0
     xruns: int = 0
     stopped_early: bool = False
+    t0: float = 0.0              # engine-clock time of the score's time zero
     problems: list[str] = field(default_factory=list)
 
 
@@ -169,7 +170,8 @@ class Engine:
                 self.midi.release_due()
             if now >= until - POLL_S:
                 break
-            clock.sleep_until(min(until - POLL_S, now + POLL_S))
+            # Only the last stretch needs precision: spinning every poll would burn a core.
+            clock.nap_until(min(until - POLL_S, now + POLL_S))
         clock.sleep_until(until)
 
     def _hear(self) -> None:
@@ -274,7 +276,7 @@ class Engine:
                           played=played[:last] - t0, yhat=yhat[:last], diff=diff[:last],
                           onsets=np.array(self._heard_time), onsets_available=np.array(self._heard_avail),
                           misses=misses, xruns=self.source.xruns, stopped_early=last < n,
-                          problems=problems)
+                          problems=problems, t0=t0)
 
     def _observe(self, t, played, bar_s, window, diff, diff_prev, desc_prev):
         """diff_t and descriptor of hit t from the partner onsets around it (carried when none)."""

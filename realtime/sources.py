@@ -271,7 +271,7 @@ class LiveSource(PartnerSource):
             self._stream.start()
         except Exception as e:
             raise DeviceError(f"cannot open input {self.name}: {str(e).splitlines()[0]} "
-                              f"(busy or gone?)\n{self._devices_text()}") from None
+                              f"(busy or gone?); {self._devices_text()}") from None
         self._running.set()
         self._recorder = threading.Thread(target=self._record, name="partner-recorder", daemon=True)
         self._recorder.start()
