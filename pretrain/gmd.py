@@ -143,7 +143,9 @@ def load_split(split: str, root=None, *, limit: int | None = None, use_cache: bo
     takes = _parse(root, entries, progress)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        # Several training processes may build the same cache at once: each writes its own
+        # file and the last rename wins (the contents are identical).
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, key=key, X=takes.X, y=takes.y, bar_ms=takes.bar_ms, timesig=takes.timesig,
                  starts=takes.starts, names=np.array(takes.names))
         os.replace(tmp, path)

@@ -124,12 +124,17 @@ def test_training_is_repeatable_with_fixed_seeds(tmp_path, cache):
 @needs_gmd
 @pytest.mark.slow
 def test_ddp_two_processes(tmp_path, cache):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
            "-m", "pretrain.train_timing", "--agent", "lstm", "--epochs", "1", "--limit", "6",
            "--out", str(tmp_path), "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
                        env={**os.environ, "ROLYPOLY_CACHE": str(cache), "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, r.stderr[-6000:]
     meta = json.loads((tmp_path / "timing_lstm.json").read_text())
     assert meta["settings"]["processes"] == 2
     load_agent(tmp_path / "timing_lstm.safetensors")
