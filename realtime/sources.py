@@ -215,7 +215,7 @@ class LiveSource(PartnerSource):
 
         from .devices import input_devices_text, resolve_input_device
 
-        self.device = resolve_input_device(device) if device is not None else None
+        self.device = resolve_input_device(device)  # None: the default input, or a DeviceError listing them
         self.channel, self.sample_rate, self.block = int(channel), int(sample_rate), int(block)
         info = sd.query_devices(self.device, "input")
         self.name = f"{info['name']} (input {self.channel + 1})"
