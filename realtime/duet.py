@@ -148,7 +148,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", w
     offsets[:len(rel)] = np.where(played, rel / bar_s, 0.0)
     drums = score
     if result.stopped_early:
-        drums = _first_rows(score, int(played.sum()))
+        drums = score.head(int(played.sum()))
     write_midi(drums, take_dir / "drums.mid", offsets=offsets[:len(drums)])
     if mix:
         from .synth import render_hits
@@ -171,16 +171,6 @@ def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", w
 
 def _r(x) -> float:
     return round(float(x), 3)
-
-
-def _first_rows(score: Score, n: int) -> Score:
-    import dataclasses
-
-    fields = {f.name: getattr(score, f.name) for f in dataclasses.fields(score)}
-    for k, v in fields.items():
-        if isinstance(v, np.ndarray) and len(v) == len(score):
-            fields[k] = v[:n]
-    return Score(**fields)
 
 
 def _mix(drums: np.ndarray, partner: np.ndarray, partner_start: int) -> np.ndarray:

@@ -213,7 +213,7 @@ class LiveSource(PartnerSource):
                  block: int = DEFAULT_BLOCK, detector: dict | None = None, record_seconds: float = 8.0):
         import sounddevice as sd
 
-        from .devices import input_devices_text, resolve_input_device
+        from .devices import resolve_input_device
 
         self.device = resolve_input_device(device)  # None: the default input, or a DeviceError listing them
         self.channel, self.sample_rate, self.block = int(channel), int(sample_rate), int(block)
@@ -239,7 +239,6 @@ class LiveSource(PartnerSource):
         self._stream = None
         self._recorder = None
         self._running = threading.Event()
-        self._devices_text = input_devices_text
 
     def _callback(self, indata, frames, time_info, status) -> None:
         # Real-time: bounded work on preallocated buffers only.
@@ -260,6 +259,8 @@ class LiveSource(PartnerSource):
     def start(self, clock, t0: float) -> None:
         import sounddevice as sd
 
+        from .devices import input_devices_text
+
         if clock.simulated:
             raise RolypolyError("a live input cannot run on a simulated clock")
         self._clock = clock
@@ -271,7 +272,7 @@ class LiveSource(PartnerSource):
             self._stream.start()
         except Exception as e:
             raise DeviceError(f"cannot open input {self.name}: {str(e).splitlines()[0]} "
-                              f"(busy or gone?); {self._devices_text()}") from None
+                              f"(busy or gone?); {input_devices_text()}") from None
         self._running.set()
         self._recorder = threading.Thread(target=self._record, name="partner-recorder", daemon=True)
         self._recorder.start()

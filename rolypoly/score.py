@@ -129,6 +129,16 @@ class Score:
         """Bar index plus phase: 3.5 is half-way through the fourth bar."""
         return self.bar + self.beat_phase
 
+    def head(self, n: int) -> "Score":
+        """The score's first ``n`` rows (a take cut short, a short test piece).
+
+        >>> len(score.head(8))   # doctest: +SKIP
+        8
+        """
+        rows = {f.name: getattr(self, f.name)[:n] for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), np.ndarray)}
+        return replace(self, **rows, warnings=list(self.warnings))
+
     @property
     def n_bars(self) -> int:
         return int(self.bar[-1]) + 1 if len(self) else 0

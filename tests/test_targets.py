@@ -209,11 +209,7 @@ def test_take_diff_and_shifted_features_agree(tmp_path):
     from realtime.sources import FileSource
     from rolypoly.demo import demo_score
 
-    score = demo_score()
-    n = 40
-    for name in ("hits", "velocities", "bar", "step", "onset_s", "duration_ms", "tempo_bpm", "timesig",
-                 "bar_ms", "tick", "bar_ticks", "played_offset"):
-        setattr(score, name, getattr(score, name)[:n])
+    score = demo_score().head(40)
     rng = np.random.default_rng(0)
     times = score.onset_s[::2] + 0.01 + rng.normal(0, 0.004, len(score.onset_s[::2]))  # every other hit
     writer = TakeWriter(tmp_path / "take.jsonl", {"score": score.name})
