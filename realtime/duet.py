@@ -16,64 +16,28 @@ Examples
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from rolypoly.agents import Performer, default_weights, load_agent
-from rolypoly.errors import RolypolyError
-from rolypoly.score import Score, at_tempo, load_score, write_midi
+from rolypoly.agents import Performer
+from rolypoly.score import Score, write_midi
+from rolypoly.session import SESSIONS_DIR, Session, score_hash  # noqa: F401  (re-exported)
 
 from .engine import Engine, EngineSettings
 from .takes import TAKE_FILE, TakeWriter
 
-SESSIONS_DIR = Path(__file__).resolve().parents[1] / "sessions"
-
-
-def score_hash(score: Score) -> str:
-    """Identity of a piece: its rows and meters, not its file name nor its tempo.
-
-    A session may play its score faster or slower; it is the same piece.
-    """
-    h = hashlib.sha256()
-    for a in (score.hits, score.bar, score.step, score.timesig):
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
 def open_session(session, score_path) -> tuple[Path, Score]:
-    """Create or reopen a session folder for a score; returns it and the score.
+    """Create or reopen a session folder for a score; returns it and the score it plays now.
 
-    A new session gets a copy of the score (``score.mid``) and a
-    ``session.json``; an existing one must be of the same score.
+    The score is the session's, grown by its off-beat rows (see
+    :mod:`rolypoly.session`); reopening with another piece is refused.
     """
-    session = Path(session)
-    score = load_score(score_path)
-    meta_path = session / "session.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("score_hash") != score_hash(score):
-            raise RolypolyError(f"{session}: this session is of another score ({meta.get('score')}); "
-                                f"use a new --session for {score_path}")
-    else:
-        session.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(score_path, session / "score.mid")
-        meta = {"score": score.name, "score_hash": score_hash(score),
-                "created": _dt.datetime.now().isoformat(timespec="seconds")}
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    (session / "takes").mkdir(exist_ok=True)
-    return session, score
+    s = Session.open(session, score_path)
+    return s.folder, s.score()
 
 
-def next_take_dir(session: Path) -> Path:
-    taken = [int(p.name) for p in (session / "takes").iterdir() if p.name.isdigit()]
-    return session / "takes" / f"{(max(taken) + 1) if taken else 0:03d}"
-
-
-def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", weights=None,
+def play_take(score_path, source, clock, *, session=None, agent: str | None = None, weights=None,
               settings: EngineSettings | None = None, tempo_bpm: float | None = None, midi=None,
               osc=None, on_engine=None, mix: bool = True, plot: bool = True) -> dict:
     """Play one take and keep everything it leaves behind.
@@ -94,15 +58,18 @@ def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", w
     """
     settings = settings or EngineSettings()
     name = Path(score_path).stem
-    session, score = open_session(session or SESSIONS_DIR / name, score_path)
-    if tempo_bpm is not None:
-        score = at_tempo(score, tempo_bpm)
-    take_dir = next_take_dir(session)
-    weights = Path(weights or default_weights(agent))
-    model = load_agent(weights)
-    header = {"score": score.name, "score_hash": score_hash(score), "rows": len(score),
+    sess = Session.open(session or SESSIONS_DIR / name, score_path)
+    score = sess.score(tempo_bpm)
+    # The session's current model version (created from the pretrained agent on first use),
+    # unless weights are given explicitly.
+    model, version, warnings = sess.agent(agent, weights)
+    played_hash = sess.remember_score(score)
+    take_dir = sess.next_take_dir()
+    header = {"score": score.name, "score_hash": played_hash, "rows": len(score),
               "tempo_bpm": round(float(score.tempo_bpm[0]), 3),
-              "agent": model.kind, "weights": str(weights), "settings": settings.as_dict(),
+              "agent": model.kind, "model_version": version,
+              "weights": str(weights) if weights is not None else str(sess.version_dir(version) / "weights.safetensors"),
+              "settings": settings.as_dict(),
               "source": source.name, "sample_rate": source.sample_rate,
               "clock": "simulated" if clock.simulated else "real",
               "started": _dt.datetime.now().isoformat(timespec="seconds")}
@@ -133,7 +100,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str = "lstm", w
         "diff_ms_std": _r(np.nanstd(diff_ms)) if np.isfinite(diff_ms).any() else None,
         "timing_error_ms_max": _r(np.nanmax(np.abs(result.played - result.intended)) * 1000)
         if played.any() else None,
-        "problems": result.problems,
+        "problems": warnings + result.problems, "model_version": version,
     }
     # Every onset heard, not only those in the hit windows: off-beat partner notes need them.
     take.close({**summary, "ended": _dt.datetime.now().isoformat(timespec="seconds"),

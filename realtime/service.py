@@ -477,7 +477,7 @@ class Service:
             raise Rejected("no partner: send partner_file PATH or partner_device DEV first")
         if s.clock == "sim" and s.partner[0] != "file":
             raise Rejected("the simulated clock needs a partner file")
-        weights = self._weights(s.agent)
+        weights = self._weights(s)
         source, clock = self._source(s), self._make_clock(s.clock)
         take = _Take(self._lock, sender)
         kwargs = self._take_kwargs(s, source, clock, weights, take)
@@ -487,13 +487,17 @@ class Service:
         take.thread.start()
         return [("/rolypoly/playing", [s.score.name, s.bpm, s.tempo_factor])]
 
-    def _weights(self, agent: str) -> Path:
-        from rolypoly.agents import default_weights
+    def _weights(self, s: Settings) -> Path | None:
+        """Weights given to the service for this agent kind, else None: the session's model version."""
+        from rolypoly.session import Session
 
-        path = Path(self.weights.get(agent) or default_weights(agent))
-        if not path.is_file():
-            raise Rejected(f"no weights for the {agent} agent ({path}); pretrain it or choose another")
-        return path
+        explicit = self.weights.get(s.agent)
+        if explicit:
+            if not Path(explicit).is_file():
+                raise Rejected(f"no weights for the {s.agent} agent ({explicit}); pretrain it or choose another")
+            return Path(explicit)
+        Session(s.session).agent(s.agent)  # refuses here, before the take, when it cannot play
+        return None
 
     def _source(self, s: Settings):
         from .sources import FileSource, LiveSource
@@ -512,7 +516,7 @@ class Service:
 
         return SimClock() if kind == "sim" else RealClock()
 
-    def _take_kwargs(self, s: Settings, source, clock, weights: Path, take: _Take) -> dict:
+    def _take_kwargs(self, s: Settings, source, clock, weights: Path | None, take: _Take) -> dict:
         from .engine import EngineSettings
 
         return dict(score_path=s.score_path, source=source, clock=clock, session=s.session,

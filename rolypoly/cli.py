@@ -50,8 +50,20 @@ def _pretrain_timing(args) -> int:
     return run(args)
 
 
+def _pretrain_groove(args) -> int:
+    from pretrain.train_groove import run
+
+    return run(args)
+
+
 def _evaluate_timing(args) -> int:
     from pretrain.evaluate import run
+
+    return run(args)
+
+
+def _evaluate_groove(args) -> int:
+    from pretrain.evaluate_groove import run
 
     return run(args)
 
@@ -177,6 +189,185 @@ def _play(args) -> int:
     return 0
 
 
+def _session_folder(name):
+    """A session given as a folder, or as a name under sessions/."""
+    from pathlib import Path
+
+    from .session import SESSIONS_DIR
+
+    path = Path(name)
+    if not path.exists() and len(path.parts) == 1 and (SESSIONS_DIR / name).exists():
+        return SESSIONS_DIR / name
+    return path
+
+
+def _gmd_check(args):
+    """The GMD validation subset watched for forgetting, or None with a warning."""
+    if args.no_dataset:
+        return None
+    from pretrain.gmd import load_split
+
+    from .errors import DatasetError
+    from .finetune import DATASET_TAKES
+
+    try:
+        return load_split("validation", args.gmd, limit=DATASET_TAKES)
+    except DatasetError as e:
+        print(f"rolypoly: warning: no forgetting check ({e}); pass --gmd DIR or --no-dataset", file=sys.stderr)
+        return None
+
+
+def _finetune(args) -> int:
+    from tqdm import tqdm
+
+    from .session import Session
+
+    session = Session(_session_folder(args.session))
+    dataset = _gmd_check(args)
+    bar = tqdm(total=args.epochs, desc="fine-tuning", unit="epoch", file=sys.stderr, leave=False)
+
+    def progress(epoch, epochs, loss):
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.2e}")
+
+    try:
+        report = session.finetune(args.take, epochs=args.epochs, lr=args.lr, A=args.A, B=args.B,
+                                  cancel=args.cancel, centre=args.centre, margin=args.margin,
+                                  dataset=dataset, progress=progress)
+    finally:
+        bar.close()
+    _print_finetune(report)
+    if args.plot:
+        _plot_session(session.folder)
+    return 0 if report["accepted"] else 1
+
+
+def _print_finetune(report: dict) -> None:
+    for note in report.get("notes", []) + report.get("warnings", []):
+        print(f"rolypoly: note: {note}", file=sys.stderr)
+    print(f"take {report['take']}: {report['reason']}")
+    t = report.get("targets")
+    if t:
+        print(f"  targets: A {report['A']:.3g}, B {report['B']:.3g}, centre {report['centre']}, "
+              f"{t.get('n_onsets', '?')} hits with a partner onset")
+    before, after = report.get("before"), report.get("after")
+    if before and after:
+        for key in before:
+            print(f"  {key:22s} {before[key]:.3e} -> {after[key]:.3e}")
+    off = report.get("offbeat")
+    if off and (off["new"] or off["confirmed"] or off["dropped"]):
+        print(f"  off-beat rows: {len(off['new'])} new (tentative), {len(off['confirmed'])} confirmed, "
+              f"{len(off['dropped'])} dropped; score has {off['permanent']} permanent, {off['tentative']} tentative")
+    if report.get("version") is not None:
+        print(f"  wrote model version {report['version']} ({'current' if report['accepted'] else 'kept, not used'})")
+    print(f"  the session plays model version {report['current']}")
+
+
+def _session_new(args) -> int:
+    from .session import Session
+
+    s = Session.open(_session_folder(args.session), args.score)
+    k = s.ensure_start(args.agent)
+    print(f"session {s.folder}: score {s.meta['score']} ({len(s.score())} rows), model version {k}")
+    return 0
+
+
+def _session_list(args) -> int:
+    import json
+
+    from realtime.takes import TakeError, read_take
+
+    from .session import Session
+
+    s = Session(_session_folder(args.session))
+    current, warnings = s.current_version()
+    _print_warnings(warnings)
+    takes = []
+    for d in s.take_dirs():
+        try:
+            t = read_take(d)
+        except TakeError as e:
+            takes.append({"take": int(d.name), "problem": str(e)})
+            continue
+        foot = t.footer or {}
+        takes.append({"take": int(d.name), "rows": len(t.rows), "model_version": t.header.get("model_version"),
+                      "clock": t.header.get("clock"), "complete": t.complete,
+                      "hits_with_partner": foot.get("hits_with_partner"),
+                      "diff_ms_mean": foot.get("diff_ms_mean"), "diff_ms_std": foot.get("diff_ms_std"),
+                      "yhat_ms_std": foot.get("yhat_ms_std")})
+    versions = [{k: v.get(k) for k in ("version", "status", "kind", "parent", "take", "reason", "after")}
+                for v in s.versions()]
+    if args.json:
+        print(json.dumps({"session": str(s.folder), "score": s.meta.get("score"), "current": current,
+                          "A": s.ab[0], "B": s.ab[1], "takes": takes, "versions": versions}, indent=1))
+        return 0
+    print(f"session {s.folder} - score {s.meta.get('score')}, A {s.ab[0]:g}, B {s.ab[1]:g}, "
+          f"playing model version {current}")
+    print("takes:")
+    for t in takes:
+        if "problem" in t:
+            print(f"  {t['take']:3d}  {t['problem']}")
+            continue
+        print(f"  {t['take']:3d}  model v{t['model_version']}  {t['rows']} rows  {t['clock']}  "
+              f"diff {t['diff_ms_mean']} ± {t['diff_ms_std']} ms  "
+              f"{'' if t['complete'] else '(cut short)'}")
+    print("model versions:")
+    for v in versions:
+        mark = "*" if v["version"] == current else " "
+        fig = v.get("after") or {}
+        dm = fig.get("dataset_mse_bar")
+        print(f" {mark}{v['version']:3d}  {v['status']:8s}  from take {v.get('take')}  "
+              f"{'' if dm is None else f'GMD mse {dm:.3e}  '}{v.get('reason') or ''}")
+    return 0
+
+
+def _session_revert(args) -> int:
+    from .session import Session
+
+    s = Session(_session_folder(args.session))
+    k = s.revert(args.version)
+    print(f"session {s.folder} plays model version {k} again")
+    return 0
+
+
+def _session_export(args) -> int:
+    from .session import Session
+
+    s = Session(_session_folder(args.session))
+    path = s.export_midi(args.output, take=args.take)
+    print(f"wrote {path}")
+    return 0
+
+
+def _plot_session(folder) -> None:
+    from .session_plots import plot_session
+
+    for p in plot_session(folder):
+        print(f"wrote {p}")
+
+
+def _plot(args) -> int:
+    _plot_session(_session_folder(args.session))
+    return 0
+
+
+def _experiment(args) -> int:
+    import json
+
+    from realtime.experiments import run_experiment
+
+    out = args.out or f"experiments/{args.name}"
+    dataset = None if args.name != "tame" else _gmd_check(args)
+    report = run_experiment(args.name, out, takes=args.takes, agent=args.agent, seed=args.seed, dataset=dataset,
+                            paper_ab=args.paper_ab, progress=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(report["targets"], indent=1))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0 if report["targets"]["met"] else 1
+
+
 def _serve(args) -> int:
     from realtime.service import main
 
@@ -218,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="random seed (default 1234)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_pretrain_timing)
+    from pretrain.train_groove import add_arguments as groove_train_args
+    pg = pre_sub.add_parser("groove", help="train a groove model: humanize, drumify, infill or transfer")
+    groove_train_args(pg)
+    pg.set_defaults(func=_pretrain_groove)
 
     ev = sub.add_parser("evaluate", help="measure models against the papers' tables")
     ev_sub = ev.add_subparsers(dest="what", metavar="WHAT", required=True)
@@ -229,6 +424,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seq2seq", help="Seq2Seq weights (default: shipped)")
     e.add_argument("--limit", type=int, help="only the first N takes of the split")
     e.set_defaults(func=_evaluate_timing)
+    eg = ev_sub.add_parser("groove", help="GrooVAE Table 1: quantized, KNN and the groove model of a task")
+    eg.add_argument("--task", required=True, choices=("humanize", "drumify", "infill", "transfer"))
+    eg.add_argument("--gmd", help="Groove MIDI Dataset folder (default ../shared/datasets/groove)")
+    eg.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    eg.add_argument("--grid", default="16th", choices=("16th", "triplet"))
+    eg.add_argument("--limit", type=int, help="only the first N takes of each split")
+    eg.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
+    eg.add_argument("--weights", help="the model's weights (default: shipped groove_<task>.safetensors)")
+    eg.add_argument("--instrument", default="hihat", help="infill: the instrument removed (default hihat)")
+    eg.add_argument("--bootstrap", type=int, default=200, help="resamples for 95%% intervals (0: none)")
+    eg.set_defaults(func=_evaluate_groove)
 
     data = sub.add_parser("data", help="get datasets")
     data_sub = data.add_subparsers(dest="what", metavar="WHAT", required=True)
@@ -266,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("--partner-file", metavar="FILE", required=True, help="WAV/FLAC recording of the partner")
         sp.add_argument("--session", metavar="DIR", help="session folder (default sessions/<score name>)")
-        sp.add_argument("--agent", choices=("lstm", "seq2seq"), default="lstm")
+        sp.add_argument("--agent", choices=("lstm", "seq2seq"), default=None,
+                        help="agent kind of a new session (default lstm); a session keeps its own")
         sp.add_argument("--weights", help="agent weights (.safetensors); default: the shipped ones")
         sp.add_argument("--window", type=float, default=3.0, help="partner window: hit ± duration / WINDOW")
         sp.add_argument("--budget-ms", type=float, default=10.0, help="decide this long before a hit may sound")
@@ -286,6 +493,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     dv = sub.add_parser("devices", help="list audio devices and MIDI ports")
     dv.set_defaults(func=_devices)
+
+    ft = sub.add_parser("finetune", help="learn from a take: the next model version of a session")
+    ft.add_argument("session", help="session folder (or a name under sessions/)")
+    ft.add_argument("--take", type=int, help="take number (default: the latest)")
+    ft.add_argument("--epochs", type=int, default=5)
+    ft.add_argument("--lr", type=float, default=1e-3)
+    ft.add_argument("--A", type=float, help="eq. (1) weight (default: the session's, else 1)")
+    ft.add_argument("--B", type=float, help="eq. (2) weight (default: the session's, else 1)")
+    ft.add_argument("--cancel", action="store_true", help="A and B that cancel the variance scaling (morphing)")
+    ft.add_argument("--centre", choices=("all", "beats", "downbeats", "none"), default="all",
+                    help="hits whose mean offset is the centre (eq. 2's μ_d); all = the paper")
+    ft.add_argument("--margin", type=float, default=None,
+                    help="largest accepted growth of the GMD validation MSE (relative; default 0.10)")
+    ft.add_argument("--gmd", metavar="DIR", help="Groove MIDI Dataset folder (default ../shared/datasets/groove)")
+    ft.add_argument("--no-dataset", action="store_true", help="skip the forgetting check on GMD")
+    ft.add_argument("--plot", action="store_true", help="also write the session's plots")
+    ft.set_defaults(func=_finetune)
+
+    se = sub.add_parser("session", help="create, list, revert and export sessions")
+    se_sub = se.add_subparsers(dest="what", metavar="WHAT", required=True)
+    sn = se_sub.add_parser("new", help="create a session from a score")
+    sn.add_argument("session", help="session folder (or a name under sessions/)")
+    sn.add_argument("--score", required=True, help="the drum part, MIDI")
+    sn.add_argument("--agent", choices=("lstm", "seq2seq"), default="lstm")
+    sn.set_defaults(func=_session_new)
+    sl = se_sub.add_parser("list", help="takes and model versions with their figures")
+    sl.add_argument("session")
+    sl.add_argument("--json", action="store_true")
+    sl.set_defaults(func=_session_list)
+    sr = se_sub.add_parser("revert", help="play an earlier model version again")
+    sr.add_argument("session")
+    sr.add_argument("version", type=int)
+    sr.set_defaults(func=_session_revert)
+    sx = se_sub.add_parser("export", help="the current performance (score + agent offsets) as MIDI")
+    sx.add_argument("session")
+    sx.add_argument("-o", "--output", required=True)
+    sx.add_argument("--take", type=int, help="take whose partner timing feeds the agent (default: latest)")
+    sx.set_defaults(func=_session_export)
+
+    pl = sub.add_parser("plot", help="a session's plots: each take (paper Fig. 1) and all takes (Fig. 2)")
+    pl.add_argument("session")
+    pl.set_defaults(func=_plot)
+
+    ex = sub.add_parser("experiment", help="the paper's between-take experiments on the simulated clock")
+    ex.add_argument("name", choices=("morph", "tresillo", "tame"))
+    ex.add_argument("--json", metavar="OUT", help="write the report (per-take figures) here")
+    ex.add_argument("--out", metavar="DIR", help="folder for the session and plots (default experiments/NAME)")
+    ex.add_argument("--takes", type=int, help="fine-tuning rounds (default: 3 for the morphs, 10 for tame)")
+    ex.add_argument("--agent", choices=("lstm", "seq2seq"))
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--gmd", metavar="DIR", help="Groove MIDI Dataset folder (tame's forgetting check)")
+    ex.add_argument("--no-dataset", action="store_true", help="skip the forgetting check")
+    ex.add_argument("--paper-ab", action="store_true",
+                    help="learn with A = B = 1 centred on all hits (the paper's defaults) instead of the design's")
+    ex.set_defaults(func=_experiment)
 
     o = sub.add_parser("onsets", help="run the live onset detector over a recording")
     o.add_argument("input", help="WAV or FLAC file")

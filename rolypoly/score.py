@@ -135,9 +135,17 @@ class Score:
         >>> len(score.head(8))   # doctest: +SKIP
         8
         """
-        rows = {f.name: getattr(self, f.name)[:n] for f in dataclasses.fields(self)
-                if isinstance(getattr(self, f.name), np.ndarray)}
-        return replace(self, **rows, warnings=list(self.warnings))
+        return self.select(slice(0, n))
+
+    def select(self, rows) -> "Score":
+        """The score's rows picked by an index, slice or boolean mask (tempo map kept).
+
+        >>> len(score.select(score.hits.any(axis=1)))   # doctest: +SKIP
+        412
+        """
+        picked = {f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)
+                  if isinstance(getattr(self, f.name), np.ndarray)}
+        return replace(self, **picked, warnings=list(self.warnings))
 
     @property
     def n_bars(self) -> int:
@@ -177,26 +185,27 @@ def _events(midi: mido.MidiFile):
             yield tick, k, msg
 
 
-def load_score(path, *, name: str | None = None) -> Score:
-    """Read a drum part from a Standard MIDI File.
+def read_drum_notes(path) -> tuple[np.ndarray, TempoMap, list[str]]:
+    """The drum notes of a Standard MIDI File, unquantised, with its tempo map.
 
-    Drum notes are the notes on MIDI channel 10. Pitches outside the drum map
-    are dropped, several drum tracks are merged; both are reported in
-    ``score.warnings``. Anything that makes the file unusable raises
-    :class:`~rolypoly.errors.ScoreError` with one line naming the file.
+    Drum notes are the note-ons on MIDI channel 10 whose pitch is in the drum
+    map; the rest are dropped and reported. Anything that makes the file
+    unusable raises :class:`~rolypoly.errors.ScoreError` with one line naming
+    the file.
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The MIDI file.
-    name : str, optional
-        Name of the score; defaults to the file name.
+    Returns
+    -------
+    notes : np.ndarray (n, 3) float64
+        ``(tick, class, velocity)`` of every drum note, in file order.
+    tempo_map : TempoMap
+    warnings : list of str
+        Dropped pitches and merged drum tracks, one line each.
 
     Examples
     --------
-    >>> score = load_score("song.mid")   # doctest: +SKIP
-    >>> score.warnings                    # doctest: +SKIP
-    ['song.mid: dropped 3 notes with pitches outside the drum map: 21']
+    >>> notes, tmap, warnings = read_drum_notes("song.mid")   # doctest: +SKIP
+    >>> notes[0]                                               # doctest: +SKIP
+    array([  0.,   0., 100.])
     """
     path = os.fspath(path)
     midi = _read_midi(path)
@@ -245,7 +254,33 @@ def load_score(path, *, name: str | None = None) -> Score:
     meters.setdefault(0, (4, 4))
     tmap = TempoMap(ticks_per_beat=midi.ticks_per_beat, tempi=sorted(tempi.items()),
                     meters=[(t, n, d) for t, (n, d) in sorted(meters.items())])
-    score = _rows_from_notes(np.array(notes, dtype=np.float64), tmap)
+    return np.array(notes, dtype=np.float64), tmap, warnings
+
+
+def load_score(path, *, name: str | None = None) -> Score:
+    """Read a drum part from a Standard MIDI File.
+
+    Drum notes are the notes on MIDI channel 10. Pitches outside the drum map
+    are dropped, several drum tracks are merged; both are reported in
+    ``score.warnings``. Anything that makes the file unusable raises
+    :class:`~rolypoly.errors.ScoreError` with one line naming the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The MIDI file.
+    name : str, optional
+        Name of the score; defaults to the file name.
+
+    Examples
+    --------
+    >>> score = load_score("song.mid")   # doctest: +SKIP
+    >>> score.warnings                    # doctest: +SKIP
+    ['song.mid: dropped 3 notes with pitches outside the drum map: 21']
+    """
+    path = os.fspath(path)
+    notes, tmap, warnings = read_drum_notes(path)
+    score = _rows_from_notes(notes, tmap)
     score.name = name or os.path.splitext(os.path.basename(path))[0]
     score.warnings = warnings
     return score
@@ -411,23 +446,52 @@ def write_midi(score: Score, path, *, offsets=None, velocities=None) -> None:
     if not np.all(np.isfinite(offsets)):
         raise ValueError("offsets contain NaN or infinite values")
 
-    ticks = np.rint(score.tick + offsets * score.bar_ticks).astype(np.int64)
-    ticks = np.maximum(ticks, 0)
+    ticks = score.tick + offsets * score.bar_ticks
+    r, c = np.nonzero(score.hits)
+    notes = np.stack([ticks[r], c, np.asarray(velocities)[r, c]], axis=1) if len(r) else np.zeros((0, 3))
+    write_drum_notes(path, notes, tmap, name=score.name)
+
+
+def write_drum_notes(path, notes, tempo_map: TempoMap, *, name: str = "drums") -> None:
+    """Write drum notes to a Standard MIDI File with a tempo map.
+
+    Parameters
+    ----------
+    path : output file
+    notes : array (n, 3)
+        ``(tick, class, velocity)``; ticks may be fractional (rounded, at
+        least 0), velocities are clipped to 1..127 and truncated to integers.
+    tempo_map : TempoMap
+        Written unchanged (tempo and time-signature events), so a DAW shows
+        the same bars.
+    name : str
+        Name of the conductor track.
+
+    Drums go to channel 10 with the GM pitch of each class
+    (:data:`~rolypoly.drum_map.OUTPUT_PITCHES`).
+
+    Examples
+    --------
+    >>> write_drum_notes("out.mid", [(0, 0, 100), (480, 1, 90)], TempoMap(480))  # doctest: +SKIP
+    """
+    tmap = tempo_map
+    notes = np.asarray(notes, dtype=np.float64).reshape(-1, 3)
+    ticks = np.maximum(np.rint(notes[:, 0]).astype(np.int64), 0)
     length = max(1, int(round(NOTE_LENGTH_BEATS * tmap.ticks_per_beat)))
 
     conductor = [(t, mido.MetaMessage("set_tempo", tempo=us, time=0)) for t, us in tmap.tempi]
     conductor += [(t, mido.MetaMessage("time_signature", numerator=n, denominator=d, time=0))
                   for t, n, d in tmap.meters]
     drums = []
-    for r, c in zip(*np.nonzero(score.hits)):
-        v = int(np.clip(velocities[r, c], 1, 127))
+    for tick, c, vel in zip(ticks, notes[:, 1].astype(int), notes[:, 2]):
+        v = int(np.clip(vel, 1, 127))
         pitch = OUTPUT_PITCHES[c]
         # Sort key puts note-offs before note-ons at the same tick, so repeated hits retrigger.
-        drums.append((ticks[r], 1, mido.Message("note_on", channel=DRUM_CHANNEL, note=pitch, velocity=v)))
-        drums.append((ticks[r] + length, 0, mido.Message("note_off", channel=DRUM_CHANNEL, note=pitch, velocity=0)))
+        drums.append((tick, 1, mido.Message("note_on", channel=DRUM_CHANNEL, note=pitch, velocity=v)))
+        drums.append((tick + length, 0, mido.Message("note_off", channel=DRUM_CHANNEL, note=pitch, velocity=0)))
 
     midi = mido.MidiFile(type=1, ticks_per_beat=tmap.ticks_per_beat)
-    midi.tracks.append(_track(sorted(conductor, key=lambda e: e[0]), name=score.name))
+    midi.tracks.append(_track(sorted(conductor, key=lambda e: e[0]), name=name))
     midi.tracks.append(_track([(t, m) for t, _, m in sorted(drums, key=lambda e: (e[0], e[1]))],
                               name="drums"))
     try:

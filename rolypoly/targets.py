@@ -187,7 +187,8 @@ class TargetResult:
     reason: str = ""
 
 
-def take_targets(yhat, diff, A: float = 1.0, B: float = 1.0, *, min_sigma: float | None = None) -> TargetResult:
+def take_targets(yhat, diff, A: float = 1.0, B: float = 1.0, *, min_sigma: float | None = None,
+                 centre="all") -> TargetResult:
     """Training targets y from a take's ŷ and diff (paper eqs. 1-2).
 
     Parameters
@@ -208,6 +209,17 @@ def take_targets(yhat, diff, A: float = 1.0, B: float = 1.0, *, min_sigma: float
     min_sigma : float, optional
         Floor for σ_ŷ (fraction of a bar). Default: only a σ_ŷ of zero is
         replaced, by σ_diff (see the module docstring).
+    centre : "all", "none" or array_like of bool, shape (n,)
+        Which hits set μ_d in eq. (2). ``"all"`` is the paper: every hit with
+        a partner onset, so the drums stay centred on the grid as a whole.
+        A mask (e.g. the hits on the beat, :func:`beat_rows`) centres on
+        those hits only: the beat stays where the grid has it and the
+        subdivisions move freely, which is what a swing morph needs (with
+        ``"all"``, a partner swinging its off-beats by S puts the fixed point
+        at −S/2 on the beats and +S/2 off them). ``"none"`` keeps d as is
+        (μ_d := 0): the drums follow the partner's overall lean too. A mask
+        selecting no hit with a partner onset falls back to ``"all"``
+        (a line in ``stats.rules`` says so).
 
     Returns
     -------
@@ -284,6 +296,21 @@ def take_targets(yhat, diff, A: float = 1.0, B: float = 1.0, *, min_sigma: float
     # Eq. (2).
     dm = d[mask]
     mu_d, s_d = float(dm.mean()), float(dm.std(ddof=DDOF))
+    if isinstance(centre, str):
+        if centre == "none":
+            mu_d = 0.0
+            rules.append("centre none: μ_d := 0, d is not centred")
+        elif centre != "all":
+            raise ValueError(f"centre must be 'all', 'none' or a boolean mask, got {centre!r}")
+    else:
+        on = np.asarray(centre, dtype=bool)
+        if on.shape != mask.shape:
+            raise ValueError(f"centre mask has {on.size} rows but the take has {n}")
+        if (on & mask).any():
+            mu_d = float(d[on & mask].mean())
+            rules.append(f"centred on {int((on & mask).sum())} of {k} hits (μ_d over them)")
+        else:
+            rules.append("centre mask holds no hit with a partner onset: centred on all hits")
     if s_d >= SIGMA_EPS and s_used >= SIGMA_EPS:
         y = (B / (s_d / s_used)) * (d - mu_d)
     else:
@@ -293,6 +320,39 @@ def take_targets(yhat, diff, A: float = 1.0, B: float = 1.0, *, min_sigma: float
     stats = TargetStats(n, k, A, B, mu_y, s_y, s_used, mu_diff, s_diff, mu_d, s_d, s_sum,
                         min_sigma=min_sigma, rules=tuple(rules))
     return TargetResult(mask, y, d, stats)
+
+
+def beat_rows(score, rows=None) -> np.ndarray:
+    """True for rows that sit on a beat of their bar (the counted beats of the meter).
+
+    A beat is a quarter note in simple meters (x/4, x/2) and a dotted quarter
+    in compound ones (6/8, 9/8, 12/8); in a meter whose beats do not fall on
+    the 24-step grid only the downbeat counts.
+
+    Parameters
+    ----------
+    score : rolypoly.score.Score
+    rows : array_like of int, optional
+        Row indices (default: every row).
+
+    Examples
+    --------
+    >>> beat_rows(score)[:8].tolist()     # doctest: +SKIP
+    [True, False, False, False, True, False, False, False]
+    """
+    idx = np.arange(len(score)) if rows is None else np.asarray(rows, dtype=int)
+    meters = score.tempo_map.meters
+    starts = np.array([t for t, _, _ in meters], dtype=np.float64)
+    k = np.clip(np.searchsorted(starts, score.tick[idx], side="right") - 1, 0, None)
+    out = np.zeros(len(idx), dtype=bool)
+    for j, (_, num, den) in enumerate(meters):
+        compound = den >= 8 and num % 3 == 0 and num > 3
+        beats = num // 3 if compound else num
+        # Steps per beat in the bar's 24-step grid; a cut-short bar still counts from its start.
+        per = STEPS_PER_BAR // beats if beats and STEPS_PER_BAR % beats == 0 else STEPS_PER_BAR
+        sel = k == j
+        out[sel] = score.step[idx][sel] % per == 0
+    return out
 
 
 def cancel_scaling_ab(stats: TargetStats) -> tuple[float, float]:
