@@ -20,6 +20,11 @@ message                    effect
                            becomes BPM, later tempo changes keep their ratio
 ``window FACTOR``          partner onset window: hit ± duration / FACTOR (> 1)
 ``ab A B``                 learning-step weights, kept in the session's session.json
+``finetune [TAKE [EPOCHS [LR]]]``  learn from a take (default: the latest; TAKE -1 too)
+                           between takes, on a thread: ``/rolypoly/finetuning`` now,
+                           ``/rolypoly/finetune_progress EPOCH EPOCHS LOSS`` per epoch,
+                           ``/rolypoly/finetuned ACCEPTED VERSION CURRENT REASON`` at the
+                           end; the next take plays the session's current model version
 ``agent lstm|seq2seq``     the timing agent
 ``status``                 ``/rolypoly/status key value ...``
 ``reply_to HOST PORT``     send replies there (``reply_to sender``: to each sender)
@@ -274,6 +279,8 @@ class Service:
     emit : callable(destination, replies) for replies sent later (``take_done``,
         a failed take). Default: put them on :attr:`outbox`.
     player : what plays a take (default :func:`realtime.duet.play_take`; tests swap it)
+    gmd : Groove MIDI Dataset folder for fine-tuning's forgetting check (default: the usual place;
+        without it fine-tuning goes on and says the check was skipped)
 
     Examples
     --------
@@ -285,7 +292,7 @@ class Service:
     """
 
     def __init__(self, sessions_dir=None, *, reply=DEFAULT_REPLY, weights: dict | None = None,
-                 mix: bool = True, plot: bool = True, emit=None, player=None):
+                 mix: bool = True, plot: bool = True, emit=None, player=None, gmd=None):
         root = Path(sessions_dir if sessions_dir is not None else duet.SESSIONS_DIR)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -300,6 +307,9 @@ class Service:
         self.player = player
         self.quitting = False
         self._take: _Take | None = None
+        self._tuning: threading.Thread | None = None
+        self._dataset = None                 # GMD validation subset, loaded on the first finetune
+        self.gmd = gmd
         self._lock = threading.Lock()        # guards settings and the current take
         # Held while a message is handled and its replies sent, and while a take thread
         # sends its own: so /rolypoly/playing always goes out before /rolypoly/take_done.
@@ -340,19 +350,21 @@ class Service:
     def snapshot(self) -> dict:
         """Settings as plain values (for tests and logs)."""
         s = self.settings
-        return {"state": "playing" if self.playing else "idle", "score": str(s.score_path or ""),
+        return {"state": "playing" if self.playing else "fine-tuning" if self._tuning else "idle", "score": str(s.score_path or ""),
                 "session": str(s.session or ""), "partner": s.partner_text(), "clock": s.clock,
                 "agent": s.agent, "tempo": s.bpm, "tempo_factor": s.tempo_factor, "window": s.window,
                 "A": s.a, "B": s.b, "reply": s.reply, "last_take": s.last_take}
 
     def close(self, timeout: float = TAKE_JOIN_S) -> None:
-        """Stop a running take and wait until its files are written."""
+        """Stop a running take and wait until its files (and a running fine-tune) are written."""
         with self._lock:
-            take = self._take
+            take, tuning = self._take, self._tuning
             if take is not None:
                 take.request_stop()
         if take is not None and take.thread is not None:
             take.thread.join(timeout)
+        if tuning is not None:
+            tuning.join(timeout)
 
     # ------------------------------------------------------------------ score and session
     def _load_score(self, path, *, sender) -> list[Reply]:
@@ -471,6 +483,8 @@ class Service:
         s = self.settings
         if self._take is not None:
             raise Rejected("a take is playing; send stop first")
+        if self._tuning is not None:
+            raise Rejected("fine-tuning; wait for /rolypoly/finetuned")
         if s.score is None:
             raise Rejected("no score: send load_score PATH or load_session NAME first")
         if s.partner is None:
@@ -543,6 +557,65 @@ class Service:
         with self.emit_lock:
             self.emit(self.destination(take.sender), replies)
 
+    # ------------------------------------------------------------------ learning between takes
+    def _finetune(self, take=-1, epochs=None, lr=None, *, sender) -> list[Reply]:
+        from rolypoly.finetune import EPOCHS, LEARNING_RATE
+        from rolypoly.session import Session
+
+        if self.settings.session is None:
+            raise Rejected("no session: send load_score PATH or load_session NAME first")
+        if self._take is not None:
+            raise Rejected("a take is playing; fine-tune between takes")
+        if self._tuning is not None:
+            raise Rejected("already fine-tuning; wait for /rolypoly/finetuned")
+        take = int(_number(take, "TAKE"))
+        epochs = EPOCHS if epochs is None else int(_number(epochs, "EPOCHS"))
+        lr = LEARNING_RATE if lr is None else _number(lr, "LR")
+        if not 1 <= epochs <= 200:
+            raise Rejected(f"EPOCHS must be 1..200, got {epochs}")
+        if not 0 < lr <= 0.1:
+            raise Rejected(f"LR must be in (0, 0.1], got {lr}")
+        session = Session(self.settings.session)
+        session.take_dir(None if take < 0 else take)  # no such take: refused now, not on the thread
+        dest = self.destination(sender)
+        self._tuning = threading.Thread(target=self._run_finetune, name="rolypoly-finetune", daemon=False,
+                                        args=(session, None if take < 0 else take, epochs, lr, dest))
+        self._tuning.start()
+        return [("/rolypoly/finetuning", [str(session.folder), take, epochs, lr])]
+
+    def _run_finetune(self, session, take, epochs, lr, dest) -> None:
+        """Body of the fine-tuning thread: learn, report progress and the result, go idle."""
+        def progress(epoch, total, loss):
+            with self.emit_lock:
+                self.emit(dest, [("/rolypoly/finetune_progress", [epoch, total, float(loss)])])
+
+        try:
+            dataset, note = self._gmd_subset()
+            report = session.finetune(take, epochs=epochs, lr=lr, dataset=dataset, progress=progress)
+            reason = report["reason"] + (f" ({note})" if note else "")
+            version = -1 if report["version"] is None else int(report["version"])
+            replies = [("/rolypoly/finetuned", [int(bool(report["accepted"])), version,
+                                                int(report["current"]), reason, int(report["take"])])]
+        except Exception as e:  # a failed fine-tune is reported; the service goes on
+            replies = [_error(PREFIX + "finetune", f"fine-tuning failed: {_one_line(e)}")]
+        finally:
+            with self._lock:
+                self._tuning = None
+        with self.emit_lock:
+            self.emit(dest, replies)
+
+    def _gmd_subset(self):
+        """The GMD validation subset for the forgetting check (cached), or None and why."""
+        if self._dataset is None:
+            from pretrain.gmd import load_split
+            from rolypoly.finetune import DATASET_TAKES
+
+            try:
+                self._dataset = load_split("validation", self.gmd, limit=DATASET_TAKES)
+            except RolypolyError as e:
+                return None, f"no forgetting check: {_one_line(e)}"
+        return self._dataset, ""
+
     def _stop(self, *, sender) -> list[Reply]:
         if self._take is None:
             raise Rejected("no take is playing")
@@ -577,6 +650,7 @@ class Service:
         "tempo": ("_tempo", (1,), "BPM"),
         "window": ("_window", (1,), "FACTOR"),
         "ab": ("_ab", (2,), "A B"),
+        "finetune": ("_finetune", (0, 1, 2, 3), "[TAKE [EPOCHS [LR]]]"),
         "agent": ("_agent", (1,), "lstm|seq2seq"),
         "status": ("_status", (0,), ""),
         "reply_to": ("_reply_to", (1, 2), "HOST PORT (or: sender)"),
@@ -724,7 +798,8 @@ def main(args) -> int:
     reply = _host_port(args.reply, "--reply")
     weights = {k: getattr(args, f"{k}_weights", None) for k in AGENTS}
     service = Service(args.sessions, reply=reply, weights={k: v for k, v in weights.items() if v},
-                      mix=not getattr(args, "no_mix", False), plot=not getattr(args, "no_plot", False))
+                      mix=not getattr(args, "no_mix", False), plot=not getattr(args, "no_plot", False),
+                      gmd=getattr(args, "gmd", None))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"rolypoly: warning: listening on {args.host}: anyone who can reach port {args.port} "
               "can control the drum machine", file=sys.stderr)

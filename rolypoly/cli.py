@@ -489,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=9100, help="OSC port to listen on")
     sv.add_argument("--reply", default="127.0.0.1:9101", metavar="HOST:PORT", help="where replies go")
     sv.add_argument("--sessions", help="sessions folder; every path in a message must stay inside it")
+    sv.add_argument("--gmd", metavar="DIR", help="Groove MIDI Dataset folder (fine-tuning's forgetting check)")
     sv.set_defaults(func=_serve)
 
     dv = sub.add_parser("devices", help="list audio devices and MIDI ports")

@@ -445,6 +445,37 @@ def test_quit_stops_a_take(svc):
     assert not svc.playing
 
 
+def test_finetune_between_takes_reports_progress_and_the_result(svc, root):
+    from realtime.clock import SimClock
+    from realtime.duet import play_take
+    from realtime.engine import EngineSettings
+    from realtime.sources import FileSource
+
+    assert "no session" in rejected(svc, "finetune")
+    loaded(svc)
+    assert "no takes" in rejected(svc, "finetune")
+    play_take(root / "demo.mid", FileSource(root / "partner.wav"), SimClock(), session=root / "demo",
+              settings=EngineSettings(partner_offset_s=0.0), mix=False, plot=False)
+    assert "no take 4" in rejected(svc, "finetune", 4)
+    assert "EPOCHS" in rejected(svc, "finetune", -1, 0)
+    assert "LR" in rejected(svc, "finetune", -1, 3, float("nan"))
+    gate, load_gmd = threading.Event(), svc._gmd_subset
+    svc._gmd_subset = lambda: (gate.wait(30), load_gmd())[1]  # hold the fine-tune at its start
+    assert call(svc, "finetune", -1, 3) == [(P + "finetuning", [str(root / "demo"), -1, 3, 1e-3])]
+    assert "fine-tuning" in rejected(svc, "play")
+    assert "already fine-tuning" in rejected(svc, "finetune")
+    gate.set()
+    got = []
+    while not got or got[-1][0] != P + "finetuned":
+        got += svc.outbox.get(timeout=60)[1]
+    progress = [args for address, args in got if address == P + "finetune_progress"]
+    assert [p[:2] for p in progress] == [[1, 3], [2, 3], [3, 3]] and all(p[2] >= 0 for p in progress)
+    accepted, version, current, reason, take = got[-1][1]
+    assert (accepted, version, current, take) == (1, 1, 1, 0) and reason.startswith("accepted")
+    _wait_for(lambda: svc._tuning is None)
+    assert json.loads((root / "demo" / "session.json").read_text())["model"] == 1
+
+
 def _wait_for(cond, timeout=5.0):
     end = time.monotonic() + timeout
     while not cond():
