@@ -7,7 +7,8 @@ of the demo score, a little laid back (+12 ms on average) with human jitter
 ``rolypoly/data/demo_partner.flac`` (made by :func:`write_demo_partner`).
 
 ``rolypoly demo`` humanizes the score offline with both agents, then plays
-the duet once on the simulated clock and once in real time from the file.
+the duet on the simulated clock, fine-tunes the agent on that take, and
+plays it again with the new model version in real time from the file.
 
 Examples
 --------
@@ -60,17 +61,29 @@ def write_demo_partner(path=DEMO_PARTNER) -> Path:
 
 
 def run_duet_demo(out_dir="demo-output", realtime: bool = True) -> dict:
-    """Play the demo duet on the simulated clock and (optionally) in real time."""
+    """Play the demo duet on the simulated clock, learn from it, and play it again.
+
+    A fresh session each run: take 0 on the simulated clock with the
+    pretrained agent, a fine-tune on it (model version 1), then take 1 with
+    the new version in real time (or on the simulated clock without
+    ``realtime``). Returns the take summaries and the fine-tune report.
+    """
+    import shutil
+
+    from rolypoly.session import Session
+
     from .clock import RealClock, SimClock
     from .duet import play_take
     from .engine import EngineSettings
     from .sources import FileSource
 
     session = Path(out_dir) / "demo-session"
+    if (session / "session.json").is_file():
+        shutil.rmtree(session)  # the demo's own folder: every run starts from the pretrained agent
     settings = EngineSettings(partner_offset_s=PARTNER_LEAD_S)
-    takes = {"simulated": play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), SimClock(), session=session,
-                                    settings=settings)}
-    if realtime:
-        takes["real time"] = play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), RealClock(), session=session,
-                                       settings=settings)
-    return takes
+    out = {"simulated": play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), SimClock(), session=session,
+                                  settings=settings)}
+    out["finetune"] = Session(session).finetune()
+    clock, how = (RealClock(), "real time") if realtime else (SimClock(), "simulated again")
+    out[how] = play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), clock, session=session, settings=settings)
+    return out

@@ -39,7 +39,12 @@ def _demo(args) -> int:
     print(f"  offsets plot: {r['plot']}")
     print(f"2. duet with a bass recording ({DEMO_PARTNER.name}), LSTM agent:")
     for how, summary in run_duet_demo(args.out, realtime=not args.no_realtime).items():
-        print(f"  {how}: ", end="")
+        if how == "finetune":
+            print(f"  between the takes, fine-tuning on take {summary['take']}: {summary['reason']}; "
+                  f"the next take plays model version {summary['current']}")
+            continue
+        print(f"  {how} (model version {summary.get('model_version')}), "
+              f"drum-partner offset {summary.get('diff_ms_mean')} ± {summary.get('diff_ms_std')} ms: ", end="")
         _report_take(summary)
     return 0
 
@@ -85,6 +90,13 @@ def _bench_onsets(args) -> int:
     from realtime.bench_onsets import run
 
     print(json.dumps(run(args.json_out), indent=2))
+    return 0
+
+
+def _bench_finetune(args) -> int:
+    from realtime.bench_finetune import run
+
+    print(json.dumps(run(args.json_out, repeats=args.repeats, gmd=args.gmd), indent=2))
     return 0
 
 
@@ -452,6 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     bo = b_sub.add_parser("onsets", help="onset latency and F1 of the live detector vs aubio")
     bo.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
     bo.set_defaults(func=_bench_onsets)
+    bf = b_sub.add_parser("finetune", help="fine-tuning after a 3-minute take, GMD validation included, both agents")
+    bf.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
+    bf.add_argument("--repeats", type=int, default=5, help="timed runs per agent and figure")
+    bf.add_argument("--gmd", metavar="DIR", help="Groove MIDI Dataset folder (default: ../shared/datasets/groove)")
+    bf.set_defaults(func=_bench_finetune)
     bt = b_sub.add_parser("output", help="drum output timing on JACK (|emitted - intended|, drift) and CPU load")
     bt.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
     bt.add_argument("--minutes", type=float, default=5.0, help="length of the take")
