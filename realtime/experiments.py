@@ -185,7 +185,7 @@ def take_figures(take_rows: list[dict], score) -> dict:
     sounding = score.hits[idx].any(axis=1)
     on = beat_rows(score, idx) & sounding
     off8 = (score.step[idx] % 6 == 3) & sounding
-    fin = np.isfinite(diff)
+    fin = np.isfinite(diff) & sounding  # a silent (off-beat) row's diff is no drum-partner offset
 
     def stat(x):
         return round(float(x), 3)

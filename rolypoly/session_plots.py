@@ -1,0 +1,487 @@
+"""Pictures of a session, as the rolypoly~ paper's Figs. 1 and 2 (PNG, matplotlib Agg).
+
+- **Fig. 1, one take** (:func:`plot_take_fig1`): the score as dotted vertical
+  lines at the rows' notated positions, ŷ (the drum's offset from the score)
+  as blue stems and diff (partner onset − drum hit) as grey bars, in ms per
+  hit. Silent rows (all nine hit features 0: the off-beat partner rows a
+  session's score grows, paper footnote 6) are drawn in orange.
+- **Fig. 2, all takes** (:func:`plot_takes_fig2`): the moving average over
+  6 hits of diff, one line per take, the first take (the pretrained agent)
+  thick and light grey; the legend gives each take's σ(diff).
+
+The x axis is the notated position in quarter notes from the start (so a
+3/4 bar is shorter than a 4/4 one), labelled with bar numbers from 1. Takes
+are aligned on their rows' (bar, step), never on row index, so a take of a
+grown score (extra rows) or one cut short by a crash lines up with the rest.
+
+Offsets in a take are fractions of a bar; a row's bar length comes from its
+feature row: ``bar_ms = 60000 / tempo_bpm × 4 × timesig``.
+
+Examples
+--------
+>>> paths = plot_session("sessions/song")          # doctest: +SKIP
+>>> [p.name for p in paths]                        # doctest: +SKIP
+['take_000.png', 'take_001.png', 'takes.png']
+"""
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from realtime.takes import TAKE_FILE, Take, TakeError, read_take
+
+from .errors import RolypolyError
+from .features import HITS, TEMPO, TIMESIG
+from .grid import STEPS_PER_BAR
+
+#: Hits per moving-average window in Fig. 2 (the paper's period).
+PERIOD = 6
+#: Rows beyond this bar are taken for corrupted (100,000 bars: over two days at 120 bpm).
+MAX_BAR = 100_000
+PLOTS = "plots"
+TAKES = "takes"
+_STEM, _SILENT, _DIFF = "C0", "C1", "0.55"
+
+
+# ----------------------------------------------------------------------------- a take as arrays
+
+@dataclass(frozen=True)
+class TakeHits:
+    """The plottable rows of one take, one entry per row, in take order.
+
+    ``x`` is the notated position in quarter notes from the score's start;
+    ``yhat_ms`` and ``diff_ms`` are in ms (``diff_ms`` is NaN where no
+    partner onset fell in the hit's window); ``silent`` marks rows without a
+    drum hit. ``bar_x`` maps each bar (from 0) to the x of its downbeat and
+    ``end_x`` is where the last bar ends.
+    """
+
+    bar: np.ndarray
+    step: np.ndarray
+    x: np.ndarray
+    bar_ms: np.ndarray
+    yhat_ms: np.ndarray
+    diff_ms: np.ndarray
+    silent: np.ndarray
+    bar_x: dict
+    end_x: float
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.bar)
+
+    @property
+    def partner_hits(self) -> np.ndarray:
+        """Drum hits (not silent rows) with a partner onset: where diff is a drum–partner offset."""
+        return ~self.silent & np.isfinite(self.diff_ms)
+
+
+def _number(v) -> float:
+    """A JSON value as a float; NaN for null, text and the like."""
+    if isinstance(v, bool) or v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _feature(r: dict, col: int) -> float:
+    f = r.get("features")
+    return _number(f[col]) if isinstance(f, list) and len(f) > col else math.nan
+
+
+def _row_silent(r: dict) -> bool:
+    f = r.get("features")
+    return isinstance(f, list) and len(f) >= HITS.stop and all(_number(v) == 0 for v in f[HITS])
+
+
+def _bar_ms_from_notated(abs_step: np.ndarray, notated: np.ndarray) -> np.ndarray:
+    """Bar length (ms) per row from its notated time and its neighbour's (a fallback).
+
+    >>> _bar_ms_from_notated(np.array([0, 6, 12]), np.array([0.0, 0.5, 1.0])).tolist()
+    [2000.0, 2000.0, 2000.0]
+    """
+    out = np.full(len(abs_step), np.nan)
+    if len(abs_step) < 2:
+        return out
+    dstep = np.diff(abs_step).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(dstep > 0, np.diff(notated) / dstep * STEPS_PER_BAR * 1000.0, np.nan)
+    out[:-1] = slope          # each row from the gap to the next one,
+    out[-1] = slope[-1]       # the last one from the gap before it
+    return out
+
+
+def bar_starts(bar: np.ndarray, quarters: np.ndarray) -> tuple[dict[int, float], float]:
+    """Where every bar starts, in quarter notes from the score's start, and where the last ends.
+
+    ``quarters`` is the length of each row's bar in quarter notes. A bar
+    without rows takes the length of the bar before it (leading ones the
+    first known length; 4 when nothing is known).
+
+    Examples
+    --------
+    >>> bar_starts(np.array([0, 0, 1, 3]), np.array([4.0, 4.0, 3.0, 3.0]))
+    ({0: 0.0, 1: 4.0, 2: 7.0, 3: 10.0}, 13.0)
+    """
+    known: dict[int, float] = {}
+    for b, q in zip(bar.tolist(), quarters.tolist()):
+        if math.isfinite(q) and q > 0:
+            known.setdefault(int(b), float(q))
+    length = next(iter(known.values()), 4.0)
+    starts, at = {}, 0.0
+    for b in range(int(bar.max()) + 1 if len(bar) else 0):
+        length = known.get(b, length)
+        starts[b] = at
+        at += length
+    return starts, at
+
+
+def _fill(values: np.ndarray, fallback: np.ndarray, default: float) -> np.ndarray:
+    """``values`` where finite and positive, else ``fallback``, else the median of the good ones."""
+    out = np.where(np.isfinite(values) & (values > 0), values, fallback)
+    bad = ~(np.isfinite(out) & (out > 0))
+    good = out[~bad]
+    out[bad] = np.median(good) if len(good) else default
+    return out
+
+
+def take_hits(take: Take) -> TakeHits:
+    """The rows of a take as arrays in ms and quarter notes, ready to plot.
+
+    A row's bar length comes from its feature row (tempo and time
+    signature), else from the notated times around it. Rows without a
+    usable ``bar``, ``step`` or ``yhat`` (missing, or out of range: ŷ is
+    at most a bar) are left out and counted in ``skipped``; a null diff
+    (no partner onset) becomes NaN.
+
+    Examples
+    --------
+    >>> h = take_hits(read_take("sessions/song/takes/000"))   # doctest: +SKIP
+    >>> h.x[:4].tolist()                                       # doctest: +SKIP
+    [0.0, 1.0, 2.0, 3.0]
+    """
+    parsed = [(r, _number(r.get("bar")), _number(r.get("step")), _number(r.get("yhat"))) for r in take.rows]
+    good = [p for p in parsed if 0 <= p[1] < MAX_BAR and 0 <= p[2] <= STEPS_PER_BAR and abs(p[3]) <= 1]
+    rows = [p[0] for p in good]
+    bar = np.array([int(p[1]) for p in good], dtype=np.int64)
+    step = np.array([int(p[2]) for p in good], dtype=np.int64)
+    yhat = np.array([p[3] for p in good], dtype=np.float64)
+    tempo = np.array([_feature(r, TEMPO) for r in rows], dtype=np.float64)
+    quarters = np.array([_feature(r, TIMESIG) for r in rows], dtype=np.float64) * 4
+    notated = np.array([_number(r.get("notated")) for r in rows], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bar_ms = 60_000.0 / tempo * quarters
+    bar_ms = _fill(bar_ms, _bar_ms_from_notated(bar * STEPS_PER_BAR + step, notated), 2000.0)
+    starts, end = bar_starts(bar, quarters)
+    q = _fill(quarters, np.full(len(rows), np.nan), 4.0)
+    x = np.array([starts[b] for b in bar.tolist()], dtype=np.float64) + step / STEPS_PER_BAR * q
+    diff = np.array([_number(r.get("diff")) for r in rows], dtype=np.float64)
+    diff[~(np.abs(diff) <= 1)] = np.nan                  # a diff beyond a bar is not an offset
+    silent = np.array([_row_silent(r) for r in rows], dtype=bool)
+    return TakeHits(bar, step, x, bar_ms, yhat * bar_ms, diff * bar_ms, silent, starts, end,
+                    skipped=len(parsed) - len(good))
+
+
+# ----------------------------------------------------------------------------- Fig. 2's curve
+
+def moving_average(values, period: int = PERIOD) -> np.ndarray:
+    """Trailing moving average: entry i is the mean of entries i − period + 1 … i.
+
+    The first ``period − 1`` entries are NaN (no full window yet).
+
+    Examples
+    --------
+    >>> moving_average([1, 2, 3, 4, 5, 6, 7, 8], period=6).tolist()
+    [nan, nan, nan, nan, nan, 3.5, 4.5, 5.5]
+    """
+    if period < 1:
+        raise ValueError(f"period must be at least 1, not {period}")
+    x = np.asarray(values, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    if len(x) >= period:
+        out[period - 1:] = np.lib.stride_tricks.sliding_window_view(x, period).mean(axis=1)
+    return out
+
+
+def offset_curve(hits: TakeHits, period: int = PERIOD) -> tuple[np.ndarray, np.ndarray]:
+    """Fig. 2's line for one take: x and the moving average of diff (ms).
+
+    Only drum hits with a partner onset count (silent rows and hits where
+    the partner was not heard are left out), so each window spans
+    ``period`` heard hits; a value sits at the last hit of its window.
+
+    >>> x, ma = offset_curve(take_hits(take))   # doctest: +SKIP
+    """
+    use = hits.partner_hits
+    ma = moving_average(hits.diff_ms[use], period)
+    full = np.isfinite(ma)
+    return hits.x[use][full], ma[full]
+
+
+def diff_sigma_ms(hits: TakeHits) -> float:
+    """σ of diff in ms (population) over the drum hits with a partner onset; NaN when none.
+
+    >>> diff_sigma_ms(take_hits(take))   # doctest: +SKIP
+    12.4
+    """
+    d = hits.diff_ms[hits.partner_hits]
+    return float(np.std(d)) if len(d) else math.nan
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _as_take(take) -> Take:
+    """A Take, or a take file / take folder to read."""
+    return take if isinstance(take, Take) else read_take(take)
+
+
+def _width(hits_list: list[TakeHits]) -> float:
+    """Figure width in inches: about a third of an inch per beat, 8 to 24."""
+    span = max((h.end_x for h in hits_list), default=0.0)
+    return float(np.clip(2.0 + 0.3 * span, 8.0, 24.0))
+
+
+def _bar_axis(ax, hits_list: list[TakeHits]) -> None:
+    """Bar lines and bar-number ticks (from 1), quarter-note minor ticks, on a beats axis."""
+    from matplotlib.ticker import MultipleLocator
+
+    bars: dict[int, float] = {}
+    for h in hits_list:
+        for b, x in h.bar_x.items():
+            bars.setdefault(b, x)
+    if not bars:
+        return
+    end = max(h.end_x for h in hits_list)
+    for x in [*bars.values(), end]:
+        ax.axvline(x, color="0.82", lw=0.8, zorder=0)
+    order = sorted(bars)
+    every = max(1, math.ceil(len(order) / 32))
+    ax.set_xticks([bars[b] for b in order[::every]], [str(b + 1) for b in order[::every]])
+    ax.xaxis.set_minor_locator(MultipleLocator(1.0))
+    ax.set_xlim(min(bars.values()) - 0.25, end + 0.25)
+    ax.set_xlabel("bar (minor ticks: quarter notes)")
+
+
+def _mean_sd(x: np.ndarray) -> str:
+    return f"{np.mean(x):+.1f} ± {np.std(x):.1f} ms" if len(x) else "n/a"
+
+
+def take_summary(take: Take, hits: TakeHits | None = None) -> str:
+    """One line about a take: score, agent, rows, ŷ and diff in ms.
+
+    >>> take_summary(take)   # doctest: +SKIP
+    'song, lstm, 96 rows: ŷ +1.2 ± 4.0 ms; diff +3.1 ± 12.4 ms on 80/90 hits'
+    """
+    h = hits if hits is not None else take_hits(take)
+    head = take.header
+    parts = [str(head.get("score", "take")), str(head.get("agent", "?"))]
+    if head.get("model_version") is not None:
+        parts[-1] += f" v{head['model_version']}"
+    rows = f"{len(h)} rows" + ("" if take.complete else " (cut short)")
+    sounding = ~h.silent
+    heard = h.partner_hits
+    return (f"{', '.join(parts)}, {rows}: ŷ {_mean_sd(h.yhat_ms[sounding])}; "
+            f"diff {_mean_sd(h.diff_ms[heard])} on {int(heard.sum())}/{int(sounding.sum())} hits")
+
+
+def plot_take_fig1(take, path, *, title: str | None = None) -> Path:
+    """PNG of one take as paper Fig. 1: score (dotted), ŷ (blue stems), diff (grey bars), in ms.
+
+    Silent rows (the off-beat partner rows a grown score holds) get orange
+    dotted lines and hollow orange stems; the drum plays nothing there.
+
+    Parameters
+    ----------
+    take : realtime.takes.Take, or the path of a take file or folder
+    path : the PNG to write
+    title : default: :func:`take_summary`
+
+    Examples
+    --------
+    >>> plot_take_fig1("sessions/song/takes/000", "take_000.png")   # doctest: +SKIP
+    PosixPath('take_000.png')
+    """
+    take = _as_take(take)
+    h = take_hits(take)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(_width([h]), 4.2))
+    _bar_axis(ax, [h])
+    top = ax.get_xaxis_transform()
+    s = h.silent
+    ax.vlines(h.x[~s], 0, 1, transform=top, colors="0.3", linestyles=":", lw=0.9, label="score")
+    if s.any():
+        ax.vlines(h.x[s], 0, 1, transform=top, colors=_SILENT, linestyles=":", lw=0.9,
+                  label="silent row (partner off-beat)")
+    heard = np.isfinite(h.diff_ms)
+    # Each bar starts at its hit's stem (the paper draws both at the hit): both stay visible.
+    ax.bar(h.x[heard], h.diff_ms[heard], width=0.12, align="edge", color=_DIFF, zorder=2,
+           label="diff: partner − drum")
+    ax.vlines(h.x[~s], 0, h.yhat_ms[~s], colors=_STEM, lw=1.3, zorder=3)
+    ax.plot(h.x[~s], h.yhat_ms[~s], "o", color=_STEM, ms=3.5, zorder=4, label="ŷ: drum offset")
+    if s.any():
+        ax.vlines(h.x[s], 0, h.yhat_ms[s], colors=_SILENT, lw=1.0, zorder=3)
+        ax.plot(h.x[s], h.yhat_ms[s], "o", mfc="none", color=_SILENT, ms=3.5, zorder=4)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel("ms (+ late)")
+    if len(h):
+        _legend(ax)
+    else:
+        ax.text(0.5, 0.5, "no rows in this take", transform=ax.transAxes, ha="center")
+        ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title or take_summary(take, h), fontsize=10)
+    return _save(fig, plt, path)
+
+
+def _legend(ax) -> None:
+    """The legend beside the axes, where it hides no hit."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+
+
+def _save(fig, plt, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_takes_fig2(takes, path, *, labels=None) -> Path:
+    """PNG of several takes as paper Fig. 2: moving average (6 hits) of diff, one line per take.
+
+    The first take is the baseline (the pretrained agent): thick, light
+    grey. Takes are placed by the notated position of their rows, so takes
+    of different lengths (grown or cut short) line up. The legend gives each
+    take's σ(diff) over its drum hits with a partner onset.
+
+    Parameters
+    ----------
+    takes : sequence of realtime.takes.Take (or take paths), in take order
+    path : the PNG to write
+    labels : one per take (default "take 0", "take 1", …)
+
+    Examples
+    --------
+    >>> plot_takes_fig2([take0, take1, take2], "takes.png")   # doctest: +SKIP
+    PosixPath('takes.png')
+    """
+    takes = [_as_take(t) for t in takes]
+    labels = list(labels) if labels is not None else [f"take {i}" for i in range(len(takes))]
+    if len(labels) != len(takes):
+        raise ValueError(f"{len(labels)} labels for {len(takes)} takes")
+    hits_list = [take_hits(t) for t in takes]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(_width(hits_list), 4.5))
+    _bar_axis(ax, hits_list)
+    cmap = plt.get_cmap("viridis")
+    for i, (h, label) in enumerate(zip(hits_list, labels)):
+        x, ma = offset_curve(h)
+        sigma = diff_sigma_ms(h)
+        label += "" if takes[i].complete else " (cut short)"
+        label += f": σ {sigma:.1f} ms" if math.isfinite(sigma) else ": no partner onsets"
+        if i == 0:
+            style = dict(color="0.75", lw=4.0, zorder=2)
+        else:
+            style = dict(color=cmap(0.85 * (i - 1) / max(1, len(takes) - 2)), lw=1.4, zorder=3)
+        ax.plot(x, ma, label=label, **style)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel(f"diff, partner − drum (ms)\nmoving average of {PERIOD} hits")
+    score = takes[0].header.get("score", "session") if takes else "session"
+    ax.set_title(f"{score}: drum–partner offset, {len(takes)} takes (σ over hits with a partner onset)",
+                 fontsize=10)
+    _legend(ax)
+    return _save(fig, plt, path)
+
+
+# ----------------------------------------------------------------------------- a session
+
+def _warn(message: str) -> None:
+    print(f"rolypoly: warning: {message}", file=sys.stderr)
+
+
+def session_takes(folder) -> list[tuple[int, Take]]:
+    """Every readable take of a session folder, as (number, take), in take order.
+
+    Unreadable takes are skipped with a one-line warning on stderr.
+
+    Raises
+    ------
+    RolypolyError
+        When the folder holds no take, or none that can be read.
+
+    Examples
+    --------
+    >>> [k for k, _ in session_takes("sessions/song")]   # doctest: +SKIP
+    [0, 1, 2]
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RolypolyError(f"{folder}: no such session folder")
+    tdir = folder / TAKES
+    dirs = sorted((p for p in tdir.iterdir() if p.is_dir() and p.name.isdigit()),
+                  key=lambda p: int(p.name)) if tdir.is_dir() else []
+    if not dirs:
+        raise RolypolyError(f"{folder}: no takes to plot (no {TAKES}/NNN/{TAKE_FILE})")
+    out = []
+    for d in dirs:
+        try:
+            out.append((int(d.name), read_take(d / TAKE_FILE)))
+        except (TakeError, OSError) as e:
+            _warn(f"skipping take {d.name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    if not out:
+        raise RolypolyError(f"{folder}: none of its {len(dirs)} takes could be read")
+    return out
+
+
+def plot_session(session_folder, out_dir=None) -> list[Path]:
+    """Write a session's plots: ``take_NNN.png`` per take (Fig. 1) and ``takes.png`` (Fig. 2).
+
+    Parameters
+    ----------
+    session_folder : the session (``sessions/<name>``)
+    out_dir : where to write (default: ``<session>/plots``)
+
+    Returns
+    -------
+    list of Path : the PNGs written, the takes' first and ``takes.png`` last
+
+    Raises
+    ------
+    RolypolyError
+        When the session has no take that can be read.
+
+    Examples
+    --------
+    >>> [p.name for p in plot_session("sessions/song")]   # doctest: +SKIP
+    ['take_000.png', 'take_001.png', 'takes.png']
+    """
+    folder = Path(session_folder)
+    takes = session_takes(folder)
+    out = Path(out_dir) if out_dir is not None else folder / PLOTS
+    paths, labels = [], []
+    for k, take in takes:
+        h = take_hits(take)
+        if h.skipped:
+            _warn(f"take {k:03d}: {h.skipped} unusable rows left out of the plots")
+        paths.append(plot_take_fig1(take, out / f"take_{k:03d}.png",
+                                    title=f"take {k:03d} · {take_summary(take, h)}"))
+        version = take.header.get("model_version")
+        labels.append(f"take {k:03d}" + (f", model v{version}" if version is not None else "")
+                      + (" (baseline)" if not labels else ""))
+    paths.append(plot_takes_fig2([t for _, t in takes], out / "takes.png", labels=labels))
+    return paths
