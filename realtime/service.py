@@ -592,6 +592,10 @@ class Service:
         try:
             dataset, note = self._gmd_subset()
             report = session.finetune(take, epochs=epochs, lr=lr, dataset=dataset, progress=progress)
+            if self.plot:
+                from rolypoly.session_plots import plot_session
+
+                plot_session(session.folder)
             reason = report["reason"] + (f" ({note})" if note else "")
             version = -1 if report["version"] is None else int(report["version"])
             replies = [("/rolypoly/finetuned", [int(bool(report["accepted"])), version,

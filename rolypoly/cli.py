@@ -55,6 +55,12 @@ def _pretrain_timing(args) -> int:
     return run(args)
 
 
+def _groove(args) -> int:
+    from .groove import run
+
+    return run(args)
+
+
 def _pretrain_groove(args) -> int:
     from pretrain.train_groove import run
 
@@ -249,7 +255,7 @@ def _finetune(args) -> int:
     finally:
         bar.close()
     _print_finetune(report)
-    if args.plot:
+    if not args.no_plot:
         _plot_session(session.folder)
     return 0 if report["accepted"] else 1
 
@@ -405,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--plot", metavar="PNG", help="also plot the offsets per hit")
     h.set_defaults(func=_humanize)
 
+    from .groove import add_arguments as groove_args
+    gr = sub.add_parser("groove", help="groove models on MIDI of any length: humanize, drumify, infill, transfer")
+    groove_args(gr)
+    gr.set_defaults(func=_groove)
+
     d = sub.add_parser("demo", help="humanize the demo score, then play it with a bass recording")
     d.add_argument("--out", default="demo-output", help="folder for the results")
     d.add_argument("--no-realtime", action="store_true", help="skip the real-time take (40 s)")
@@ -526,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest accepted growth of the GMD validation MSE (relative; default 0.10)")
     ft.add_argument("--gmd", metavar="DIR", help="Groove MIDI Dataset folder (default ../shared/datasets/groove)")
     ft.add_argument("--no-dataset", action="store_true", help="skip the forgetting check on GMD")
-    ft.add_argument("--plot", action="store_true", help="also write the session's plots")
+    ft.add_argument("--no-plot", action="store_true", help="do not rewrite the session's plots (Fig. 1, Fig. 2)")
     ft.set_defaults(func=_finetune)
 
     se = sub.add_parser("session", help="create, list, revert and export sessions")

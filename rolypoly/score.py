@@ -185,13 +185,17 @@ def _events(midi: mido.MidiFile):
             yield tick, k, msg
 
 
-def read_drum_notes(path) -> tuple[np.ndarray, TempoMap, list[str]]:
+def read_drum_notes(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, list[str]]:
     """The drum notes of a Standard MIDI File, unquantised, with its tempo map.
 
     Drum notes are the note-ons on MIDI channel 10 whose pitch is in the drum
     map; the rest are dropped and reported. Anything that makes the file
     unusable raises :class:`~rolypoly.errors.ScoreError` with one line naming
     the file.
+
+    With ``taps=True`` every note-on of any channel and pitch counts (a
+    rhythm tapped on a keyboard or pad): drums keep their class, any other
+    note gets class 2 (closed hi-hat).
 
     Returns
     -------
@@ -231,8 +235,10 @@ def read_drum_notes(path) -> tuple[np.ndarray, TempoMap, list[str]]:
                 raise _fail(path, f"time signature {msg.numerator}/{msg.denominator} at tick {tick} "
                                   "is not a usable meter")
             meters[tick] = (msg.numerator, msg.denominator)
-        elif msg.type == "note_on" and msg.velocity > 0 and msg.channel == DRUM_CHANNEL:
-            c = class_of_pitch(msg.note)
+        elif msg.type == "note_on" and msg.velocity > 0 and (msg.channel == DRUM_CHANNEL or taps):
+            c = class_of_pitch(msg.note) if msg.channel == DRUM_CHANNEL else None
+            if c is None and taps:
+                c = class_of_pitch(42)  # the GM closed hi-hat: a tap is most like one
             if c is None:
                 unmapped[msg.note] = unmapped.get(msg.note, 0) + 1
                 continue
@@ -246,7 +252,7 @@ def read_drum_notes(path) -> tuple[np.ndarray, TempoMap, list[str]]:
                         + ", ".join(str(p) for p in sorted(unmapped)))
     if not notes:
         why = " (only unmapped pitches)" if unmapped else ""
-        raise _fail(path, f"no drum notes on MIDI channel 10{why}")
+        raise _fail(path, "no notes" if taps else f"no drum notes on MIDI channel 10{why}")
     if len(drum_tracks) > 1:
         warnings.append(f"{path}: merged {len(drum_tracks)} drum tracks into one part")
 
