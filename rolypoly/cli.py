@@ -102,7 +102,7 @@ def _bench_onsets(args) -> int:
 def _bench_finetune(args) -> int:
     from realtime.bench_finetune import run
 
-    print(json.dumps(run(args.json_out, repeats=args.repeats, gmd=args.gmd), indent=2))
+    print(json.dumps(run(args.json_out, repeats=args.repeats, gmd=args.gmd, tempo_bpm=args.bpm), indent=2))
     return 0
 
 
@@ -432,9 +432,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="random seed (default 1234)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_pretrain_timing)
-    from pretrain.train_groove import add_arguments as groove_train_args
+    from .groove_grid import GRIDS, GROOVE_TASKS, INSTRUMENTS
     pg = pre_sub.add_parser("groove", help="train a groove model: humanize, drumify, infill or transfer")
-    groove_train_args(pg)
+    pg.add_argument("--task", choices=GROOVE_TASKS, required=True)
+    pg.add_argument("--grid", choices=tuple(GRIDS), default="16th",
+                    help="16th (GrooVAE) or triplet (12 steps a beat: 16ths and triplets)")
+    pg.add_argument("--instrument", choices=tuple(INSTRUMENTS), default="hihat",
+                    help="infill: the instrument the model writes (default hihat: closed and open)")
+    pg.add_argument("--gmd", help="Groove MIDI Dataset folder (default ../shared/datasets/groove)")
+    pg.add_argument("--out", help="folder for weights and metadata (default: the shipped weights folder)")
+    pg.add_argument("--minutes", type=float, default=14.0, help="wall-clock budget (default 14, at most 30)")
+    pg.add_argument("--epochs", type=int, help="most epochs (default 100; early stopping may end sooner)")
+    pg.add_argument("--limit", type=int, help="use only the first N takes of each split (smoke runs)")
+    pg.add_argument("--seed", type=int, help="random seed (default 1234)")
+    pg.add_argument("--quiet", action="store_true", help="no progress output")
     pg.set_defaults(func=_pretrain_groove)
 
     ev = sub.add_parser("evaluate", help="measure models against the papers' tables")
@@ -457,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--weights", help="the model's weights (default: shipped groove_<task>.safetensors)")
     eg.add_argument("--instrument", default="hihat", help="infill: the instrument removed (default hihat)")
     eg.add_argument("--bootstrap", type=int, default=200, help="resamples for 95%% intervals (0: none)")
+    eg.add_argument("--temperature", type=float, default=0.0,
+                    help="the model's sampling temperature (default 0: its most likely performance)")
     eg.set_defaults(func=_evaluate_groove)
 
     data = sub.add_parser("data", help="get datasets")
@@ -479,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
     bf.add_argument("--repeats", type=int, default=5, help="timed runs per agent and figure")
     bf.add_argument("--gmd", metavar="DIR", help="Groove MIDI Dataset folder (default: ../shared/datasets/groove)")
+    bf.add_argument("--bpm", type=float, help="play the looped demo at this tempo (default its own, 96): more rows")
     bf.set_defaults(func=_bench_finetune)
     bt = b_sub.add_parser("output", help="drum output timing on JACK (|emitted - intended|, drift) and CPU load")
     bt.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON here")
