@@ -1,6 +1,8 @@
 """Fine-tuning on a take: accepted updates, refusals, no-update cases."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,15 @@ from realtime.takes import TakeWriter, read_take
 from rolypoly.agents import Performer, make_agent
 from rolypoly.demo import demo_score
 from rolypoly.features import fit_normalisation, score_features
-from rolypoly.finetune import finetune_take
+from rolypoly import finetune as ft
+from rolypoly.finetune import dataset_mse, finetune_take, torch_threads, weights_digest
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small torch ops on a busy 2-core machine: two threads wait on each other (finetune.THREADS)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +52,27 @@ def test_update_moves_towards_the_targets_and_leaves_the_original(take_rows):
     assert all(torch.equal(before[k], v) for k, v in agent.state_dict().items()), "original untouched"
 
 
+class _Data:
+    """A tiny stand-in TakeSet: the take's feature rows as ``n`` "dataset" takes with labels ``y``."""
+
+    def __init__(self, X, y, n=1):
+        self.X, self.y = np.asarray(X, np.float32), np.asarray(y, np.float64)
+        self.starts = np.linspace(0, len(self.y), n + 1).astype(int)
+
+    def __len__(self):
+        return len(self.starts) - 1
+
+    def take(self, k):
+        return slice(int(self.starts[k]), int(self.starts[k + 1]))
+
+
+def _score_data(rows, n=1):
+    return _Data([r["features"] for r in rows], np.zeros(len(rows)), n)
+
+
 def test_update_that_forgets_the_dataset_is_refused(take_rows):
     agent, rows = take_rows
-
-    class Data:  # a tiny stand-in TakeSet of one "dataset" take: the score rows with zero labels
-        X = np.array([r["features"] for r in rows], np.float32)
-        y = np.zeros(len(rows))
-
-        def __len__(self):
-            return 1
-
-        def take(self, k):
-            return slice(0, len(rows))
-
-    r = finetune_take(agent, rows, dataset=Data(), margin=-0.999)
+    r = finetune_take(agent, rows, dataset=_score_data(rows), margin=-0.999)
     assert not r["accepted"] and "forget" in r["reason"] and r["agent"] is None
 
 
@@ -72,3 +89,68 @@ def test_nan_in_a_take_is_refused(take_rows):
     broken[3]["yhat"] = float("nan")
     with pytest.raises(ValueError):
         finetune_take(agent, broken)
+
+
+# -- the fast path (rolypoly bench finetune) against the plain one ---------------------------
+
+@pytest.mark.parametrize("margin", [ft.DATASET_MARGIN, -0.999])
+def test_fast_path_decides_and_learns_as_the_reference_path(take_rows, margin):
+    """Fused Adam, one thread, cached dataset MSEs: same decision, same losses and figures."""
+    agent, rows = take_rows
+    data = _score_data(rows, n=3)
+    ft.dataset_mse_cache.clear()
+    slow = finetune_take(agent, rows, dataset=data, margin=margin, fast=False)  # keeps the fixture's thread
+    fast = finetune_take(agent, rows, dataset=data, margin=margin)
+    again = finetune_take(agent, rows, dataset=data, margin=margin)  # "before" now from the cache
+    assert slow["accepted"] == fast["accepted"] == again["accepted"] == (margin > 0)
+    assert fast["reason"].split(":")[0] == slow["reason"].split(":")[0]
+    np.testing.assert_allclose(fast["losses"], slow["losses"], rtol=1e-5)
+    assert fast["losses"] == again["losses"], "a fixed seed gives the same update every time"
+    for when in ("before", "after"):
+        assert fast[when].keys() == slow[when].keys()
+        for key in fast[when]:
+            np.testing.assert_allclose(fast[when][key], slow[when][key], rtol=1e-5, err_msg=f"{when} {key}")
+            assert again[when][key] == fast[when][key]
+    X = np.array([r["features"] for r in rows], np.float32)
+    np.testing.assert_allclose(fast["tuned"].predict(X), slow["tuned"].predict(X), atol=1e-7)
+    assert not np.allclose(fast["tuned"].predict(X), agent.predict(X), atol=1e-6), "it did learn"
+
+
+def test_dataset_mse_cache_is_keyed_by_the_weights(take_rows):
+    agent, rows = take_rows
+    data = _score_data(rows, n=2)
+    ft.dataset_mse_cache.clear()
+    plain = dataset_mse(agent, data)
+    assert dataset_mse(agent, data, cache=True) == plain and len(ft.dataset_mse_cache) == 1
+    assert dataset_mse(agent, data, cache=True) == plain and len(ft.dataset_mse_cache) == 1
+    other = copy.deepcopy(agent)
+    with torch.no_grad():
+        other.head.bias += 0.01
+    assert weights_digest(other) != weights_digest(agent)
+    assert dataset_mse(other, data, cache=True) != plain and len(ft.dataset_mse_cache) == 2
+    shifted = _Data(data.X, data.y + 0.01, n=2)  # other labels: another entry, not a stale hit
+    assert dataset_mse(agent, shifted, cache=True) == dataset_mse(agent, shifted) != plain
+
+
+def test_finetuning_runs_on_one_thread_and_gives_the_threads_back(take_rows):
+    agent, rows = take_rows
+    seen = []
+    with torch_threads(2):
+        finetune_take(agent, rows, epochs=2, progress=lambda *a: seen.append(torch.get_num_threads()))
+        assert torch.get_num_threads() == 2
+    assert seen == [ft.THREADS] * 2
+
+
+def test_bench_take_is_the_demo_looped_to_three_minutes():
+    from realtime.bench_finetune import loop_score
+
+    demo = demo_score()
+    looped = loop_score(demo, 180.0)
+    n = len(demo)
+    assert looped.onset_s[-1] + looped.duration_ms[-1] / 1000 >= 180.0
+    assert looped.n_bars % demo.n_bars != 0 and looped.n_bars > 4 * demo.n_bars  # whole bars, cut at 3 min
+    for k in range(looped.n_bars // demo.n_bars):  # every full loop is the demo, meters and tempi included
+        part = slice(k * n, (k + 1) * n)
+        assert np.array_equal(looped.hits[part], demo.hits) and np.array_equal(looped.step[part], demo.step)
+        np.testing.assert_allclose(looped.onset_s[part] - looped.onset_s[k * n], demo.onset_s, atol=1e-6)
+        np.testing.assert_allclose(looped.timesig[part], demo.timesig)
