@@ -67,7 +67,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     take_dir = sess.next_take_dir()
     header = {"score": score.name, "score_hash": played_hash, "rows": len(score),
               "tempo_bpm": round(float(score.tempo_bpm[0]), 3),
-              "agent": model.kind, "model_version": version,
+              "agent": model.kind, "model_version": version, "pattern": sess.pattern,
               "weights": str(weights) if weights is not None else str(sess.version_dir(version) / "weights.safetensors"),
               "settings": settings.as_dict(),
               "source": source.name, "sample_rate": source.sample_rate,

@@ -9,7 +9,8 @@ message                    effect
 =========================  =====================================================
 ``load_score PATH``        score for the next takes (a MIDI file in the sessions
                            folder); opens its session ``<sessions>/<stem>``
-``load_session NAME``      the session folder ``<sessions>/NAME`` (with score.mid)
+``load_session NAME``      the session folder ``<sessions>/NAME`` (with score.mid); with
+                           ``load_score`` and ``drumify``, how patterns are swapped between takes
 ``partner_file PATH``      the partner is this recording (in the sessions folder)
 ``partner_device DEV``     the partner is this audio input (index or name)
 ``clock sim|real``         simulated clock (file partner only) or real time
@@ -25,6 +26,11 @@ message                    effect
                            ``/rolypoly/finetune_progress EPOCH EPOCHS LOSS`` per epoch,
                            ``/rolypoly/finetuned ACCEPTED VERSION CURRENT REASON`` at the
                            end; the next take plays the session's current model version
+``humanize ON [SEED]``      1: the session's score plays humanized by the groove model
+                           (per-class velocities and offsets) under the agent's ŷ; 0: as written
+``drumify PATH [BPM]``     score-agnostic start: a recording of the partner alone (in the
+                           sessions folder) becomes a drum score by the drumify model, in a
+                           new session ``<stem>-drums`` that is loaded for the next take
 ``agent lstm|seq2seq``     the timing agent
 ``status``                 ``/rolypoly/status key value ...``
 ``reply_to HOST PORT``     send replies there (``reply_to sender``: to each sender)
@@ -57,6 +63,7 @@ import json
 import math
 import os
 import queue
+import shutil
 import socket
 import sys
 import threading
@@ -457,6 +464,42 @@ class Service:
         self.settings = replace(self.settings, a=a, b=b)
         return [_ok("ab", a, b)]
 
+    # ------------------------------------------------------------------ the pattern
+    def _humanize(self, on, seed=0, *, sender) -> list[Reply]:
+        from rolypoly.session import Session
+
+        if self.settings.session is None:
+            raise Rejected("no session: send load_score PATH or load_session NAME first")
+        if self._take is not None:
+            raise Rejected("a take is playing; change the pattern between takes")
+        on, seed = _number(on, "ON"), _number(seed, "SEED")
+        if on not in (0.0, 1.0) or seed != int(seed):
+            raise Rejected("ON must be 0 or 1 and SEED a whole number")
+        Session(self.settings.session).set_pattern(humanize=bool(on), seed=int(seed))
+        return [_ok("humanize", int(on), int(seed))]
+
+    def _drumify(self, path, bpm=None, *, sender) -> list[Reply]:
+        from rolypoly.pattern import drumify_recording
+
+        recording = _inside(self.root, path)
+        if not recording.is_file():
+            raise Rejected(f"PATH {path}: no such file in {self.root}")
+        if self._take is not None:
+            raise Rejected("a take is playing; drumify between takes")
+        bpm = None if bpm is None else _number(bpm, "BPM")
+        k, name = 0, f"{recording.stem}-drums"
+        while (self.root / name).exists():  # never into an existing session
+            k += 1
+            name = f"{recording.stem}-drums-{k}"
+        folder = self.root / name
+        folder.mkdir()
+        try:
+            midi = drumify_recording(recording, folder / "drumified.mid", bpm=bpm)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return self._open(folder, midi, "drumify", name=name)
+
     def _agent(self, kind, *, sender) -> list[Reply]:
         kind = _choice(kind, "AGENT", AGENTS)
         self.settings = replace(self.settings, agent=kind)
@@ -655,6 +698,8 @@ class Service:
         "window": ("_window", (1,), "FACTOR"),
         "ab": ("_ab", (2,), "A B"),
         "finetune": ("_finetune", (0, 1, 2, 3), "[TAKE [EPOCHS [LR]]]"),
+        "humanize": ("_humanize", (1, 2), "ON [SEED]"),
+        "drumify": ("_drumify", (1, 2), "PATH [BPM]"),
         "agent": ("_agent", (1,), "lstm|seq2seq"),
         "status": ("_status", (0,), ""),
         "reply_to": ("_reply_to", (1, 2), "HOST PORT (or: sender)"),

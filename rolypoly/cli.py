@@ -282,11 +282,39 @@ def _print_finetune(report: dict) -> None:
 
 
 def _session_new(args) -> int:
+    from pathlib import Path
+
+    from .errors import RolypolyError
     from .session import Session
 
-    s = Session.open(_session_folder(args.session), args.score)
+    folder = _session_folder(args.session)
+    score = args.score
+    if (score is None) == (args.from_partner is None):
+        raise RolypolyError("session new: give a drum part (--score MIDI) or a partner recording (--from-partner)")
+    if args.from_partner is not None:
+        from .pattern import drumify_recording
+
+        if (folder / "session.json").is_file():
+            raise RolypolyError(f"{folder}: a session already; drumify into a new one")
+        folder.mkdir(parents=True, exist_ok=True)
+        score = drumify_recording(args.from_partner, folder / "drumified.mid", bpm=args.bpm, seed=args.seed)
+        print(f"drumified {args.from_partner} -> {score}")
+    s = Session.open(folder, Path(score))
     k = s.ensure_start(args.agent)
-    print(f"session {s.folder}: score {s.meta['score']} ({len(s.score())} rows), model version {k}")
+    if args.humanize:
+        s.set_pattern(humanize=True, seed=args.seed)
+    print(f"session {s.folder}: score {s.meta['score']} ({len(s.score())} rows), model version {k}"
+          + (", humanized" if args.humanize else ""))
+    return 0
+
+
+def _session_pattern(args) -> int:
+    from .session import Session
+
+    s = Session(_session_folder(args.session))
+    s.set_pattern(humanize=args.humanize == "on", seed=args.seed, temperature=args.temperature)
+    print(f"session {s.folder}: the score plays {'humanized' if args.humanize == 'on' else 'as written'} "
+          "from the next take")
     return 0
 
 
@@ -558,9 +586,21 @@ def build_parser() -> argparse.ArgumentParser:
     se_sub = se.add_subparsers(dest="what", metavar="WHAT", required=True)
     sn = se_sub.add_parser("new", help="create a session from a score")
     sn.add_argument("session", help="session folder (or a name under sessions/)")
-    sn.add_argument("--score", required=True, help="the drum part, MIDI")
+    sn.add_argument("--score", help="the drum part, MIDI")
+    sn.add_argument("--from-partner", metavar="RECORDING",
+                    help="or: a recording of the partner alone (or tapped MIDI): drumify makes the score")
+    sn.add_argument("--bpm", type=float, help="the recording's tempo (default: estimated)")
+    sn.add_argument("--humanize", action="store_true",
+                    help="play the score humanized by the groove model (velocities, offsets) under the agent")
+    sn.add_argument("--seed", type=int, default=0, help="seed of drumify and humanize")
     sn.add_argument("--agent", choices=("lstm", "seq2seq"), default="lstm")
     sn.set_defaults(func=_session_new)
+    sp_ = se_sub.add_parser("pattern", help="play the score as written or humanized by the groove model")
+    sp_.add_argument("session")
+    sp_.add_argument("--humanize", choices=("on", "off"), required=True)
+    sp_.add_argument("--seed", type=int, default=0)
+    sp_.add_argument("--temperature", type=float, default=0.0)
+    sp_.set_defaults(func=_session_pattern)
     sl = se_sub.add_parser("list", help="takes and model versions with their figures")
     sl.add_argument("session")
     sl.add_argument("--json", action="store_true")

@@ -227,10 +227,33 @@ class Session:
         except ValueError as e:
             raise SessionError(f"{self.folder / SESSION_FILE}: off-beat ledger: {e}") from None
 
+    @property
+    def pattern(self) -> dict:
+        """How the score is played before the agent's offsets: ``{"humanize": bool, "seed", "temperature"}``."""
+        p = self.meta.get("pattern") or {}
+        return {"humanize": bool(p.get("humanize", False)), "seed": int(p.get("seed", 0)),
+                "temperature": float(p.get("temperature", 0.0))}
+
+    def set_pattern(self, *, humanize: bool, seed: int = 0, temperature: float = 0.0) -> None:
+        """Play the score as written, or humanized by the groove model (per-class velocities and offsets)."""
+        if humanize:
+            from .groove_model import default_groove_weights
+
+            if not default_groove_weights("humanize").is_file():
+                raise SessionError("no humanize model: train it with rolypoly pretrain groove --task humanize")
+        self.meta["pattern"] = {"humanize": bool(humanize), "seed": int(seed), "temperature": float(temperature)}
+        self.save()
+
     def score(self, tempo_bpm: float | None = None) -> Score:
-        """The session's score, with its tentative and permanent off-beat rows."""
+        """The session's score, with its tentative and permanent off-beat rows, humanized if set."""
         ledger = self.ledger()
         grown = with_rows(self.base_score, ledger.grown_rows() + ledger.tentative())
+        pattern = self.pattern
+        if pattern["humanize"]:
+            from .pattern import humanized_score
+
+            grown = humanized_score(grown, self.folder / "score.mid", seed=pattern["seed"],
+                                    temperature=pattern["temperature"])
         if tempo_bpm is not None:
             from .score import at_tempo
 

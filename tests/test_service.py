@@ -476,6 +476,30 @@ def test_finetune_between_takes_reports_progress_and_the_result(svc, root):
     assert json.loads((root / "demo" / "session.json").read_text())["model"] == 1
 
 
+def test_humanize_and_drumify_swap_the_pattern_between_takes(svc, root):
+    from rolypoly.groove_model import default_groove_weights
+    from rolypoly.session import Session
+
+    assert "no session" in rejected(svc, "humanize", 1)
+    loaded(svc)
+    assert "ON must be" in rejected(svc, "humanize", 2)
+    if not default_groove_weights("humanize").is_file():
+        pytest.skip("no shipped humanize model")
+    assert call(svc, "humanize", 1, 7) == [(P + "ok", [P + "humanize", 1, 7])]
+    assert Session(root / "demo").pattern == {"humanize": True, "seed": 7, "temperature": 0.0}
+    ok(svc, "humanize", 0)
+    assert Session(root / "demo").pattern["humanize"] is False
+    assert "no such file" in rejected(svc, "drumify", "nothing.wav")
+    assert "outside" in rejected(svc, "drumify", "../outside.wav")
+    if not default_groove_weights("drumify").is_file():
+        pytest.skip("no shipped drumify model")
+    replies = call(svc, "drumify", "partner.wav", 96.0)
+    assert replies[0][0] == P + "ok" and replies[0][1][:2] == [P + "drumify", "partner-drums"], replies
+    assert svc.snapshot()["session"] == str(root / "partner-drums")
+    assert (root / "partner-drums" / "score.mid").is_file()
+    assert call(svc, "drumify", "partner.wav", 96.0)[0][1][1] == "partner-drums-1"  # never overwrites
+
+
 def _wait_for(cond, timeout=5.0):
     end = time.monotonic() + timeout
     while not cond():
