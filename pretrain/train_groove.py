@@ -1,0 +1,231 @@
+"""Train a groove model (humanize, drumify, infill or transfer) on the Groove MIDI Dataset.
+
+Adam, eq. (4) loss (:meth:`rolypoly.groove_model.GrooveModel.loss`), early
+stopping on the validation split, fixed seeds, and a hard wall-clock cap so
+that a model trains in at most :data:`HARD_CAP_MINUTES` on a 2-core laptop
+(one thread each, so two can train side by side)::
+
+    rolypoly pretrain groove --task humanize
+    rolypoly pretrain groove --task transfer --grid triplet --minutes 5 --out /tmp/triplet
+
+Writes ``groove_<task>.safetensors`` (weights and config) and
+``groove_<task>.json`` (task, grid, sizes, data, per-epoch losses, measured
+training time, validation figures) to ``--out``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rolypoly.groove_model import (WEIGHTS_DIR, GrooveModel, n_parameters, save_groove_model, steps_to_ms,
+                                   task_input, task_target_mask)
+
+from .groove_data import load_groove_split
+
+# -- training knobs ------------------------------------------------------------
+LEARNING_RATE = 1e-3
+BATCH = 64             # windows per step
+MAX_EPOCHS = 100
+PATIENCE = 5           # epochs without validation improvement before stopping
+GRAD_CLIP = 1.0
+SEED = 1234
+THREADS = 1            # one thread: two models train side by side on 2 cores
+MINUTES = 14.0         # default wall-clock budget of the training loop
+HARD_CAP_MINUTES = 30.0  # never more, whatever --minutes says (issue 5)
+EVAL_BATCH = 512
+
+
+def _tensors(data, idx, task: str, instrument: str):
+    """Some windows as torch tensors: H_in, V_in, O_in (the task's input), H, V, O."""
+    H, V, O = data.H[idx], data.V[idx], data.O[idx]
+    inputs = task_input(task, H, V, O, instrument=instrument)
+    return [torch.from_numpy(np.ascontiguousarray(a)) for a in (*inputs, H, V, O)]
+
+
+@torch.no_grad()
+def evaluate_loss(model: GrooveModel, data, instrument: str) -> dict:
+    """Teacher-forced loss per window over a whole split, and its parts (dropout off)."""
+    model.eval()
+    per_hit = ("velocity_mse", "offset_mse")
+    total, sums, hits, n = 0.0, {}, 0.0, len(data)
+    for a in range(0, n, EVAL_BATCH):
+        idx = np.arange(a, min(n, a + EVAL_BATCH))
+        loss, parts = model.loss(*_tensors(data, idx, model.task, instrument))
+        total += float(loss) * len(idx)
+        batch_hits = parts.pop("hits")
+        hits += batch_hits
+        for k, v in parts.items():
+            # Per-hit figures are weighted by hits, the others by windows.
+            sums[k] = sums.get(k, 0.0) + v * (batch_hits if k in per_hit else len(idx))
+    return {"loss": total / n, **{k: v / (hits if k in per_hit else n) for k, v in sums.items()}}
+
+
+def generate_split(model: GrooveModel, data, instrument: str, *, temperature: float = 0.0,
+                   seed: int | None = None):
+    """The model's (H, V, O) for every window of a split, at temperature 0 by default."""
+    outs = []
+    for a in range(0, len(data), EVAL_BATCH):
+        idx = np.arange(a, min(len(data), a + EVAL_BATCH))
+        H_in, V_in, O_in = task_input(model.task, data.H[idx], data.V[idx], data.O[idx], instrument=instrument)
+        outs.append(model.generate(H_in, V_in, O_in, temperature=temperature, seed=seed))
+    return tuple(np.concatenate(p) for p in zip(*outs))
+
+
+def validation_figures(model: GrooveModel, data, instrument: str, mean_velocity: float) -> dict:
+    """Free-running figures on a split (temperature 0) beside the quantized baseline.
+
+    Timing and velocity errors are on the drummer's hits of the predicted
+    classes that the model also played; hits are scored by per-step F1.
+    """
+    H, V, O = generate_split(model, data, instrument)
+    mask = task_target_mask(model.task, instrument=instrument)
+    true = (data.H > 0.5) & mask
+    pred = (H > 0.5) & mask
+    both = true & pred
+    bpm = np.broadcast_to(data.bpm[:, None, None], data.H.shape)
+    err_o, err_v = (O - data.O)[both], (V - data.V)[both]
+    tp, fp, fn = both.sum(), (pred & ~true).sum(), (true & ~pred).sum()
+    figures = {
+        "windows": len(data), "hits": int(true.sum()),
+        "offset_mse_steps": float(np.mean(err_o ** 2)),
+        "timing_mae_ms": float(np.mean(np.abs(steps_to_ms(err_o, bpm[both], data.grid)))),
+        "velocity_mse": float(np.mean(err_v ** 2)),
+        "hit_precision": float(tp / max(tp + fp, 1)), "hit_recall": float(tp / max(tp + fn, 1)),
+        "hit_f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
+        "baseline_offset_mse_steps": float(np.mean(data.O[both] ** 2)),
+        "baseline_timing_mae_ms": float(np.mean(np.abs(steps_to_ms(data.O[both], bpm[both], data.grid)))),
+        "baseline_velocity_mse": float(np.mean((data.V[both] - mean_velocity) ** 2)),
+    }
+    # Residual spread per class: what temperature > 0 samples velocities and offsets with.
+    sig_v, sig_o = np.zeros(H.shape[-1], np.float32), np.zeros(H.shape[-1], np.float32)
+    for c in range(H.shape[-1]):
+        sel = both[..., c]
+        if sel.sum() >= 10:
+            sig_v[c] = np.std((V - data.V)[..., c][sel])
+            sig_o[c] = np.std((O - data.O)[..., c][sel])
+    figures["velocity_sigma"] = [round(float(x), 4) for x in sig_v]
+    figures["offset_sigma"] = [round(float(x), 4) for x in sig_o]
+    return figures
+
+
+def train(task: str, gmd=None, *, grid: str = "16th", instrument: str = "hihat", out=WEIGHTS_DIR,
+          minutes: float = MINUTES, epochs: int = MAX_EPOCHS, limit: int | None = None, seed: int = SEED,
+          patience: int = PATIENCE, batch: int = BATCH, progress: bool = True, model_kwargs=None) -> dict:
+    """Train one task's model; returns the metadata written beside the weights."""
+    from tqdm import tqdm
+
+    started = time.time()
+    budget_s = 60.0 * min(float(minutes), HARD_CAP_MINUTES)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    train_set = load_groove_split("train", gmd, grid=grid, limit=limit, progress=progress)
+    val_set = load_groove_split("validation", gmd, grid=grid, limit=limit and max(2, limit // 4),
+                                progress=progress)
+    model = GrooveModel(task, grid=grid, instrument=instrument, **(model_kwargs or {}))
+    opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    mean_velocity = float(train_set.V[train_set.H > 0.5].mean())
+
+    history, best, best_state, stale, stopped = [], math.inf, None, 0, "max epochs"
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = rng.permutation(len(train_set))
+        n_steps = max(1, len(order) // batch)
+        total, seen = 0.0, 0
+        bar = tqdm(range(n_steps), desc=f"{task} epoch {epoch}", unit="batch", disable=not progress,
+                   file=sys.stderr, leave=False)
+        for i in bar:
+            loss, _ = model.loss(*_tensors(train_set, order[i * batch:(i + 1) * batch], task, instrument))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            opt.step()
+            total += loss.item() * batch
+            seen += batch
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+            if time.time() - started > budget_s:
+                stopped = "time cap"
+                break
+        bar.close()
+        val = evaluate_loss(model, val_set, instrument)
+        history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val["loss"],
+                        "val_parts": {k: v for k, v in val.items() if k != "loss"},
+                        "batches": i + 1, "seconds": round(time.time() - started, 1)})
+        if progress:
+            print(f"{task} epoch {epoch}: train {total / max(seen, 1):.4f} val {val['loss']:.4f} "
+                  f"(velocity mse {val['velocity_mse']:.4f}, offset mse {val['offset_mse']:.4f}, "
+                  f"hit bce {val['hit_bce']:.4f}) {time.time() - started:.0f} s", file=sys.stderr)
+        if val["loss"] < best - 1e-6:
+            best, stale = val["loss"], 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        if stopped == "time cap":
+            break
+        if stale >= patience:
+            stopped = "early stopping"
+            break
+    train_seconds = round(time.time() - started, 1)
+    model.load_state_dict(best_state)
+    figures = validation_figures(model, val_set, instrument, mean_velocity)
+    model.velocity_sigma.copy_(torch.tensor(figures["velocity_sigma"]))
+    model.offset_sigma.copy_(torch.tensor(figures["offset_sigma"]))
+    torch.set_num_threads(threads)
+
+    best_epoch = int(np.argmin([h["val_loss"] for h in history]) + 1)
+    meta = {
+        "task": task, "grid": grid, "instrument": instrument if task == "infill" else None,
+        "config": model.config(), "parameters": n_parameters(model),
+        "data": {"dataset": "Groove MIDI Dataset, official split, 4/4 takes, 2-bar windows hop 1 bar",
+                 "train_key": train_set.key, "validation_key": val_set.key,
+                 "train_windows": len(train_set), "train_takes": len(train_set.names),
+                 "validation_windows": len(val_set), "validation_takes": len(val_set.names),
+                 "steps_per_window": int(train_set.H.shape[1]), "limit": limit,
+                 "mean_train_velocity": round(mean_velocity, 4)},
+        "settings": {"lr": LEARNING_RATE, "batch": batch, "max_epochs": epochs, "patience": patience,
+                     "seed": seed, "threads": THREADS, "minutes_cap": min(float(minutes), HARD_CAP_MINUTES),
+                     "grad_clip": GRAD_CLIP, "torch": torch.__version__},
+        "epochs": history, "best_epoch": best_epoch, "stopped": stopped,
+        "validation_loss": history[best_epoch - 1]["val_loss"],
+        "validation_loss_per_step": history[best_epoch - 1]["val_loss"] / train_set.H.shape[1],
+        "validation": figures,
+        "train_seconds": train_seconds,
+        "train_minutes": round(train_seconds / 60, 2),
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"groove_{task}"
+    save_groove_model(model, stem.with_suffix(".safetensors"),
+                      {"train_key": train_set.key, "best_epoch": best_epoch, "train_seconds": train_seconds})
+    meta["weights_bytes"] = stem.with_suffix(".safetensors").stat().st_size
+    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def run(args) -> int:
+    """``rolypoly pretrain groove``: train, then print the outcome as one JSON line."""
+    meta = train(args.task, args.gmd, grid=args.grid, instrument=args.instrument, out=args.out or WEIGHTS_DIR,
+                 minutes=args.minutes, epochs=args.epochs or MAX_EPOCHS, limit=args.limit,
+                 seed=SEED if args.seed is None else args.seed, progress=not args.quiet)
+    v = meta["validation"]
+    print(json.dumps({"task": args.task, "grid": args.grid, "out": str(args.out or WEIGHTS_DIR),
+                      "best_epoch": meta["best_epoch"], "stopped": meta["stopped"],
+                      "validation_loss": round(meta["validation_loss"], 4),
+                      "offset_mse_steps": round(v["offset_mse_steps"], 4),
+                      "baseline_offset_mse_steps": round(v["baseline_offset_mse_steps"], 4),
+                      "timing_mae_ms": round(v["timing_mae_ms"], 2), "hit_f1": round(v["hit_f1"], 3),
+                      "train_seconds": meta["train_seconds"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    from rolypoly.cli import main
+
+    sys.exit(main(["pretrain", "groove", *sys.argv[1:]]))
