@@ -111,6 +111,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ROLYPOLY_CACHE") or Path.home() / ".cache" / "rolypoly")
 
 
+def split_entries(split: str, root=None, limit: int | None = None) -> tuple[Path, list[dict]]:
+    """The dataset folder and the index entries of one official split, all present on disk.
+
+    Raises DatasetError for an unknown split, a missing index or missing MIDI files.
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    root = gmd_dir(root)
+    entries = [e for e in read_index(root) if e["split"] == split][:limit]
+    missing = [e["midi_filename"] for e in entries if not (root / e["midi_filename"]).is_file()]
+    if missing:
+        raise DatasetError(f"{root}: {len(missing)} MIDI files listed in info.csv are missing "
+                           f"(first: {missing[0]})")
+    return root, entries
+
+
 def load_split(split: str, root=None, *, limit: int | None = None, use_cache: bool = True,
                progress: bool = False) -> TakeSet:
     """Feature rows and labels of one official split.
@@ -122,14 +138,7 @@ def load_split(split: str, root=None, *, limit: int | None = None, use_cache: bo
     limit : keep only the first ``limit`` takes of the split (smoke tests)
     use_cache : read and write the ``.npz`` cache
     """
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    root = gmd_dir(root)
-    entries = [e for e in read_index(root) if e["split"] == split][:limit]
-    missing = [e["midi_filename"] for e in entries if not (root / e["midi_filename"]).is_file()]
-    if missing:
-        raise DatasetError(f"{root}: {len(missing)} MIDI files listed in info.csv are missing "
-                           f"(first: {missing[0]})")
+    root, entries = split_entries(split, root, limit)
     key = source_key(root, entries)
     path = cache_dir() / f"gmd-{split}-{key[:20]}.npz"
     if use_cache and path.is_file():

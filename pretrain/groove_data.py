@@ -31,7 +31,7 @@ import numpy as np
 from rolypoly.errors import DatasetError, ScoreError
 from rolypoly.groove_grid import HOP_BARS, WINDOW_BARS, read_groove, steps_per_beat, window_bounds, windows
 
-from .gmd import SPLITS, cache_dir, gmd_dir, read_index, source_key
+from .gmd import cache_dir, source_key, split_entries
 
 #: Bump when the windowing changes: old caches then stop matching.
 GROOVE_PIPELINE_VERSION = 1
@@ -94,15 +94,8 @@ def load_groove_split(split: str, root=None, *, grid: str = "16th", limit: int |
     -------
     GrooveSet
     """
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     spb = steps_per_beat(grid)
-    root = gmd_dir(root)
-    entries = [e for e in read_index(root) if e["split"] == split][:limit]
-    missing = [e["midi_filename"] for e in entries if not (root / e["midi_filename"]).is_file()]
-    if missing:
-        raise DatasetError(f"{root}: {len(missing)} MIDI files listed in info.csv are missing "
-                           f"(first: {missing[0]})")
+    root, entries = split_entries(split, root, limit)
     key = hashlib.sha256((source_key(root, entries) + json.dumps(_settings(grid), sort_keys=True))
                          .encode()).hexdigest()
     path = cache_dir() / f"groove-{split}-{grid}-{key[:20]}.npz"

@@ -184,18 +184,8 @@ def load_agent(path) -> _TimingAgent:
     CheckpointError
         One line naming the file: missing, not safetensors, or not a timing agent.
     """
-    from safetensors import safe_open
-
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such weights file")
-    try:
-        with safe_open(path, framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception:
-        raise CheckpointError(f"{path}: not a safetensors weights file (pickled checkpoints are "
-                              "refused: they can run code)") from None
+    header, tensors = read_weights(path)
     try:
         config = json.loads(header["config"])
         kind = config.pop("kind")
@@ -203,11 +193,34 @@ def load_agent(path) -> _TimingAgent:
         agent.load_state_dict(tensors, strict=True)
     except Exception as e:
         raise CheckpointError(f"{path}: not a rolypoly timing agent ({str(e).splitlines()[0][:120]})") from None
+    agent.eval()
+    return agent
+
+
+def read_weights(path, *, missing_hint: str = "") -> tuple[dict, dict]:
+    """Header metadata and tensors of a safetensors file, checked; pickles are never opened.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file: missing, not safetensors, or holding NaN/infinite values.
+    """
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such weights file{missing_hint}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception:
+        raise CheckpointError(f"{path}: not a safetensors weights file (pickled checkpoints are "
+                              "refused: they can run code)") from None
     for k, v in tensors.items():
         if not torch.isfinite(v).all():
             raise CheckpointError(f"{path}: weights contain NaN or infinite values ({k})")
-    agent.eval()
-    return agent
+    return header, tensors
 
 
 def load_metadata(path) -> dict:
