@@ -468,17 +468,7 @@ class Session:
         tentative = set(ledger.tentative())
         heard = [(int(r["bar"]), int(r["step"])) for r in rows
                  if (int(r["bar"]), int(r["step"])) in tentative and r.get("diff") is not None]
-        onsets = np.asarray((t.footer or {}).get("partner_onsets") or [], dtype=np.float64)
-        # An attack a hit listened to (inside its diff window) is that hit's partner, not an
-        # off-beat note: with a wide window (the swing morph's dur/2.5) a swung 8th reaches into
-        # the middle third of the gap and would otherwise become a silent row of its own.
-        heard_by_hits = np.array(sorted(x for r in rows for x in (r.get("onsets") or [])), dtype=np.float64)
-        if len(heard_by_hits) and len(onsets):
-            j = np.clip(np.searchsorted(heard_by_hits, onsets), 1, len(heard_by_hits)) - 1
-            near = np.minimum(np.abs(onsets - heard_by_hits[j]),
-                              np.abs(onsets - heard_by_hits[np.minimum(j + 1, len(heard_by_hits) - 1)]))
-            onsets = onsets[near > 1e-4]
-        notes = offbeat_notes(rows, onsets)
+        notes = offbeat_notes(rows, (t.footer or {}).get("partner_onsets") or [])
         change = ledger.propose(k_take, list(notes) + heard)
         silent = [(int(r["bar"]), int(r["step"])) for r in rows
                   if (int(r["bar"]), int(r["step"])) in tentative and r.get("diff") is None]

@@ -74,6 +74,8 @@ from .grid import STEPS_PER_BAR
 
 #: A standard deviation below this (fraction of a bar; 2 µs in a 2 s bar) counts as zero.
 SIGMA_EPS = 1e-6
+#: An onset this close (s) to one a hit heard in its window is that same onset.
+HEARD_TOLERANCE_S = 1e-4
 #: Degrees of freedom of every σ here: population standard deviation, as ``np.std``.
 DDOF = 0
 
@@ -481,7 +483,8 @@ def offbeat_notes(rows, onsets, steps_per_bar: int = STEPS_PER_BAR, min_gap_ms: 
 
     For consecutive hits t and t + 1 (the *window*), an attack strictly
     inside the middle third of the gap between their notated times,
-    ``(n_t + g/3, n_t + 2g/3)``, is an off-beat note. Its grid position is
+    ``(n_t + g/3, n_t + 2g/3)``, is an off-beat note, unless a hit heard it
+    in its diff window (it is in that row's ``onsets``). Its grid position is
     interpolated between the two rows' positions (bar + step/steps_per_bar)
     and rounded to the nearest step (half-way rounds up); an attack that
     lands on an existing row's step is not off-beat.
@@ -522,6 +525,14 @@ def offbeat_notes(rows, onsets, steps_per_bar: int = STEPS_PER_BAR, min_gap_ms: 
     [(0, 6, 0)]
     """
     on = np.sort(_finite_1d(np.atleast_1d(np.asarray(onsets, dtype=np.float64)), "onsets"))
+    # An attack a hit listened to (in its diff window, the row's "onsets") is that hit's partner,
+    # not an off-beat note: with a wide window (the swing morph's dur/2.5) a swung 8th reaches
+    # into the middle third of the gap and would otherwise become a silent row of its own.
+    heard = np.sort(np.array([x for r in rows for x in (r.get("onsets") or [])], dtype=np.float64))
+    if len(heard) and len(on):
+        j = np.clip(np.searchsorted(heard, on), 1, len(heard)) - 1
+        near = np.minimum(np.abs(on - heard[j]), np.abs(on - heard[np.minimum(j + 1, len(heard) - 1)]))
+        on = on[near > HEARD_TOLERANCE_S]
     steps_per_bar = int(steps_per_bar)
     if steps_per_bar <= 0:
         raise ValueError(f"steps_per_bar must be positive, got {steps_per_bar}")

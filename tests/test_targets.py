@@ -376,3 +376,12 @@ def test_validate_refuses_rows_out_of_order():
     take = _take(12, footer={})
     take.rows[3], take.rows[4] = take.rows[4], take.rows[3]
     assert "not in order" in validate_take(take, "abc", 12).reasons[0]
+
+
+def test_an_onset_a_hit_heard_in_its_window_is_not_an_offbeat_note():
+    from rolypoly.targets import offbeat_notes
+    rows = [{"row": 0, "bar": 0, "step": 0, "notated": 0.0, "onsets": [0.36]},
+            {"row": 1, "bar": 0, "step": 12, "notated": 1.0}]
+    assert offbeat_notes(rows, [0.36]) == []              # heard by hit 0 (a wide window)
+    rows[0]["onsets"] = []
+    assert [(n.bar, n.step) for n in offbeat_notes(rows, [0.36])] == [(0, 4)]
