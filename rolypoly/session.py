@@ -142,6 +142,12 @@ def _numbered(folder: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+def take_folders(session_folder) -> list[Path]:
+    """The ``takes/NNN`` folders of a session folder, in take order (none: empty list)."""
+    takes = Path(session_folder) / TAKES
+    return [takes / f"{k:03d}" for k in _numbered(takes)]
+
+
 # ----------------------------------------------------------------------------- the session
 
 class Session:
@@ -282,7 +288,7 @@ class Session:
 
     # -- takes
     def take_dirs(self) -> list[Path]:
-        return [self.folder / TAKES / f"{k:03d}" for k in _numbered(self.folder / TAKES)]
+        return take_folders(self.folder)
 
     def next_take_dir(self) -> Path:
         taken = _numbered(self.folder / TAKES)

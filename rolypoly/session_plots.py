@@ -37,13 +37,13 @@ from realtime.takes import TAKE_FILE, Take, TakeError, read_take
 from .errors import RolypolyError
 from .features import HITS, TEMPO, TIMESIG
 from .grid import STEPS_PER_BAR
+from .session import TAKES, take_folders
 
 #: Hits per moving-average window in Fig. 2 (the paper's period).
 PERIOD = 6
 #: Rows beyond this bar are taken for corrupted (100,000 bars: over two days at 120 bpm).
 MAX_BAR = 100_000
 PLOTS = "plots"
-TAKES = "takes"
 _STEM, _SILENT, _DIFF = "C0", "C1", "0.55"
 
 
@@ -432,9 +432,7 @@ def session_takes(folder) -> list[tuple[int, Take]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise RolypolyError(f"{folder}: no such session folder")
-    tdir = folder / TAKES
-    dirs = sorted((p for p in tdir.iterdir() if p.is_dir() and p.name.isdigit()),
-                  key=lambda p: int(p.name)) if tdir.is_dir() else []
+    dirs = take_folders(folder)
     if not dirs:
         raise RolypolyError(f"{folder}: no takes to plot (no {TAKES}/NNN/{TAKE_FILE})")
     out = []
