@@ -52,13 +52,14 @@ FIGURES = ("timing_mae_ms", "timing_mse_16th", "timing_kl", "velocity_kl")
 BATCH = 512
 
 
-def _generate(model, inputs, *, seed: int, temperature: float = 0.0, H_target=None, z_from=None):
+def _generate(model, inputs, *, seed: int, temperature: float = 0.0, velocity_spread: float | None = None,
+              H_target=None, z_from=None):
     """model.generate over batches of windows (temperature 0: the most likely performance)."""
     n = len(inputs[0])
     parts = []
     for s in range(0, n, BATCH):
         sl = slice(s, s + BATCH)
-        kw = {}
+        kw = {} if velocity_spread is None else {"velocity_spread": velocity_spread}
         if H_target is not None:
             kw["H_target"] = H_target[sl]
         if z_from is not None:
@@ -89,7 +90,8 @@ def _other_take(take, seed: int) -> np.ndarray:
 
 def evaluate_sets(task: str, train, test, model=None, *, split: str | None = None,
                   skip_reason: str | None = None, k: int = K, instrument: str = "hihat",
-                  bootstrap: int = 0, seed: int = 0, temperature: float = 0.0) -> dict:
+                  bootstrap: int = 0, seed: int = 0, temperature: float = 0.0,
+                  velocity_spread: float | None = None) -> dict:
     """Rows of every method for ``task`` on the windows of ``test`` (see the module docstring).
 
     Parameters
@@ -104,6 +106,9 @@ def evaluate_sets(task: str, train, test, model=None, *, split: str | None = Non
     bootstrap : resamples for 95 % intervals (0: none)
     seed : seed of the bootstrap, the shuffled pairing and the model
     temperature : the model's sampling temperature (0: its most likely performance)
+    velocity_spread : how widely the model draws velocities around its prediction (None: its
+        default, :data:`rolypoly.groove_model.VELOCITY_SPREAD`). The row ``model_velocity_mean``
+        shows the same model with velocities at their mean (spread 0), for comparison.
     """
     from rolypoly.groove_model import task_input, task_target_mask
 
@@ -130,14 +135,21 @@ def evaluate_sets(task: str, train, test, model=None, *, split: str | None = Non
     if model is None:
         rows["model"] = {"skipped": skip_reason or "no model"}
     elif task == "transfer":
-        play = partial(_generate, model, seed=seed, temperature=temperature)
+        play = partial(_generate, model, seed=seed, temperature=temperature, velocity_spread=velocity_spread)
         rows["model"] = score(play(inputs, H_target=H))
+        rows["model_velocity_mean"] = score(play(inputs, H_target=H, velocity_spread=0.0))
         extra = _transfer_cases(play, train, test, spec, seed)
     else:
-        rows["model"] = score(_generate(model, inputs, seed=seed, temperature=temperature))
+        play = partial(_generate, model, inputs, seed=seed, temperature=temperature)
+        played = play(velocity_spread=velocity_spread)
+        rows["model"] = score(played)
+        rows["model_velocity_mean"] = score(play(velocity_spread=0.0))
+        if task == "humanize":
+            extra["lean"] = _lean(test, played[2], cls)
     for name, row in rows.items():
         if "skipped" not in row:
-            row["method"] = _METHODS[name] if name != "model" else f"our {task} model"
+            row["method"] = _METHODS.get(name) or f"our {task} model" + (
+                ", velocities at the predicted mean" if name == "model_velocity_mean" else "")
     result = {"task": task, "split": split, "grid": test.grid,
               "windows": int(len(H)), "takes": int(len(np.unique(test.take))),
               "notes": int((H[..., cls] > 0.5).sum()), "train_windows": int(len(train.H)),
@@ -151,6 +163,8 @@ def evaluate_sets(task: str, train, test, model=None, *, split: str | None = Non
         result["targets"] = {f: {"max": lim, "value": m.get(f),
                                  "met": None if m.get(f) is None else bool(m[f] <= lim)}
                              for f, lim in TARGETS.items()}
+    if "lean" in extra:
+        result["lean"] = extra.pop("lean")
     if extra:
         result["transfer"] = extra
     return result
@@ -159,6 +173,23 @@ def evaluate_sets(task: str, train, test, model=None, *, split: str | None = Non
 _METHODS = {"quantized": "offsets 0, mean training velocity of the class",
             "knn": "mean V, O of the 20 training windows sharing most hits (paper 5.1.3)",
             "knn_jaccard": "as knn, similarity = shared hits / hits of either window"}
+
+
+def _lean(test, pred_O, cls) -> dict:
+    """How much of the model's timing error is each take's (or window's) overall lean.
+
+    A drummer plays a whole take a little ahead of or behind the beat; the
+    score does not show by how much. Taking away each take's mean error
+    shows what is left for a humanizer that reads only the score.
+    """
+    from .groove_metrics import lean_removed_mae_ms
+
+    mask = np.zeros(test.H.shape, bool)
+    mask[..., cls] = test.H[..., cls] > 0.5
+    figure = partial(lean_removed_mae_ms, test.O, pred_O, mask, test.bpm, steps_per_beat=test.steps_per_beat)
+    return {"about": "timing MAE (ms) of the model once the mean error of each take / each window is taken away",
+            "without_take_lean_ms": round(figure(groups=test.take), 3),
+            "without_window_lean_ms": round(figure(groups=np.arange(len(test.H))), 3)}
 
 
 def _transfer_cases(play, train, test, spec, seed: int) -> dict:
@@ -184,7 +215,7 @@ def _transfer_cases(play, train, test, spec, seed: int) -> dict:
 
 def evaluate(task: str, split: str = "test", root=None, grid: str = "16th", weights=None,
              limit: int | None = None, *, instrument: str = "hihat", bootstrap: int = 200,
-             seed: int = 0, temperature: float = 0.0) -> dict:
+             seed: int = 0, temperature: float = 0.0, velocity_spread: float | None = None) -> dict:
     """The Table 1 comparison of one task on a GMD split (see the module docstring).
 
     Parameters
@@ -196,11 +227,11 @@ def evaluate(task: str, split: str = "test", root=None, grid: str = "16th", weig
     weights : the model's weights; the shipped ``groove_<task>.safetensors`` where None.
         A missing file skips the model row with the reason.
     limit : only the first N takes of each split (smoke runs)
-    instrument, bootstrap, seed, temperature : as in :func:`evaluate_sets`
+    instrument, bootstrap, seed, temperature, velocity_spread : as in :func:`evaluate_sets`
     """
     from pathlib import Path
 
-    from rolypoly.groove_model import default_groove_weights, load_groove_model
+    from rolypoly.groove_model import VELOCITY_SPREAD, default_groove_weights, load_groove_model
 
     _check(task)
     train = load_groove_split("train", root, grid=grid, limit=limit)
@@ -212,9 +243,11 @@ def evaluate(task: str, split: str = "test", root=None, grid: str = "16th", weig
     else:
         reason = f"{path}: no weights yet (train them with: rolypoly pretrain groove --task {task})"
     result = evaluate_sets(task, train, test, model, split=split, skip_reason=reason, instrument=instrument,
-                           bootstrap=bootstrap, seed=seed, temperature=temperature)
+                           bootstrap=bootstrap, seed=seed, temperature=temperature,
+                           velocity_spread=velocity_spread)
     result["weights"] = str(path) if model is not None else None
     result["temperature"] = temperature
+    result["velocity_spread"] = VELOCITY_SPREAD if velocity_spread is None else velocity_spread
     if limit:
         result["limit"] = limit
     return result
@@ -226,20 +259,24 @@ def format_table(result: dict) -> str:
             ("timing KL", "timing_kl", "{:.3f}"), ("velocity KL", "velocity_kl", "{:.3f}")]
     if result["task"] in ("drumify", "infill"):
         cols.append(("note F1", "f1", "{:.3f}"))
-    head = f"{'':15s}" + "".join(f"{c[0]:>13s}" for c in cols)
+    head = f"{'':21s}" + "".join(f"{c[0]:>13s}" for c in cols)
     lines = [f"{result['task']} on {result['split']}: {result['windows']} windows of "
              f"{result['takes']} takes, {result['notes']} notes", head]
     for name, row in result["rows"].items():
         if "skipped" in row:
-            lines.append(f"{name:15s}skipped: {row['skipped']}")
+            lines.append(f"{name:21s}skipped: {row['skipped']}")
             continue
         cells = ["-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in cols]
-        lines.append(f"{name:15s}" + "".join(f"{c:>13s}" for c in cells))
+        lines.append(f"{name:21s}" + "".join(f"{c:>13s}" for c in cells))
     if "paper" in result:
         for name in ("quantized", "knn", "seq2seq"):
             figs = result["paper"][name]
             cells = ["-" if figs[key] is None else fmt.format(figs[key]) for _, key, fmt in cols[:4]]
-            lines.append(f"{'paper ' + name:15s}" + "".join(f"{c:>13s}" for c in cells))
+            lines.append(f"{'paper ' + name:21s}" + "".join(f"{c:>13s}" for c in cells))
+    if "lean" in result:
+        lean = result["lean"]
+        lines.append(f"model MAE without each take's lean: {lean['without_take_lean_ms']:.2f} ms, "
+                     f"without each window's: {lean['without_window_lean_ms']:.2f} ms")
     for f, t in result.get("targets", {}).items():
         verdict = {True: "met", False: "NOT met", None: "no model"}[t["met"]]
         lines.append(f"target {f} <= {t['max']}: {verdict}")
@@ -256,7 +293,7 @@ def run(args) -> int:
         return 2
     result = evaluate(args.task, args.split, args.gmd, args.grid, args.weights, args.limit,
                       instrument=args.instrument, bootstrap=args.bootstrap,
-                      temperature=args.temperature)
+                      temperature=args.temperature, velocity_spread=args.velocity_spread)
     print(format_table(result))
     if args.json_out:
         with open(args.json_out, "w") as f:

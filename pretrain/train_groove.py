@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rolypoly.groove_model import (WEIGHTS_DIR, GrooveModel, n_parameters, save_groove_model, steps_to_ms,
-                                   task_input, task_target_mask)
+from rolypoly.groove_model import (TAP_CLASS, WEIGHTS_DIR, GrooveEnsemble, GrooveModel, n_parameters,
+                                   save_groove_model, steps_to_ms, tap, task_input, task_target_mask)
 
 from .groove_data import load_groove_split
 
@@ -38,13 +38,49 @@ SEED = 1234
 THREADS = 1            # one thread: two models train side by side on 2 cores
 MINUTES = 14.0         # default wall-clock budget of the training loop
 HARD_CAP_MINUTES = 30.0  # never more, whatever --minutes says (issue 5)
+#: Networks per task, trained from consecutive seeds and shipped as one ensemble. Humanize is
+#: judged on timing MAE, where the members' mean beats any one of them.
+MEMBERS = {"humanize": 4}
+WORKERS = 2            # members trained at once (one thread each)
+#: Share of drumify's training windows tapped from only some of the drums (:func:`partial_taps`).
+PARTIAL_TAPS = 0.5
 EVAL_BATCH = 512
 
 
-def _tensors(data, idx, task: str, instrument: str):
-    """Some windows as torch tensors: H_in, V_in, O_in (the task's input), H, V, O."""
+def partial_taps(H, V, O, rng, p: float = PARTIAL_TAPS):
+    """Drumify's training input: the taps of every hit, or, for a share ``p`` of the windows, of only some drums.
+
+    A partner's rhythm (a bass line, a riff) is sparser than a drummer's
+    taps: its onsets are where some of the drums would hit, not all of them.
+    Windows whose taps come from a random half of the drum classes teach the
+    model to write the rest of the kit around such a rhythm.
+
+    >>> rng = np.random.default_rng(0)
+    >>> H = np.ones((4, 32, 9), np.float32)
+    >>> taps = partial_taps(H, H, 0 * H, rng, p=1.0)[0]
+    >>> bool(taps[..., TAP_CLASS].all())
+    True
+    """
+    H, V, O = (np.asarray(a, np.float32) for a in (H, V, O))
+    keep = rng.random((len(H), 1, H.shape[-1])) < 0.5
+    some = rng.random(len(H)) < p
+    sub = H * keep
+    empty = sub.reshape(len(H), -1).sum(1) == 0
+    use = some & ~empty  # a window whose chosen drums are silent keeps all its taps
+    Hs = np.where(use[:, None, None], sub, H)
+    return tap(Hs, V * Hs, O * Hs)
+
+
+def _tensors(data, idx, task: str, instrument: str, rng=None):
+    """Some windows as torch tensors: H_in, V_in, O_in (the task's input), H, V, O.
+
+    With ``rng`` (training), drumify's taps are sometimes partial (:func:`partial_taps`).
+    """
     H, V, O = data.H[idx], data.V[idx], data.O[idx]
-    inputs = task_input(task, H, V, O, instrument=instrument)
+    if task == "drumify" and rng is not None and PARTIAL_TAPS > 0:
+        inputs = partial_taps(H, V, O, rng)
+    else:
+        inputs = task_input(task, H, V, O, instrument=instrument)
     return [torch.from_numpy(np.ascontiguousarray(a)) for a in (*inputs, H, V, O)]
 
 
@@ -73,7 +109,8 @@ def generate_split(model: GrooveModel, data, instrument: str, *, temperature: fl
     for a in range(0, len(data), EVAL_BATCH):
         idx = np.arange(a, min(len(data), a + EVAL_BATCH))
         H_in, V_in, O_in = task_input(model.task, data.H[idx], data.V[idx], data.O[idx], instrument=instrument)
-        outs.append(model.generate(H_in, V_in, O_in, temperature=temperature, seed=seed))
+        # Velocities at their mean: the residual measured here is what they are later drawn with.
+        outs.append(model.generate(H_in, V_in, O_in, temperature=temperature, velocity_spread=0.0, seed=seed))
     return tuple(np.concatenate(p) for p in zip(*outs))
 
 
@@ -114,35 +151,52 @@ def validation_figures(model: GrooveModel, data, instrument: str, mean_velocity:
     return figures
 
 
-def train(task: str, gmd=None, *, grid: str = "16th", instrument: str = "hihat", out=WEIGHTS_DIR,
-          minutes: float = MINUTES, epochs: int = MAX_EPOCHS, limit: int | None = None, seed: int = SEED,
-          patience: int = PATIENCE, batch: int = BATCH, progress: bool = True, model_kwargs=None) -> dict:
-    """Train one task's model; returns the metadata written beside the weights."""
+class _Quiet:
+    """A stand-in for a tqdm bar: the steps, nothing shown."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.n))
+
+    def set_postfix(self, **_):
+        pass
+
+    def close(self):
+        pass
+
+
+def _fit(task: str, gmd, grid: str, instrument: str, seed: int, budget_s: float, epochs: int, patience: int,
+         batch: int, limit: int | None, progress: bool, model_kwargs: dict | None, label: str = "") -> dict:
+    """Train one network from a seed; its best state (by validation loss) and its history.
+
+    Reads the splits itself (from the cache), so that it can run in a worker process.
+    """
     from tqdm import tqdm
 
     started = time.time()
-    budget_s = 60.0 * min(float(minutes), HARD_CAP_MINUTES)
-    threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train_set = load_groove_split("train", gmd, grid=grid, limit=limit, progress=progress)
+    train_set = load_groove_split("train", gmd, grid=grid, limit=limit, progress=progress and not label)
     val_set = load_groove_split("validation", gmd, grid=grid, limit=limit and max(2, limit // 4),
-                                progress=progress)
+                                progress=progress and not label)
     model = GrooveModel(task, grid=grid, instrument=instrument, **(model_kwargs or {}))
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    mean_velocity = float(train_set.V[train_set.H > 0.5].mean())
-
+    name = f"{task}{label}"
     history, best, best_state, stale, stopped = [], math.inf, None, 0, "max epochs"
     for epoch in range(1, epochs + 1):
         model.train()
         order = rng.permutation(len(train_set))
         n_steps = max(1, len(order) // batch)
         total, seen = 0.0, 0
-        bar = tqdm(range(n_steps), desc=f"{task} epoch {epoch}", unit="batch", disable=not progress,
-                   file=sys.stderr, leave=False)
+        # Members in worker processes print one line per epoch, no bars (tqdm's lock would
+        # leave a semaphore behind in each worker).
+        bar = tqdm(range(n_steps), desc=f"{name} epoch {epoch}", unit="batch", disable=not progress,
+                   file=sys.stderr, leave=False) if not label else _Quiet(n_steps)
         for i in bar:
-            loss, _ = model.loss(*_tensors(train_set, order[i * batch:(i + 1) * batch], task, instrument))
+            loss, _ = model.loss(*_tensors(train_set, order[i * batch:(i + 1) * batch], task, instrument, rng))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -159,9 +213,9 @@ def train(task: str, gmd=None, *, grid: str = "16th", instrument: str = "hihat",
                         "val_parts": {k: v for k, v in val.items() if k != "loss"},
                         "batches": i + 1, "seconds": round(time.time() - started, 1)})
         if progress:
-            print(f"{task} epoch {epoch}: train {total / max(seen, 1):.4f} val {val['loss']:.4f} "
+            print(f"{name} epoch {epoch}: train {total / max(seen, 1):.4f} val {val['loss']:.4f} "
                   f"(velocity mse {val['velocity_mse']:.4f}, offset mse {val['offset_mse']:.4f}, "
-                  f"hit bce {val['hit_bce']:.4f}) {time.time() - started:.0f} s", file=sys.stderr)
+                  f"hit bce {val['hit_bce']:.4f}) {time.time() - started:.0f} s", file=sys.stderr, flush=True)
         if val["loss"] < best - 1e-6:
             best, stale = val["loss"], 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -172,17 +226,69 @@ def train(task: str, gmd=None, *, grid: str = "16th", instrument: str = "hihat",
         if stale >= patience:
             stopped = "early stopping"
             break
-    train_seconds = round(time.time() - started, 1)
-    model.load_state_dict(best_state)
+    best_epoch = int(np.argmin([h["val_loss"] for h in history]) + 1)
+    return {"seed": seed, "state": best_state, "epochs": history, "best_epoch": best_epoch, "stopped": stopped,
+            "validation_loss": history[best_epoch - 1]["val_loss"], "train_seconds": round(time.time() - started, 1)}
+
+
+def _fit_member(kwargs: dict) -> dict:
+    return _fit(**kwargs)
+
+
+def train(task: str, gmd=None, *, grid: str = "16th", instrument: str = "hihat", out=WEIGHTS_DIR,
+          minutes: float = MINUTES, epochs: int = MAX_EPOCHS, limit: int | None = None, seed: int = SEED,
+          patience: int = PATIENCE, batch: int = BATCH, progress: bool = True, model_kwargs=None,
+          members: int | None = None) -> dict:
+    """Train one task's model (or ensemble); returns the metadata written beside the weights.
+
+    ``members`` > 1 trains that many networks from seeds ``seed``, ``seed + 1``, ...,
+    :data:`WORKERS` at a time, and ships them as one :class:`GrooveEnsemble`. Each
+    member's budget is cut so that the whole stays within :data:`HARD_CAP_MINUTES`.
+    """
+    started = time.time()
+    members = int(members or MEMBERS.get(task, 1))
+    if members < 1:
+        raise ValueError(f"members must be 1 or more, not {members}")
+    workers = min(WORKERS, members)
+    rounds = math.ceil(members / workers)
+    # The cap covers every round plus the final figures (a couple of minutes).
+    budget_min = min(float(minutes), (HARD_CAP_MINUTES - (2.0 if members > 1 else 0.0)) / rounds)
+    jobs = [dict(task=task, gmd=gmd, grid=grid, instrument=instrument, seed=seed + k, budget_s=60.0 * budget_min,
+                 epochs=epochs, patience=patience, batch=batch, limit=limit, progress=progress,
+                 model_kwargs=model_kwargs, label=f" member {k + 1}/{members}" if members > 1 else "")
+            for k in range(members)]
+    if members == 1:
+        fits = [_fit(**jobs[0])]
+    else:
+        import multiprocessing as mp
+
+        # Load (and cache) the windows once before the workers read them.
+        load_groove_split("train", gmd, grid=grid, limit=limit, progress=progress)
+        load_groove_split("validation", gmd, grid=grid, limit=limit and max(2, limit // 4), progress=progress)
+        with mp.get_context("spawn").Pool(workers) as pool:
+            fits = pool.map(_fit_member, jobs, chunksize=1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    train_set = load_groove_split("train", gmd, grid=grid, limit=limit)
+    val_set = load_groove_split("validation", gmd, grid=grid, limit=limit and max(2, limit // 4))
+    nets = []
+    for fit in fits:
+        net = GrooveModel(task, grid=grid, instrument=instrument, **(model_kwargs or {}))
+        net.load_state_dict(fit["state"])
+        nets.append(net)
+    model = nets[0] if members == 1 else GrooveEnsemble(nets)
+    mean_velocity = float(train_set.V[train_set.H > 0.5].mean())
     figures = validation_figures(model, val_set, instrument, mean_velocity)
     model.velocity_sigma.copy_(torch.tensor(figures["velocity_sigma"]))
     model.offset_sigma.copy_(torch.tensor(figures["offset_sigma"]))
     torch.set_num_threads(threads)
+    train_seconds = round(time.time() - started, 1)
 
-    best_epoch = int(np.argmin([h["val_loss"] for h in history]) + 1)
+    lead = fits[0]
     meta = {
         "task": task, "grid": grid, "instrument": instrument if task == "infill" else None,
-        "config": model.config(), "parameters": n_parameters(model),
+        "config": model.config(), "parameters": n_parameters(model), "members": members,
         "data": {"dataset": "Groove MIDI Dataset, official split, 4/4 takes, 2-bar windows hop 1 bar",
                  "train_key": train_set.key, "validation_key": val_set.key,
                  "train_windows": len(train_set), "train_takes": len(train_set.names),
@@ -190,20 +296,24 @@ def train(task: str, gmd=None, *, grid: str = "16th", instrument: str = "hihat",
                  "steps_per_window": int(train_set.H.shape[1]), "limit": limit,
                  "mean_train_velocity": round(mean_velocity, 4)},
         "settings": {"lr": LEARNING_RATE, "batch": batch, "max_epochs": epochs, "patience": patience,
-                     "seed": seed, "threads": THREADS, "minutes_cap": min(float(minutes), HARD_CAP_MINUTES),
+                     "seed": seed, "threads": THREADS, "workers": workers,
+                     "minutes_cap": min(float(minutes), HARD_CAP_MINUTES), "minutes_per_member": round(budget_min, 2),
                      "grad_clip": GRAD_CLIP, "torch": torch.__version__},
-        "epochs": history, "best_epoch": best_epoch, "stopped": stopped,
-        "validation_loss": history[best_epoch - 1]["val_loss"],
-        "validation_loss_per_step": history[best_epoch - 1]["val_loss"] / train_set.H.shape[1],
+        "epochs": lead["epochs"], "best_epoch": lead["best_epoch"], "stopped": lead["stopped"],
+        "validation_loss": lead["validation_loss"],
+        "validation_loss_per_step": lead["validation_loss"] / train_set.H.shape[1],
         "validation": figures,
         "train_seconds": train_seconds,
         "train_minutes": round(train_seconds / 60, 2),
     }
+    if members > 1:
+        meta["member_runs"] = [{k: v for k, v in fit.items() if k != "state"} for fit in fits]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"groove_{task}"
     save_groove_model(model, stem.with_suffix(".safetensors"),
-                      {"train_key": train_set.key, "best_epoch": best_epoch, "train_seconds": train_seconds})
+                      {"train_key": train_set.key, "best_epoch": lead["best_epoch"], "members": members,
+                       "train_seconds": train_seconds})
     meta["weights_bytes"] = stem.with_suffix(".safetensors").stat().st_size
     stem.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -213,10 +323,11 @@ def run(args) -> int:
     """``rolypoly pretrain groove``: train, then print the outcome as one JSON line."""
     meta = train(args.task, args.gmd, grid=args.grid, instrument=args.instrument, out=args.out or WEIGHTS_DIR,
                  minutes=args.minutes, epochs=args.epochs or MAX_EPOCHS, limit=args.limit,
-                 seed=SEED if args.seed is None else args.seed, progress=not args.quiet)
+                 seed=SEED if args.seed is None else args.seed, progress=not args.quiet,
+                 members=args.members)
     v = meta["validation"]
     print(json.dumps({"task": args.task, "grid": args.grid, "out": str(args.out or WEIGHTS_DIR),
-                      "best_epoch": meta["best_epoch"], "stopped": meta["stopped"],
+                      "members": meta["members"], "best_epoch": meta["best_epoch"], "stopped": meta["stopped"],
                       "validation_loss": round(meta["validation_loss"], 4),
                       "offset_mse_steps": round(v["offset_mse_steps"], 4),
                       "baseline_offset_mse_steps": round(v["baseline_offset_mse_steps"], 4),

@@ -469,7 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="infill: the instrument the model writes (default hihat: closed and open)")
     pg.add_argument("--gmd", help="Groove MIDI Dataset folder (default ../shared/datasets/groove)")
     pg.add_argument("--out", help="folder for weights and metadata (default: the shipped weights folder)")
-    pg.add_argument("--minutes", type=float, default=14.0, help="wall-clock budget (default 14, at most 30)")
+    pg.add_argument("--minutes", type=float, default=14.0,
+                    help="wall-clock budget of each network (default 14); the whole run stays within 30")
+    pg.add_argument("--members", type=int,
+                    help="networks trained from consecutive seeds and shipped as one ensemble, two at a "
+                         "time (default 4 for humanize, 1 for the others)")
     pg.add_argument("--epochs", type=int, help="most epochs (default 100; early stopping may end sooner)")
     pg.add_argument("--limit", type=int, help="use only the first N takes of each split (smoke runs)")
     pg.add_argument("--seed", type=int, help="random seed (default 1234)")
@@ -498,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--bootstrap", type=int, default=200, help="resamples for 95%% intervals (0: none)")
     eg.add_argument("--temperature", type=float, default=0.0,
                     help="the model's sampling temperature (default 0: its most likely performance)")
+    eg.add_argument("--velocity-spread", type=float, metavar="X",
+                    help="how widely the model draws velocities around its prediction, in units of its "
+                         "validation error (default 1; the row model_velocity_mean is always spread 0)")
     eg.set_defaults(func=_evaluate_groove)
 
     data = sub.add_parser("data", help="get datasets")

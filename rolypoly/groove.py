@@ -31,7 +31,7 @@ TAP_VELOCITY_RANGE = (40, 120)
 
 
 def perform(model, groove: Groove, *, inputs=None, H_target=None, z_from=None,
-            temperature: float = 0.0, seed: int | None = None) -> Groove:
+            temperature: float = 0.0, velocity_spread: float | None = None, seed: int | None = None) -> Groove:
     """Play a whole piece with a model, window by window (see the module docstring).
 
     Parameters
@@ -48,7 +48,8 @@ def perform(model, groove: Groove, *, inputs=None, H_target=None, z_from=None,
     z_from : (H, V, O) windows, optional
         Transfer: the groove windows; window k of the piece takes the groove
         of window k modulo their number.
-    temperature, seed : see :meth:`GrooveModel.generate`
+    temperature, velocity_spread, seed : see :meth:`GrooveModel.generate`
+        (``velocity_spread`` None: the model's default)
 
     Returns
     -------
@@ -60,6 +61,9 @@ def perform(model, groove: Groove, *, inputs=None, H_target=None, z_from=None,
     if inputs is None:
         inputs = task_input(model.task, *windows(groove), instrument=model.instrument)
     bounds = window_bounds(groove.bar_starts)
+    # At temperature 0 only velocities are drawn: a fixed seed keeps the piece the same every
+    # time, and a seed per window keeps bars from repeating one another's velocity pattern.
+    base_seed = seed if seed is not None or temperature > 0 else 0
     outs = []
     for k, (a, b) in enumerate(bounds):
         kwargs = {}
@@ -73,8 +77,10 @@ def perform(model, groove: Groove, *, inputs=None, H_target=None, z_from=None,
             done = int(a - bounds[k - 1][0])
             shared = int(min(bounds[k - 1][1], b) - a)
             prefix = tuple(p[:, done:done + shared] for p in outs[-1])
+        if velocity_spread is not None:
+            kwargs["velocity_spread"] = velocity_spread
         out = model.generate(*(part[k:k + 1] for part in inputs), temperature=temperature,
-                             seed=None if seed is None else seed + k, prefix=prefix, **kwargs)
+                             seed=None if base_seed is None else base_seed + k, prefix=prefix, **kwargs)
         outs.append(out)
     H, V, O = (np.concatenate(p) for p in zip(*outs))
     return groove.with_parts(*stitch(H, V, O, groove.bar_starts))
@@ -90,7 +96,8 @@ def _model(task: str, weights=None, grid: str | None = None):
 
 
 def humanize_midi(in_path, out_path, *, weights=None, temperature: float = 0.0,
-                  seed: int | None = None) -> tuple[Groove, Groove]:
+                  velocity_spread: float | None = None,
+              seed: int | None = None) -> tuple[Groove, Groove]:
     """Perform a drum score: the same hits, with velocities and timing a drummer would play.
 
     Parameters
@@ -101,6 +108,9 @@ def humanize_midi(in_path, out_path, *, weights=None, temperature: float = 0.0,
         Humanize model weights; the shipped ones where omitted.
     temperature : float
         0: the most likely performance; above 0, a different one each seed.
+    velocity_spread : float, optional
+        How widely velocities vary around the model's prediction (default
+        :data:`rolypoly.groove_model.VELOCITY_SPREAD`; 0: the mean).
     seed : int, optional
 
     Returns
@@ -109,7 +119,7 @@ def humanize_midi(in_path, out_path, *, weights=None, temperature: float = 0.0,
     """
     model = _model("humanize", weights)
     before = read_groove(in_path, grid=model.grid)
-    after = perform(model, before, temperature=temperature, seed=seed)
+    after = perform(model, before, temperature=temperature, velocity_spread=velocity_spread, seed=seed)
     write_groove(after, out_path)
     return before, after
 
@@ -175,7 +185,8 @@ def read_taps(path, *, bpm: float | None = None, grid: str = "16th") -> Groove:
 
 
 def drumify_midi(in_path, out_path, *, bpm: float | None = None, weights=None, temperature: float = 0.0,
-                 seed: int | None = None) -> tuple[Groove, Groove]:
+                 velocity_spread: float | None = None,
+             seed: int | None = None) -> tuple[Groove, Groove]:
     """Turn a tapped rhythm (MIDI) or a partner's recording (audio) into a drum part (Tap2Drum).
 
     Returns
@@ -184,13 +195,14 @@ def drumify_midi(in_path, out_path, *, bpm: float | None = None, weights=None, t
     """
     model = _model("drumify", weights)
     taps = read_taps(in_path, bpm=bpm, grid=model.grid)
-    drums = perform(model, taps, temperature=temperature, seed=seed)
+    drums = perform(model, taps, temperature=temperature, velocity_spread=velocity_spread, seed=seed)
     write_groove(drums, out_path)
     return taps, drums
 
 
 def infill_midi(in_path, out_path, *, instrument: str = "hihat", weights=None, temperature: float = 0.0,
-                seed: int | None = None) -> tuple[Groove, Groove]:
+                velocity_spread: float | None = None,
+            seed: int | None = None) -> tuple[Groove, Groove]:
     """Write a new part for one instrument (default the hi-hat) to go with the rest of the kit.
 
     The instrument's hits in the input are replaced; the other instruments
@@ -202,13 +214,14 @@ def infill_midi(in_path, out_path, *, instrument: str = "hihat", weights=None, t
                             f"rolypoly pretrain groove --task infill --instrument {instrument} --out DIR "
                             "and pass --weights DIR/groove_infill.safetensors")
     before = read_groove(in_path, grid=model.grid)
-    after = perform(model, before, temperature=temperature, seed=seed)
+    after = perform(model, before, temperature=temperature, velocity_spread=velocity_spread, seed=seed)
     write_groove(after, out_path)
     return before, after
 
 
 def transfer_midi(groove_path, score_path, out_path, *, weights=None, temperature: float = 0.0,
-                  seed: int | None = None) -> tuple[Groove, Groove]:
+                  velocity_spread: float | None = None,
+              seed: int | None = None) -> tuple[Groove, Groove]:
     """Play the score of one file with the groove (velocities and timing) of another.
 
     The score keeps its hits, bars and tempo map. A groove clip shorter than
@@ -228,7 +241,7 @@ def transfer_midi(groove_path, score_path, out_path, *, weights=None, temperatur
         raise RolypolyError(f"{groove_path}: its windows have {clip_windows[0].shape[1]} steps, the score's "
                             f"{H.shape[1]}: groove and score need the same meter")
     performed = perform(model, score, inputs=(H, V, O), H_target=H, z_from=clip_windows,
-                        temperature=temperature, seed=seed)
+                        temperature=temperature, velocity_spread=velocity_spread, seed=seed)
     write_groove(performed, out_path)
     return score, performed
 
@@ -311,7 +324,11 @@ def add_arguments(groove_parser) -> None:
                            help="the instrument to write (default hihat: closed and open)")
         p.add_argument("--temperature", type=float, default=0.0,
                        help="0 (default): the most likely performance; higher: more varied")
-        p.add_argument("--seed", type=int, help="makes a performance at temperature > 0 repeatable")
+        p.add_argument("--velocity-spread", type=float, metavar="X",
+                       help="how widely velocities vary around the model's prediction, in units of its "
+                            "validation error (default 1: as widely as the drummers; 0: the mean)")
+        p.add_argument("--seed", type=int, help="makes a performance repeatable (default: the same "
+                                                "performance every time at temperature 0)")
         p.add_argument("--weights", help="model weights (.safetensors); default: the shipped ones")
         p.add_argument("--plot", metavar="PNG", help="also write a before/after piano roll")
 
@@ -320,7 +337,10 @@ def run(args) -> int:
     """``rolypoly groove TOOL``: write the MIDI file, print one line about it (and the plot)."""
     if not (np.isfinite(args.temperature) and args.temperature >= 0):
         raise RolypolyError(f"--temperature {args.temperature:g}: must be 0 or more")
-    common = {"weights": args.weights, "temperature": args.temperature, "seed": args.seed}
+    if args.velocity_spread is not None and not (np.isfinite(args.velocity_spread) and args.velocity_spread >= 0):
+        raise RolypolyError(f"--velocity-spread {args.velocity_spread:g}: must be 0 or more")
+    common = {"weights": args.weights, "temperature": args.temperature, "velocity_spread": args.velocity_spread,
+              "seed": args.seed}
     if args.tool == "humanize":
         before, after = humanize_midi(args.input, args.output, **common)
     elif args.tool == "drumify":

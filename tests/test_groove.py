@@ -16,8 +16,8 @@ from rolypoly.drum_map import class_of_pitch
 from rolypoly.errors import CheckpointError, ScoreError
 from rolypoly.groove_grid import (GRIDS, groove_from_notes, read_groove, stitch, window_bounds, windows,
                                   write_groove)
-from rolypoly.groove_model import (GROOVE_TASKS, TAP_CLASS, GrooveModel, load_groove_model,
-                                   save_groove_model, task_input, task_target_mask)
+from rolypoly.groove_model import (GROOVE_TASKS, TAP_CLASS, GrooveEnsemble, GrooveModel, load_groove_model,
+                                   save_groove_model, tap, task_input, task_target_mask)
 from rolypoly.score import TempoMap, read_drum_notes
 
 from .midi_factory import TPB, write_drum_midi
@@ -285,6 +285,27 @@ def test_pretrain_groove_command_writes_safetensors_and_json(tmp_path):
     assert model.task == "drumify"
 
 
+@needs_gmd
+def test_pretrain_humanize_ensemble_trains_members_side_by_side(tmp_path):
+    env_cache = {"ROLYPOLY_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "rolypoly.cli", "pretrain", "groove", "--task", "humanize",
+                        "--members", "2", "--limit", "4", "--epochs", "1", "--out", str(tmp_path), "--quiet"],
+                       capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env_cache}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "groove_humanize.json").read_text())
+    assert meta["members"] == 2 and [m["seed"] for m in meta["member_runs"]] == [1234, 1235]
+    assert meta["config"]["members"] == 2 and meta["settings"]["workers"] == 2
+    model = load_groove_model("humanize", tmp_path / "groove_humanize.safetensors")
+    assert isinstance(model, GrooveEnsemble) and len(model.networks()) == 2
+    a, b = model.networks()
+    assert not torch.equal(a.head.weight, b.head.weight), "members start from different seeds"
+    assert float(model.velocity_sigma.max()) > 0, "the ensemble's own residual spread is stored"
+    H, V, O = _batch(2, seed=5)
+    out = model.generate(*task_input("humanize", H, V, O), velocity_spread=0.0)
+    one = [net.generate(*task_input("humanize", H, V, O), velocity_spread=0.0) for net in (a, b)]
+    assert np.allclose(out[2], (one[0][2] + one[1][2]) / 2, atol=1e-5), "the ensemble plays the members' mean"
+
+
 # ----------------------------------------------------------------------------- offline tools and CLI
 
 @pytest.fixture
@@ -371,3 +392,35 @@ def test_groove_cli_errors_are_one_line(tmp_path, tiny_weights, capsys):
     assert "the infill model adds the hihat, not the snare" in messages[2]
     assert "a drumify model, not humanize" in messages[3]
     assert "--temperature -1" in messages[4]
+
+
+def test_velocity_spread_widens_velocities_but_not_timing():
+    """Velocities are drawn around the mean at the model's residual spread; offsets stay at the mean."""
+    torch.manual_seed(0)
+    model = GrooveModel("humanize", **TINY)
+    model.velocity_sigma.fill_(0.15)
+    inputs = task_input("humanize", *_batch(8, seed=4))
+    mean = model.generate(*inputs, velocity_spread=0.0)
+    drawn = model.generate(*inputs)
+    again = model.generate(*inputs)
+    hit = mean[0] > 0.5
+    assert all(np.array_equal(a, b) for a, b in zip(drawn, again)), "the default draw repeats"
+    assert np.array_equal(drawn[2], mean[2]) and np.array_equal(drawn[0], mean[0])
+    spread = np.std((drawn[1] - mean[1])[hit & (drawn[1] > 0.05) & (drawn[1] < 0.95)])
+    assert 0.10 < spread < 0.20, spread
+    other = model.generate(*inputs, seed=9)
+    assert not np.array_equal(other[1], drawn[1])
+
+
+def test_drumify_trains_on_partial_taps_as_well_as_full_ones():
+    from pretrain.train_groove import partial_taps
+
+    H, V, O = _batch(400, seed=6)
+    full = tap(H, V, O)[0][..., TAP_CLASS]
+    taps = partial_taps(H, V, O, np.random.default_rng(0), p=0.5)[0][..., TAP_CLASS]
+    assert np.all(taps <= full), "a partial tap is always one of the full taps"
+    thinner = taps.sum(axis=1) < full.sum(axis=1)
+    assert 0.25 < thinner.mean() < 0.55, thinner.mean()
+    assert np.all(taps.sum(axis=1)[full.sum(axis=1) > 0] > 0), "no window loses all its taps"
+    none = partial_taps(H, V, O, np.random.default_rng(0), p=0.0)
+    assert all(np.array_equal(a, b) for a, b in zip(none, tap(H, V, O)))

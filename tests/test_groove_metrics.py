@@ -195,7 +195,8 @@ class Oracle:
     def __init__(self, test):
         self.test, self.at = test, 0
 
-    def generate(self, H_in, V_in, O_in, *, H_target=None, z_from=None, temperature=0.0, seed=None):
+    def generate(self, H_in, V_in, O_in, *, H_target=None, z_from=None, temperature=0.0, velocity_spread=None,
+                 seed=None):
         s = slice(self.at, self.at + len(H_in))
         self.at = (self.at + len(H_in)) % len(self.test.H)
         return self.test.H[s], self.test.V[s], self.test.O[s]
@@ -215,12 +216,14 @@ def test_evaluate_sets_end_to_end(task):
     r = evaluate_sets(task, train, test, Oracle(test), split="test", bootstrap=20)
     json.dumps(r)                                     # plain JSON throughout
     assert r["windows"] == 20 and r["takes"] == 4 and set(r["rows"]) == {"quantized", "knn",
-                                                                          "knn_jaccard", "model"}
+                                                                          "knn_jaccard", "model",
+                                                                          "model_velocity_mean"}
     model = r["rows"]["model"]
     assert model["timing_mae_ms"] == 0 and model["timing_kl"] == 0 and model["velocity_kl"] == 0
     assert r["rows"]["knn"]["timing_mae_ms"] > 0
     if task == "humanize":
         assert all(t["met"] is True for t in r["targets"].values())
+        assert r["lean"]["without_take_lean_ms"] == 0 and r["lean"]["without_window_lean_ms"] == 0
     if task in ("drumify", "infill"):
         assert "skipped" in r["rows"]["quantized"] and model["f1"] == 1
         assert r["classes"] == ([2, 3] if task == "infill" else list(range(9)))
@@ -251,3 +254,15 @@ def test_cli_missing_dataset_is_one_line(tmp_path, capsys):
     assert main(["evaluate", "groove", "--task", "humanize", "--gmd", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rolypoly: ") and "info.csv missing" in err and "\n" not in err
+
+
+def test_lean_removed_mae_takes_away_each_groups_mean_error_only():
+    from pretrain.groove_metrics import lean_removed_mae_ms
+
+    O = np.zeros((2, 4, 1))
+    H = np.ones_like(O)
+    pred = np.array([0.1, 0.1, 0.1, 0.1, 0.3, 0.1, 0.3, 0.1])[:, None].reshape(2, 4, 1)
+    # Take 0 leans by 0.1 step all through: nothing left. Take 1 wobbles ±0.1 step around 0.2.
+    got = lean_removed_mae_ms(O, pred, H, bpm=[120.0, 120.0], groups=[0, 1])
+    assert got == pytest.approx(0.5 * 0.1 * 125.0)
+    assert lean_removed_mae_ms(O, pred, H, bpm=[120.0, 120.0], groups=[0, 0]) > got
