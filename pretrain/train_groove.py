@@ -114,6 +114,36 @@ def generate_split(model: GrooveModel, data, instrument: str, *, temperature: fl
     return tuple(np.concatenate(p) for p in zip(*outs))
 
 
+def residual_spreads(pred, data, both, min_notes: int = 10):
+    """How far the drummers' velocities and offsets lie from the model's, on the notes of ``both``.
+
+    Velocities: the standard deviation per class and per level of the
+    predicted velocity (:data:`rolypoly.groove_model.VELOCITY_LEVELS`); a
+    level with fewer than ``min_notes`` notes takes its class's. Offsets: per
+    class. What generation draws velocities (and, above temperature 0,
+    offsets) with.
+    """
+    from rolypoly.groove_model import VELOCITY_LEVELS
+
+    (_, V, O), (_, V_true, O_true) = pred, data
+    n_classes = V.shape[-1]
+    sig_v = np.zeros((n_classes, len(VELOCITY_LEVELS) + 1), np.float32)
+    sig_o = np.zeros(n_classes, np.float32)
+    level = np.searchsorted(np.asarray(VELOCITY_LEVELS), V, side="left")
+    for c in range(n_classes):
+        sel = both[..., c]
+        if sel.sum() < min_notes:
+            continue
+        resid = (V_true - V)[..., c]
+        sig_o[c] = np.std((O_true - O)[..., c][sel])
+        sig_v[c] = np.std(resid[sel])
+        for k in range(sig_v.shape[1]):
+            at = sel & (level[..., c] == k)
+            if at.sum() >= min_notes:
+                sig_v[c, k] = np.std(resid[at])
+    return sig_v, sig_o
+
+
 def validation_figures(model: GrooveModel, data, instrument: str, mean_velocity: float) -> dict:
     """Free-running figures on a split (temperature 0) beside the quantized baseline.
 
@@ -139,14 +169,8 @@ def validation_figures(model: GrooveModel, data, instrument: str, mean_velocity:
         "baseline_timing_mae_ms": float(np.mean(np.abs(steps_to_ms(data.O[both], bpm[both], data.grid)))),
         "baseline_velocity_mse": float(np.mean((data.V[both] - mean_velocity) ** 2)),
     }
-    # Residual spread per class: what temperature > 0 samples velocities and offsets with.
-    sig_v, sig_o = np.zeros(H.shape[-1], np.float32), np.zeros(H.shape[-1], np.float32)
-    for c in range(H.shape[-1]):
-        sel = both[..., c]
-        if sel.sum() >= 10:
-            sig_v[c] = np.std((V - data.V)[..., c][sel])
-            sig_o[c] = np.std((O - data.O)[..., c][sel])
-    figures["velocity_sigma"] = [round(float(x), 4) for x in sig_v]
+    sig_v, sig_o = residual_spreads((H, V, O), (data.H, data.V, data.O), both)
+    figures["velocity_sigma"] = [[round(float(x), 4) for x in row] for row in sig_v]
     figures["offset_sigma"] = [round(float(x), 4) for x in sig_o]
     return figures
 
@@ -319,8 +343,47 @@ def train(task: str, gmd=None, *, grid: str = "16th", instrument: str = "hihat",
     return meta
 
 
+def recalibrate(task: str, weights, gmd=None, *, instrument: str | None = None) -> dict:
+    """Measure a trained model's residual spreads again on the validation split and store them.
+
+    The weights are untouched; only the spreads that generation draws with
+    (:func:`residual_spreads`) are rewritten, in the weights file and in the
+    ``validation`` figures of the JSON beside it (when there is one). For
+    models trained before a change in how the spreads are measured.
+    """
+    from rolypoly.agents import load_metadata
+    from rolypoly.groove_model import load_groove_model
+
+    started = time.time()
+    weights = Path(weights)
+    model = load_groove_model(task, weights)
+    instrument = instrument or model.instrument
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    train_set = load_groove_split("train", gmd, grid=model.grid)
+    val_set = load_groove_split("validation", gmd, grid=model.grid)
+    mean_velocity = float(train_set.V[train_set.H > 0.5].mean())
+    figures = validation_figures(model, val_set, instrument, mean_velocity)
+    torch.set_num_threads(threads)
+    model.velocity_sigma.copy_(torch.tensor(figures["velocity_sigma"]))
+    model.offset_sigma.copy_(torch.tensor(figures["offset_sigma"]))
+    save_groove_model(model, weights, load_metadata(weights))
+    note = {"validation_key": val_set.key, "seconds": round(time.time() - started, 1)}
+    meta_path = weights.with_suffix(".json")
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        meta["validation"] = figures
+        meta["recalibrated"] = note
+        meta["weights_bytes"] = weights.stat().st_size
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return {"task": task, "weights": str(weights), "velocity_sigma": figures["velocity_sigma"], **note}
+
+
 def run(args) -> int:
     """``rolypoly pretrain groove``: train, then print the outcome as one JSON line."""
+    if args.recalibrate:
+        print(json.dumps(recalibrate(args.task, args.recalibrate, args.gmd)))
+        return 0
     meta = train(args.task, args.gmd, grid=args.grid, instrument=args.instrument, out=args.out or WEIGHTS_DIR,
                  minutes=args.minutes, epochs=args.epochs or MAX_EPOCHS, limit=args.limit,
                  seed=SEED if args.seed is None else args.seed, progress=not args.quiet,

@@ -471,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--out", help="folder for weights and metadata (default: the shipped weights folder)")
     pg.add_argument("--minutes", type=float, default=14.0,
                     help="wall-clock budget of each network (default 14); the whole run stays within 30")
+    pg.add_argument("--recalibrate", metavar="WEIGHTS",
+                    help="do not train: measure the residual spreads of these trained weights again on the "
+                         "validation split and store them (weights file and its JSON)")
     pg.add_argument("--members", type=int,
                     help="networks trained from consecutive seeds and shipped as one ensemble, two at a "
                          "time (default 4 for humanize, 1 for the others)")

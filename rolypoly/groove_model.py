@@ -71,6 +71,10 @@ OFFSET_RANGE = 0.5     # offsets span half a step either way
 #: narrower than a drummer plays (GrooVAE's velocity KL penalises exactly that); 1 gives
 #: the notes the spread the drummer had. Timing stays at the most likely offset.
 VELOCITY_SPREAD = 1.0
+#: The spread is measured per class and per level of the predicted velocity (bins split at
+#: these): a hit predicted soft varies less than one predicted mid-loud, and one spread for
+#: all would push ghost notes down to silence.
+VELOCITY_LEVELS = (0.3, 0.45, 0.6, 0.75)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The column a tapped rhythm is written to: a tap is most like a closed hi-hat (as Magenta's Tap2Drum).
@@ -189,7 +193,7 @@ class GrooveModel(nn.Module):
             task_target_mask(task, instrument=instrument), dtype=torch.float32))
         # Residual spread of the validation predictions per class: temperature > 0 samples
         # velocities and offsets from the Gaussian whose mean the model predicts.
-        self.register_buffer("velocity_sigma", torch.zeros(N_CLASSES))
+        self.register_buffer("velocity_sigma", torch.zeros(N_CLASSES, len(VELOCITY_LEVELS) + 1))
         self.register_buffer("offset_sigma", torch.zeros(N_CLASSES))
 
     def networks(self) -> list:
@@ -348,6 +352,7 @@ class GrooveModel(nn.Module):
         given = torch.cat([H_in, V_in, O_in], -1) if self.task != "transfer" else cond
         keep = 1.0 - self.target_mask  # infill: classes copied from the input
         vs, os_ = self.velocity_sigma * float(velocity_spread), self.offset_sigma * temperature
+        levels, classes = torch.tensor(VELOCITY_LEVELS), torch.arange(N_CLASSES)
 
         prev = torch.zeros(n, ROW)
         out_rows = torch.zeros(n, T, ROW)
@@ -365,7 +370,8 @@ class GrooveModel(nn.Module):
             else:
                 hit = (logits > 0).float()
             if velocity_spread > 0:
-                v = v + vs * torch.from_numpy(velocity_rng.standard_normal(v.shape).astype(np.float32))
+                sigma = vs[classes, torch.bucketize(v, levels)]
+                v = v + sigma * torch.from_numpy(velocity_rng.standard_normal(v.shape).astype(np.float32))
             if self.task in ("humanize", "transfer"):
                 hit = given[:, t, :N_CLASSES] if self.task == "humanize" else H_target[:, t]
             elif self.task == "infill":
@@ -409,7 +415,7 @@ class GrooveEnsemble(nn.Module):
         self.task, self.grid, self.instrument, self.spb = lead.task, lead.grid, lead.instrument, lead.spb
         self.variational, self.n_prev = lead.variational, lead.n_prev
         self.register_buffer("target_mask", lead.target_mask.clone())
-        self.register_buffer("velocity_sigma", torch.zeros(N_CLASSES))
+        self.register_buffer("velocity_sigma", torch.zeros(N_CLASSES, len(VELOCITY_LEVELS) + 1))
         self.register_buffer("offset_sigma", torch.zeros(N_CLASSES))
 
     def networks(self) -> list:
@@ -459,6 +465,9 @@ def load_groove_model(task: str, path=None) -> GrooveModel | GrooveEnsemble:
             model = GrooveEnsemble(GrooveModel(**config) for _ in range(members))
         else:
             model = GrooveModel(**config)
+        for key, sigma in list(tensors.items()):
+            if key.endswith("velocity_sigma") and sigma.ndim == 1:  # from before the per-level spread
+                tensors[key] = sigma[:, None].expand(-1, len(VELOCITY_LEVELS) + 1).contiguous()
         model.load_state_dict(tensors, strict=True)
     except Exception as e:
         raise CheckpointError(f"{path}: not a rolypoly groove model ({str(e).splitlines()[0][:120]})") from None

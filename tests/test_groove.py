@@ -17,7 +17,7 @@ from rolypoly.errors import CheckpointError, ScoreError
 from rolypoly.groove_grid import (GRIDS, groove_from_notes, read_groove, stitch, window_bounds, windows,
                                   write_groove)
 from rolypoly.groove_model import (GROOVE_TASKS, TAP_CLASS, GrooveEnsemble, GrooveModel, load_groove_model,
-                                   save_groove_model, tap, task_input, task_target_mask)
+                                   save_groove_model, tap, task_input, task_target_mask, VELOCITY_LEVELS)
 from rolypoly.score import TempoMap, read_drum_notes
 
 from .midi_factory import TPB, write_drum_midi
@@ -424,3 +424,31 @@ def test_drumify_trains_on_partial_taps_as_well_as_full_ones():
     assert np.all(taps.sum(axis=1)[full.sum(axis=1) > 0] > 0), "no window loses all its taps"
     none = partial_taps(H, V, O, np.random.default_rng(0), p=0.0)
     assert all(np.array_equal(a, b) for a, b in zip(none, tap(H, V, O)))
+
+
+def test_velocity_spread_is_measured_per_class_and_level():
+    from pretrain.train_groove import residual_spreads
+
+    rng = np.random.default_rng(0)
+    n = (300, 32, 9)
+    V = rng.uniform(0.05, 0.95, n).astype(np.float32)      # the model's velocities
+    soft = V <= VELOCITY_LEVELS[0]
+    V_true = V + rng.normal(0, 1, n).astype(np.float32) * np.where(soft, 0.05, 0.2)
+    both = np.ones(n, bool)
+    both[..., 8] = False                                      # a class never played: no spread
+    zeros = np.zeros(n, np.float32)
+    sig_v, sig_o = residual_spreads((zeros, V, zeros), (zeros, V_true, zeros), both)
+    assert sig_v.shape == (9, len(VELOCITY_LEVELS) + 1)
+    assert np.allclose(sig_v[:8, 0], 0.05, atol=0.01) and np.allclose(sig_v[:8, 1:], 0.2, atol=0.02)
+    assert np.all(sig_v[8] == 0) and np.all(sig_o == 0)
+
+
+def test_weights_with_one_velocity_spread_per_class_still_load(tmp_path):
+    from safetensors.torch import save_file
+
+    model = GrooveModel("humanize", **TINY)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tensors["velocity_sigma"] = torch.full((9,), 0.2)        # the layout before per-level spreads
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"config": json.dumps(model.config())})
+    old = load_groove_model("humanize", tmp_path / "old.safetensors")
+    assert old.velocity_sigma.shape == (9, len(VELOCITY_LEVELS) + 1) and torch.all(old.velocity_sigma == 0.2)
