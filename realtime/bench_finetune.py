@@ -154,7 +154,8 @@ def run(json_path=None, *, repeats: int = 5, gmd=None, seconds: float = TAKE_SEC
               "dataset": {"split": "validation", "takes": len(dataset), "rows": int(len(dataset.y)),
                           "first_n_of_split": ft.DATASET_TAKES},
               "finetune": {"epochs": ft.EPOCHS, "lr": ft.LEARNING_RATE, "chunk_rows": ft.CHUNK_ROWS,
-                           "chunks_per_step": ft.CHUNKS_PER_STEP},
+                           "chunks_per_step": ft.CHUNKS_PER_STEP,
+                           "max_steps_per_epoch": ft.MAX_STEPS_PER_EPOCH},
               "repeats": repeats, "agents": {}}
     with tempfile.TemporaryDirectory(prefix="rolypoly-bench-finetune-") as tmp:
         folder = Path(tmp)

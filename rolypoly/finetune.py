@@ -51,6 +51,11 @@ GRAD_CLIP = 1.0
 #: Fine-tuning steps on chunks of the take (see train_on_take).
 CHUNK_ROWS = 16
 CHUNKS_PER_STEP = 4
+#: A long take is stepped in bigger batches rather than more steps: past this many steps
+#: per epoch (about 500 rows), more chunks go into each step. How far one take moves the
+#: agent then stops growing with the take's length, and a dense 3-minute take at 180 bpm
+#: (983 rows) fine-tunes in the time of a 96-bpm one: a step's cost is mostly fixed.
+MAX_STEPS_PER_EPOCH = 16
 #: Torch threads while fine-tuning (restored after). One, not two: these are small ops
 #: (4 chunks of 16 rows), and on a 2-core machine where anything else runs, two OpenMP
 #: threads wait for each other at every op -- measured 100 to 300 times slower.
@@ -180,11 +185,14 @@ class _FusedAdam:
 
 def train_on_take(agent, X: np.ndarray, y: np.ndarray, mask: np.ndarray, *, epochs: int = EPOCHS,
                   lr: float = LEARNING_RATE, seed: int = 0, chunk_rows: int = CHUNK_ROWS,
-                  chunks_per_step: int = CHUNKS_PER_STEP, progress=None, fused: bool = True) -> list[float]:
+                  chunks_per_step: int = CHUNKS_PER_STEP, max_steps: int | None = MAX_STEPS_PER_EPOCH,
+                  progress=None, fused: bool = True) -> list[float]:
     """Fine-tune ``agent`` in place on one take; returns the training loss per epoch (bar²).
 
     The take is cut into overlapping chunks of ``chunk_rows`` rows (hop half
-    a chunk), shuffled each epoch and stepped ``chunks_per_step`` at a time.
+    a chunk), shuffled each epoch and stepped ``chunks_per_step`` at a time,
+    or, where that would take more than ``max_steps`` steps an epoch, in
+    ``max_steps`` steps of more chunks each (None: no limit).
     One step per epoch on the whole take (5 steps per take) mostly moves the
     agent's overall lean: a pattern (a swung off-beat, a tresillo turning
     into triplets) needs more, smaller steps, as in pretraining.
@@ -205,6 +213,8 @@ def train_on_take(agent, X: np.ndarray, y: np.ndarray, mask: np.ndarray, *, epoc
     idx = starts[:, None] + np.arange(rows)[None, :]
     xs, ts, ms = torch.as_tensor(X[idx]), torch.as_tensor(t[idx]), torch.as_tensor(m[idx])
     counts = m[idx].sum(axis=1)
+    if max_steps:
+        chunks_per_step = max(int(chunks_per_step), -(-len(starts) // int(max_steps)))
     params = list(agent.parameters())
     fused = fused and hasattr(torch, "_fused_adam_")
     opt = _FusedAdam(params, lr) if fused else torch.optim.Adam(params, lr=lr)

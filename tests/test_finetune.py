@@ -154,3 +154,20 @@ def test_bench_take_is_the_demo_looped_to_three_minutes():
         assert np.array_equal(looped.hits[part], demo.hits) and np.array_equal(looped.step[part], demo.step)
         np.testing.assert_allclose(looped.onset_s[part] - looped.onset_s[k * n], demo.onset_s, atol=1e-6)
         np.testing.assert_allclose(looped.timesig[part], demo.timesig)
+
+
+@pytest.mark.parametrize("rows, steps_per_epoch", [(200, 6), (983, ft.MAX_STEPS_PER_EPOCH)])
+def test_a_long_take_is_stepped_in_bigger_batches_not_more_steps(rows, steps_per_epoch):
+    from rolypoly.features import N_FEATURES
+
+    agent = make_agent("lstm")
+    batches = []
+    agent.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, N_FEATURES)).astype(np.float32)
+    y = rng.normal(0, 0.01, rows).astype(np.float32)
+    ft.train_on_take(agent, X, y, np.ones(rows, bool), epochs=1)
+    chunks = len(ft._chunks(rows, ft.CHUNK_ROWS, ft.CHUNK_ROWS // 2))
+    assert sum(batches) == chunks, "every chunk is trained on once an epoch"
+    assert len(batches) == steps_per_epoch
+    assert max(batches) == max(ft.CHUNKS_PER_STEP, -(-chunks // ft.MAX_STEPS_PER_EPOCH))
