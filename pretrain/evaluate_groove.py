@@ -22,9 +22,10 @@ what the drummer played (:mod:`pretrain.groove_metrics`):
   notes both windows hit are compared with the groove clip's V and O
   (``vs_groove``, low when the groove carried over) and with the score's own
   (``vs_own``); the KNN humanizer, which never sees the groove, is the
-  reference. *Humanize by transfer* (the paper's "Groove Transfer" row of
-  Table 1): the groove of the score's nearest training window (KNN distance,
-  k = 1) onto the score, scored like humanize.
+  reference. *Humanize by transfer* (k = 1): the groove of the score's nearest
+  training window (KNN distance) onto the score, scored like humanize; and
+  *groove transfer*, the paper's "Groove Transfer" row of Table 1: the mean
+  z of the 3 nearest training windows.
 
 Nothing is excluded from the training split: the official splits are disjoint.
 """
@@ -210,6 +211,10 @@ def _transfer_cases(play, train, test, spec, seed: int) -> dict:
     out["humanize_by_transfer"] = groove_metrics(
         (H, V, O), play((H, V, O), H_target=H, z_from=clip), **spec)
     out["humanize_by_transfer"]["groove"] = "the nearest training window (KNN distance, k = 1)"
+    near = neighbours(train.H, H, 3)
+    clips = (train.H[near], train.V[near], train.O[near])      # (N, 3, T, 9): their mean z
+    out["groove_transfer"] = groove_metrics((H, V, O), play((H, V, O), H_target=H, z_from=clips), **spec)
+    out["groove_transfer"]["groove"] = "mean z of the 3 nearest training windows (the paper's Table 1 row)"
     return out
 
 

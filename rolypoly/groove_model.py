@@ -295,7 +295,10 @@ class GrooveModel(nn.Module):
         H_target : array like ``H_in``, optional
             Transfer: the score to play (default ``H_in``).
         z_from : (H, V, O), optional
-            Transfer: the groove clip(s) whose z is used (one clip or N).
+            Transfer: the groove clip(s) whose z is used: one clip, N (one per
+            window), or (N, k, T, 9) arrays: k clips per window, whose mean z
+            is used (the paper's Groove Transfer humanization: the 3 nearest
+            training windows).
         temperature : float
             0 plays the most likely hits and timing, the same every time:
             hits where p > 0.5, the predicted offset. Above 0 hits are drawn
@@ -332,6 +335,9 @@ class GrooveModel(nn.Module):
         x_in = torch.cat([H_in, V_in, O_in], dim=-1)
         sample = temperature > 0
         nets = self.networks()
+        clips_per_window = 1
+        if z_from is not None and np.ndim(z_from[0]) == 4:
+            clips_per_window = np.shape(z_from[0])[1]
         if self.variational:
             H_target = H_in if H_target is None else arr(H_target)
             zx = x_in if z_from is None else torch.cat([arr(a) for a in z_from], dim=-1)
@@ -343,6 +349,8 @@ class GrooveModel(nn.Module):
         for net in nets:
             annotations, z, _ = net.encode(zx, self.positions(T, len(zx)), sample=sample and self.variational,
                                            temperature=temperature, generator=gen)
+            if clips_per_window > 1:
+                z = z.view(-1, clips_per_window, z.shape[-1]).mean(1)
             z = z.expand(n, -1) if len(z) == 1 else z
             if len(z) != n:
                 raise ValueError(f"z_from has {len(z)} clips for {n} windows")

@@ -452,3 +452,15 @@ def test_weights_with_one_velocity_spread_per_class_still_load(tmp_path):
     save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"config": json.dumps(model.config())})
     old = load_groove_model("humanize", tmp_path / "old.safetensors")
     assert old.velocity_sigma.shape == (9, len(VELOCITY_LEVELS) + 1) and torch.all(old.velocity_sigma == 0.2)
+
+
+def test_transfer_with_several_clips_per_window_uses_their_mean_z():
+    torch.manual_seed(0)
+    model = GrooveModel("transfer", **TINY)
+    score, a, b = _batch(2, seed=7), _batch(2, seed=8), _batch(2, seed=9)
+    one = model.generate(*score, z_from=a, velocity_spread=0.0)
+    same = model.generate(*score, z_from=tuple(np.stack([x, x, x], axis=1) for x in a), velocity_spread=0.0)
+    assert all(np.allclose(p, q, atol=1e-6) for p, q in zip(one, same)), "3 copies of a clip: its own z"
+    mixed = model.generate(*score, z_from=tuple(np.stack([x, y], axis=1) for x, y in zip(a, b)),
+                           velocity_spread=0.0)
+    assert not np.allclose(mixed[2], one[2]), "two different clips: between them"

@@ -228,7 +228,7 @@ def test_evaluate_sets_end_to_end(task):
         assert "skipped" in r["rows"]["quantized"] and model["f1"] == 1
         assert r["classes"] == ([2, 3] if task == "infill" else list(range(9)))
     if task == "transfer":
-        assert set(r["transfer"]) == {"shuffled", "humanize_by_transfer"}
+        assert set(r["transfer"]) == {"shuffled", "humanize_by_transfer", "groove_transfer"}
     assert "knn" in format_table(r)
 
 
