@@ -464,3 +464,22 @@ def test_transfer_with_several_clips_per_window_uses_their_mean_z():
     mixed = model.generate(*score, z_from=tuple(np.stack([x, y], axis=1) for x, y in zip(a, b)),
                            velocity_spread=0.0)
     assert not np.allclose(mixed[2], one[2]), "two different clips: between them"
+
+
+def test_humanize_plays_a_piece_in_one_batch_as_it_would_window_by_window(tmp_path):
+    from rolypoly.groove import perform
+
+    torch.manual_seed(0)
+    model = GrooveModel("humanize", **TINY)
+    rng = np.random.default_rng(3)
+    piece = read_groove(write_drum_midi(tmp_path / "in.mid", _human_beat(6, rng)))
+    inputs = task_input("humanize", *windows(piece))
+    one_by_one = [model.generate(*(p[k:k + 1] for p in inputs), velocity_spread=0.0) for k in range(len(inputs[0]))]
+    expected = stitch(*(np.concatenate(p) for p in zip(*one_by_one)), piece.bar_starts)
+    played = perform(model, piece, velocity_spread=0.0)
+    np.testing.assert_allclose(played.O, expected[2], atol=1e-6)
+    np.testing.assert_allclose(played.V, expected[1], atol=1e-6)
+    model.velocity_sigma.fill_(0.15)
+    drawn = perform(model, piece)
+    bars = drawn.V.reshape(6, 16, 9) - played.V.reshape(6, 16, 9)
+    assert not np.allclose(bars[1], bars[2]), "each bar draws its own velocities"
