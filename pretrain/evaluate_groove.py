@@ -132,7 +132,7 @@ def evaluate_sets(task: str, train, test, model=None, *, split: str | None = Non
         rows["quantized"] = score(quantized(train, H))
         rows["knn"] = score(knn(train, H, k))
         rows["knn_jaccard"] = score(knn(train, H, k, similarity="jaccard"))
-    extra = {}
+    extra, lean = {}, None
     if model is None:
         rows["model"] = {"skipped": skip_reason or "no model"}
     elif task == "transfer":
@@ -146,7 +146,7 @@ def evaluate_sets(task: str, train, test, model=None, *, split: str | None = Non
         rows["model"] = score(played)
         rows["model_velocity_mean"] = score(play(velocity_spread=0.0))
         if task == "humanize":
-            extra["lean"] = _lean(test, played[2], cls)
+            lean = _lean(test, played[2], cls)
     for name, row in rows.items():
         if "skipped" not in row:
             row["method"] = _METHODS.get(name) or f"our {task} model" + (
@@ -164,8 +164,8 @@ def evaluate_sets(task: str, train, test, model=None, *, split: str | None = Non
         result["targets"] = {f: {"max": lim, "value": m.get(f),
                                  "met": None if m.get(f) is None else bool(m[f] <= lim)}
                              for f, lim in TARGETS.items()}
-    if "lean" in extra:
-        result["lean"] = extra.pop("lean")
+    if lean is not None:
+        result["lean"] = lean
     if extra:
         result["transfer"] = extra
     return result

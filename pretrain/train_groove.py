@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rolypoly.groove_model import (TAP_CLASS, WEIGHTS_DIR, GrooveEnsemble, GrooveModel, n_parameters,
+from rolypoly.groove_model import (WEIGHTS_DIR, GrooveEnsemble, GrooveModel, n_parameters,
                                    save_groove_model, steps_to_ms, tap, task_input, task_target_mask)
 
 from .groove_data import load_groove_split
@@ -48,13 +48,14 @@ EVAL_BATCH = 512
 
 
 def partial_taps(H, V, O, rng, p: float = PARTIAL_TAPS):
-    """Drumify's training input: the taps of every hit, or, for a share ``p`` of the windows, of only some drums.
+    """Drumify's training input: the taps of every hit or, in a share ``p`` of the windows, of some drums.
 
     A partner's rhythm (a bass line, a riff) is sparser than a drummer's
     taps: its onsets are where some of the drums would hit, not all of them.
     Windows whose taps come from a random half of the drum classes teach the
     model to write the rest of the kit around such a rhythm.
 
+    >>> from rolypoly.groove_model import TAP_CLASS
     >>> rng = np.random.default_rng(0)
     >>> H = np.ones((4, 32, 9), np.float32)
     >>> taps = partial_taps(H, H, 0 * H, rng, p=1.0)[0]

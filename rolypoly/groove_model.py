@@ -50,8 +50,8 @@ from .drum_map import N_CLASSES, class_index
 from .errors import CheckpointError
 from .groove_grid import GRIDS, GROOVE_TASKS, INSTRUMENTS, WINDOW_BARS, instrument_classes, steps_per_beat
 
-__all__ = ["GROOVE_TASKS", "INSTRUMENTS", "GrooveEnsemble", "GrooveModel", "instrument_classes", "load_groove_model",
-           "save_groove_model", "task_input", "task_target_mask", "tap"]
+__all__ = ["GROOVE_TASKS", "INSTRUMENTS", "GrooveEnsemble", "GrooveModel", "instrument_classes",
+           "load_groove_model", "save_groove_model", "task_input", "task_target_mask", "tap"]
 
 # -- model knobs (paper 5.2: encoder 512, z 256, decoder 2 x 256; smaller fits the time) ----
 ENCODER_HIDDEN = 128   # per direction
@@ -191,8 +191,8 @@ class GrooveModel(nn.Module):
         self.head = nn.Linear(decoder_hidden, ROW)
         self.register_buffer("target_mask", torch.as_tensor(
             task_target_mask(task, instrument=instrument), dtype=torch.float32))
-        # Residual spread of the validation predictions per class: temperature > 0 samples
-        # velocities and offsets from the Gaussian whose mean the model predicts.
+        # Residual spread of the validation predictions: velocities per class and level of the
+        # predicted velocity (drawn with velocity_spread), offsets per class (temperature > 0).
         self.register_buffer("velocity_sigma", torch.zeros(N_CLASSES, len(VELOCITY_LEVELS) + 1))
         self.register_buffer("offset_sigma", torch.zeros(N_CLASSES))
 
@@ -344,10 +344,10 @@ class GrooveModel(nn.Module):
             cond = torch.cat([H_target, torch.zeros_like(H_target), torch.zeros_like(H_target)], dim=-1)
         else:
             zx, cond = x_in, x_in
-        pos = self.positions(T, n)
+        pos, clip_pos = self.positions(T, n), self.positions(T, len(zx))
         states, inputs = [], []
         for net in nets:
-            annotations, z, _ = net.encode(zx, self.positions(T, len(zx)), sample=sample and self.variational,
+            annotations, z, _ = net.encode(zx, clip_pos, sample=sample and self.variational,
                                            temperature=temperature, generator=gen)
             if clips_per_window > 1:
                 z = z.view(-1, clips_per_window, z.shape[-1]).mean(1)
