@@ -32,6 +32,13 @@ def _take(session_dir, song, window=3.0, **partner):
                      settings=EngineSettings(partner_offset_s=LEAD, window_factor=window))
 
 
+def _take_lines(session_dir):
+    """The first take's file, made writable (takes are written read-only), and its lines."""
+    take = session_dir / "takes" / "000" / "take.jsonl"
+    take.chmod(0o644)
+    return take, take.read_text().splitlines()
+
+
 def test_first_take_starts_version_zero_and_finetune_writes_the_next(tmp_path, song):
     folder = tmp_path / "s"
     summary = _take(folder, song, offset_ms=15, jitter_ms=3, seed=1)
@@ -113,11 +120,9 @@ def test_revert_and_unknown_version(tmp_path, song):
 def test_take_of_another_score_is_refused(tmp_path, song):
     folder = tmp_path / "s"
     _take(folder, song, offset_ms=10)
-    take = folder / "takes" / "000" / "take.jsonl"
-    lines = take.read_text().splitlines()
+    take, lines = _take_lines(folder)
     head = json.loads(lines[0])
     head["score_hash"] = "0123456789abcdef"
-    take.chmod(0o644)
     take.write_text("\n".join([json.dumps(head)] + lines[1:]) + "\n")
     report = Session(folder).finetune()
     assert not report["accepted"] and "another score" in report["reason"] and report["version"] is None
@@ -126,9 +131,7 @@ def test_take_of_another_score_is_refused(tmp_path, song):
 def test_truncated_take_trains_on_complete_bars(tmp_path, song):
     folder = tmp_path / "s"
     _take(folder, song, offset_ms=10, jitter_ms=2)
-    take = folder / "takes" / "000" / "take.jsonl"
-    lines = take.read_text().splitlines()
-    take.chmod(0o644)
+    take, lines = _take_lines(folder)
     take.write_text("\n".join(lines[:20]) + "\n" + lines[20][:25])  # crash mid-row, no end line
     report = Session(folder).finetune()
     assert report["accepted"]
@@ -148,11 +151,9 @@ def test_take_without_partner_onsets_gives_no_update(tmp_path, song):
 def test_nan_in_a_take_is_refused(tmp_path, song):
     folder = tmp_path / "s"
     _take(folder, song, offset_ms=10)
-    take = folder / "takes" / "000" / "take.jsonl"
-    lines = take.read_text().splitlines()
+    take, lines = _take_lines(folder)
     row = json.loads(lines[3])
     row["yhat"] = float("nan")
-    take.chmod(0o644)
     lines[3] = json.dumps(row)
     take.write_text("\n".join(lines) + "\n")
     report = Session(folder).finetune()
