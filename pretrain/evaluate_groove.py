@@ -6,7 +6,7 @@
 
 Every 2-bar window of the split is given to each method as the task's input
 (:func:`rolypoly.groove_model.task_input`) and the output is scored against
-what the drummer played (:mod:`pretrain.groove_metrics`):
+what the drummer played (:mod:`rolypoly.pretrain.groove_metrics`):
 
 - ``humanize``: the score's hits → V and O; quantized, KNN (k = 20, the
   paper's Hadamard similarity), KNN with Jaccard similarity, and the model.
@@ -227,7 +227,7 @@ def evaluate(task: str, split: str = "test", root=None, grid: str = "16th", weig
     ----------
     task : "humanize", "drumify", "infill" or "transfer"
     split : the split evaluated; the baselines learn from "train"
-    root : dataset folder (see :func:`pretrain.gmd.gmd_dir`)
+    root : dataset folder (see :func:`rolypoly.pretrain.gmd.gmd_dir`)
     grid : "16th" or "triplet"
     weights : the model's weights; the shipped ``groove_<task>.safetensors`` where None.
         A missing file skips the model row with the reason.

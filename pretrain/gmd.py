@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rolypoly import paths
 from rolypoly.errors import DatasetError, ScoreError
 from rolypoly.features import score_features
 from rolypoly.grid import STEPS_PER_BAR
 from rolypoly.score import load_score
 
-#: Where a checkout finds the dataset: ../shared/datasets/groove beside the repository.
-DEFAULT_GMD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "groove"
 SPLITS = ("train", "validation", "test")
 #: Bump when the parsing or labelling changes: old caches then stop matching.
 PIPELINE_VERSION = 2
@@ -45,11 +44,11 @@ MIN_TAKE_BARS = 2
 
 
 def gmd_dir(path=None) -> Path:
-    """The dataset folder: ``path``, else $ROLYPOLY_GMD, else ../shared/datasets/groove."""
-    p = Path(path or os.environ.get("ROLYPOLY_GMD") or DEFAULT_GMD)
+    """The dataset folder: ``path``, else $ROLYPOLY_GMD, else the user data folder (:mod:`rolypoly.paths`)."""
+    p = paths.gmd_dir(path)
     if not (p / "info.csv").is_file():
-        raise DatasetError(f"{p}: no Groove MIDI Dataset here (info.csv missing); "
-                           "get it with: rolypoly data gmd --download DIR")
+        raise DatasetError(f"{p}: no Groove MIDI Dataset here (info.csv missing); pass --gmd DIR, "
+                           "set ROLYPOLY_GMD, or get it with: rolypoly data gmd --download")
     return p
 
 
@@ -108,7 +107,7 @@ def source_key(root, entries: list[dict]) -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ROLYPOLY_CACHE") or Path.home() / ".cache" / "rolypoly")
+    return paths.cache_dir()
 
 
 def split_entries(split: str, root=None, limit: int | None = None) -> tuple[Path, list[dict]]:
@@ -125,6 +124,18 @@ def split_entries(split: str, root=None, limit: int | None = None) -> tuple[Path
         raise DatasetError(f"{root}: {len(missing)} MIDI files listed in info.csv are missing "
                            f"(first: {missing[0]})")
     return root, entries
+
+
+def forgetting_set(root=None) -> "TakeSet":
+    """The takes fine-tuning watches so the agent does not forget how drummers play.
+
+    The first :data:`rolypoly.finetune.DATASET_TAKES` takes of the official
+    validation split, always the same ones; the one way the command line,
+    the service, the benchmarks and the experiments load them.
+    """
+    from rolypoly.finetune import DATASET_TAKES
+
+    return load_split("validation", root, limit=DATASET_TAKES)
 
 
 def load_split(split: str, root=None, *, limit: int | None = None, use_cache: bool = True,

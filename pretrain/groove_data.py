@@ -7,7 +7,7 @@ the 9 drum classes, 32 steps a window on the 16th grid, 96 on the triplet
 grid. Takes in other meters are left out, like GrooVAE (they are 12 of
 1,150), and so are windows without a single hit.
 
-Windows are cached as ``.npz`` in :func:`pretrain.gmd.cache_dir`, under a key
+Windows are cached as ``.npz`` in :func:`rolypoly.pretrain.gmd.cache_dir`, under a key
 hashed from the MIDI bytes and the settings (grid, window, pipeline version);
 a cache from other settings has another key and is never used.
 
@@ -84,7 +84,7 @@ def load_groove_split(split: str, root=None, *, grid: str = "16th", limit: int |
     Parameters
     ----------
     split : "train", "validation" or "test"
-    root : dataset folder (see :func:`pretrain.gmd.gmd_dir`)
+    root : dataset folder (see :func:`rolypoly.pretrain.gmd.gmd_dir`)
     grid : "16th" (T = 32) or "triplet" (T = 96)
     limit : keep only the first ``limit`` takes of the split (smoke tests)
     use_cache : read and write the ``.npz`` cache

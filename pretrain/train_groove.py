@@ -399,8 +399,3 @@ def run(args) -> int:
                       "train_seconds": meta["train_seconds"]}))
     return 0
 
-
-if __name__ == "__main__":
-    from rolypoly.cli import main
-
-    sys.exit(main(["pretrain", "groove", *sys.argv[1:]]))

@@ -6,7 +6,7 @@ validation split, fixed seeds. One process by default; several through
 the windows::
 
     rolypoly pretrain timing --agent seq2seq
-    torchrun --nproc_per_node 2 -m pretrain.train_timing --agent lstm --epochs 3
+    torchrun --nproc_per_node 2 -m rolypoly.pretrain.train_timing --agent lstm --epochs 3
 
 Writes ``timing_<agent>.safetensors`` (weights, normalisation, config),
 ``timing_<agent>.json`` (data hash, settings, per-epoch losses, final
@@ -197,9 +197,3 @@ def run(args) -> int:
                           "train_seconds": meta["train_seconds"]}))
     return 0
 
-
-if __name__ == "__main__":
-    # torchrun --nproc_per_node 2 -m pretrain.train_timing --agent lstm ...
-    from rolypoly.cli import main
-
-    sys.exit(main(["pretrain", "timing", *sys.argv[1:]]))

@@ -7,7 +7,7 @@ the hardware, or the dummy backend's stand-in).
 
 Examples
 --------
->>> from realtime.devices import list_devices, format_devices
+>>> from rolypoly.realtime.devices import list_devices, format_devices
 >>> print(format_devices(list_devices()))                   # doctest: +SKIP
 Audio (PortAudio V19.6.0-devel):
   [0] system  JACK Audio Connection Kit  in 2  out 2  48000 Hz  default in, default out
@@ -19,7 +19,7 @@ MIDI alsa: no ALSA sequencer (/dev/snd/seq missing)
 from __future__ import annotations
 
 from rolypoly.errors import DeviceError
-from realtime import midi_out
+from rolypoly.realtime import midi_out
 
 
 def _sounddevice():

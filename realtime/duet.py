@@ -2,7 +2,7 @@
 
 :func:`play_take` is what ``rolypoly play``, ``rolypoly simulate``, the
 service and the demo all call. It opens the session, runs the
-:class:`~realtime.engine.Engine` with the given clock and source, and then
+:class:`~rolypoly.realtime.engine.Engine` with the given clock and source, and then
 (off the live path) writes what a musician keeps from a take: the rows
 (``take.jsonl``, written during the take), the partner audio, the drums as
 played (MIDI), a mix of both (WAV) and a plot of ŷ and diff per hit.
@@ -22,10 +22,11 @@ import numpy as np
 
 from rolypoly.agents import Performer
 from rolypoly.score import Score, write_midi
-from rolypoly.session import SESSIONS_DIR, Session, score_hash  # noqa: F401  (re-exported)
+from rolypoly import paths
+from rolypoly.session import Session
 
 from .engine import Engine, EngineSettings
-from .takes import TAKE_FILE, TakeWriter
+from rolypoly.take import TAKE_FILE, TakeWriter
 
 def open_session(session, score_path) -> tuple[Path, Score]:
     """Create or reopen a session folder for a score; returns it and the score it plays now.
@@ -45,9 +46,9 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     Parameters
     ----------
     score_path : the drum part (MIDI)
-    source : a realtime.sources.PartnerSource
+    source : a rolypoly.realtime.sources.PartnerSource
     clock : RealClock or SimClock
-    session : session folder (default: ``sessions/<score name>``)
+    session : session folder (default: ``<sessions folder>/<score name>``, :func:`rolypoly.paths.sessions_dir`)
     agent, weights : which timing agent; the shipped weights where ``weights`` is omitted
     tempo_bpm : play at this tempo instead of the score's (later tempo changes keep their ratio)
     on_engine : optional callable(engine) called before the take starts (live displays)
@@ -58,7 +59,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     """
     settings = settings or EngineSettings()
     name = Path(score_path).stem
-    sess = Session.open(session or SESSIONS_DIR / name, score_path)
+    sess = Session.open(session or paths.sessions_dir() / name, score_path)
     score = sess.score(tempo_bpm)
     # The session's current model version (created from the pretrained agent on first use),
     # unless weights are given explicitly.
@@ -108,7 +109,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
 
     partner = source.recording()
     sr = source.sample_rate
-    from .partner_audio import write_wav
+    from rolypoly.audio_io import write_wav
 
     write_wav(take_dir / "partner.wav", partner, sr, subtype="PCM_16")
     offsets = np.zeros(len(score))
@@ -118,7 +119,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         drums = score.head(int(played.sum()))
     write_midi(drums, take_dir / "drums.mid", offsets=offsets[:len(drums)])
     if mix:
-        from .synth import render_hits
+        from rolypoly.synth import render_hits
 
         events = [(at, score.hits[t], score.velocities[t]) for t, at in hits]
         start = int(round(-settings.partner_offset_s * sr))  # partner sample 0 on the score's time line

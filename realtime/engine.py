@@ -18,8 +18,8 @@ For each score row t the engine
 All times are absolute on one clock, zero at the score's start plus a
 lead-in, so no error accumulates from hit to hit. The same code serves a
 live input, a recording played in real time and a simulated clock: only
-the clock and the source differ (:mod:`realtime.clock`,
-:mod:`realtime.sources`).
+the clock and the source differ (:mod:`rolypoly.realtime.clock`,
+:mod:`rolypoly.realtime.sources`).
 
 Examples
 --------
@@ -126,10 +126,10 @@ class Engine:
     ----------
     score : rolypoly.score.Score
     performer : rolypoly.agents.Performer
-    source : realtime.sources.PartnerSource
+    source : rolypoly.realtime.sources.PartnerSource
     clock : RealClock or SimClock
-    midi, osc : optional outputs (realtime.midi_out.MidiOut, realtime.osc_out.OscOut)
-    take : optional realtime.takes.TakeWriter receiving every row
+    midi, osc : optional outputs (rolypoly.realtime.midi_out.MidiOut, rolypoly.realtime.osc_out.OscOut)
+    take : optional rolypoly.take.TakeWriter receiving every row
     settings : EngineSettings
     on_hit : optional callable(row, actual_time) for monitors (drum synth, tests)
     """

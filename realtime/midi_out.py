@@ -13,7 +13,7 @@ playing OSC and reports it.
 
 Examples
 --------
->>> from realtime.midi_out import MidiOut
+>>> from rolypoly.realtime.midi_out import MidiOut
 >>> with MidiOut() as out:                                  # doctest: +SKIP
 ...     out.hit([0, 2], [110, 70])      # kick and closed hi-hat
 ...     out.release_due()               # later: the note-offs whose gate ended
@@ -29,7 +29,7 @@ import time
 
 from rolypoly.drum_map import DRUM_CHANNEL, OUTPUT_PITCHES
 from rolypoly.errors import DeviceError
-from realtime import jack
+from rolypoly.realtime import jack
 
 try:
     import rtmidi
@@ -159,7 +159,7 @@ class MidiOut:
     client_name : str
         MIDI client name; under JACK the virtual port is ``client:port``
         (JACK appends ``-01``... when the name is taken on that server, and
-        names must differ across servers: see :mod:`realtime.jack`).
+        names must differ across servers: see :mod:`rolypoly.realtime.jack`).
     gate_s : float
         Time from a note-on to its note-off.
     check_interval_s : float

@@ -15,7 +15,7 @@ is counted in :attr:`OscOut.failures` and the last reason kept in
 
 Examples
 --------
->>> from realtime.osc_out import OscOut
+>>> from rolypoly.realtime.osc_out import OscOut
 >>> osc = OscOut(port=57120)
 >>> osc.state(take="warmup", bpm=96.0)
 True

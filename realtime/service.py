@@ -45,7 +45,7 @@ handler works out the complete new state first and stores it last.
 
 The core, :meth:`Service.handle`, needs no sockets; :func:`serve` wires it
 to a python-osc UDP server and sends the replies with a python-osc client.
-Takes run on their own thread through :func:`realtime.duet.play_take`, never
+Takes run on their own thread through :func:`rolypoly.realtime.duet.play_take`, never
 on the thread that reads OSC, so ``stop`` and ``status`` work mid-take.
 
 Examples
@@ -71,6 +71,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 
+from rolypoly import paths
 from rolypoly.errors import DeviceError, RolypolyError
 from rolypoly.score import Score, at_tempo
 
@@ -191,9 +192,9 @@ def write_ab(session: Path, a: float, b: float) -> None:
 
 
 def _synth_available() -> bool:
-    """Whether realtime.synth (the drum sounds of a take's mix) is installed."""
+    """Whether rolypoly.synth (the drum sounds of a take's mix) is installed."""
     try:
-        return importlib.util.find_spec("realtime.synth") is not None
+        return importlib.util.find_spec("rolypoly.synth") is not None
     except (ImportError, ValueError):
         return False
 
@@ -282,12 +283,14 @@ class Service:
     sessions_dir : folder every path a message names must stay in (created if missing)
     reply : (host, port) replies go to, or None to reply to each message's sender
     weights : optional {agent: weights file}; the shipped weights where omitted
-    mix, plot : passed to play_take (the mix only when realtime.synth exists)
+    mix, plot : passed to play_take (the mix only when rolypoly.synth exists)
     emit : callable(destination, replies) for replies sent later (``take_done``,
         a failed take). Default: put them on :attr:`outbox`.
-    player : what plays a take (default :func:`realtime.duet.play_take`; tests swap it)
-    gmd : Groove MIDI Dataset folder for fine-tuning's forgetting check (default: the usual place;
-        without it fine-tuning goes on and says the check was skipped)
+    player : what plays a take (default :func:`rolypoly.realtime.duet.play_take`; tests swap it)
+    forgetting_set : callable() -> the Groove MIDI Dataset takes fine-tuning's forgetting check
+        watches (``rolypoly.pretrain.gmd.forgetting_set``, given by the command line), called on
+        the first fine-tune; None, or a RolypolyError from it: fine-tuning goes on and says the
+        check was skipped
 
     Examples
     --------
@@ -299,8 +302,8 @@ class Service:
     """
 
     def __init__(self, sessions_dir=None, *, reply=DEFAULT_REPLY, weights: dict | None = None,
-                 mix: bool = True, plot: bool = True, emit=None, player=None, gmd=None):
-        root = Path(sessions_dir if sessions_dir is not None else duet.SESSIONS_DIR)
+                 mix: bool = True, plot: bool = True, emit=None, player=None, forgetting_set=None):
+        root = paths.sessions_dir(sessions_dir)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -316,7 +319,7 @@ class Service:
         self._take: _Take | None = None
         self._tuning: threading.Thread | None = None
         self._dataset = None                 # GMD validation subset, loaded on the first finetune
-        self.gmd = gmd
+        self.forgetting_set = forgetting_set
         self._lock = threading.Lock()        # guards settings and the current take
         # Held while a message is handled and its replies sent, and while a take thread
         # sends its own: so /rolypoly/playing always goes out before /rolypoly/take_done.
@@ -654,11 +657,10 @@ class Service:
     def _gmd_subset(self):
         """The GMD validation subset for the forgetting check (cached), or None and why."""
         if self._dataset is None:
-            from pretrain.gmd import load_split
-            from rolypoly.finetune import DATASET_TAKES
-
+            if self.forgetting_set is None:
+                return None, "no forgetting check: no dataset given"
             try:
-                self._dataset = load_split("validation", self.gmd, limit=DATASET_TAKES)
+                self._dataset = self.forgetting_set()
             except RolypolyError as e:
                 return None, f"no forgetting check: {_one_line(e)}"
         return self._dataset, ""
@@ -805,7 +807,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, reply=DEFAULT_R
     ----------
     host, port : where to listen (UDP); port 0 picks a free port
     reply : (host, port) for replies, None to answer each sender
-    sessions_dir : the sessions folder (default realtime.duet.SESSIONS_DIR)
+    sessions_dir : the sessions folder (default :func:`rolypoly.paths.sessions_dir`)
     ready : optional callable((host, port)) called once listening (tests, logs)
     service : an existing Service (else one is made with ``options``)
 
@@ -848,7 +850,7 @@ def main(args) -> int:
     weights = {k: getattr(args, f"{k}_weights", None) for k in AGENTS}
     service = Service(args.sessions, reply=reply, weights={k: v for k, v in weights.items() if v},
                       mix=not getattr(args, "no_mix", False), plot=not getattr(args, "no_plot", False),
-                      gmd=getattr(args, "gmd", None))
+                      forgetting_set=getattr(args, "forgetting_set", None))
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"rolypoly: warning: listening on {args.host}: anyone who can reach port {args.port} "
               "can control the drum machine", file=sys.stderr)

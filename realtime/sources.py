@@ -1,6 +1,6 @@
 """Partner sources: where the engine hears the partner play.
 
-Every source runs the same :class:`~realtime.onsets.OnsetDetector` over the
+Every source runs the same :class:`~rolypoly.onsets.OnsetDetector` over the
 partner's audio in blocks, stamps each onset on the engine clock where it
 *happened* and where it became *available*, and hands the engine the new
 onsets when it asks (:meth:`poll`). Only the way blocks arrive differs:
@@ -11,8 +11,8 @@ onsets when it asks (:meth:`poll`). Only the way blocks arrive differs:
 * :class:`FileSource` – a WAV/FLAC recording played as the partner. Its
   blocks arrive as the engine clock passes their end, exactly as a live
   stream would deliver them: in real time on a
-  :class:`~realtime.clock.RealClock`, faster than real time on a
-  :class:`~realtime.clock.SimClock`.
+  :class:`~rolypoly.realtime.clock.RealClock`, faster than real time on a
+  :class:`~rolypoly.realtime.clock.SimClock`.
 
 Examples
 --------
@@ -30,7 +30,7 @@ import numpy as np
 
 from rolypoly.errors import DeviceError, RolypolyError
 
-from .onsets import OnsetDetector
+from rolypoly.onsets import OnsetDetector
 
 #: One partner onset as the engine sees it (engine-clock seconds).
 ONSET = np.dtype([("time", np.float64), ("available", np.float64),
@@ -144,7 +144,7 @@ class FileSource(PartnerSource):
     def __init__(self, path=None, *, sample_rate: int = DEFAULT_RATE, block: int = DEFAULT_BLOCK,
                  detector: dict | None = None, audio: np.ndarray | None = None):
         if audio is None:
-            from .audio_io import load_audio
+            from rolypoly.audio_io import load_audio
 
             audio = load_audio(path, sample_rate)
         self.audio = np.ascontiguousarray(audio, dtype=np.float32)

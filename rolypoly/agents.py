@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .paths import SHIPPED_WEIGHTS
 from .features import DESCRIPTOR, DIFF, N_FEATURES, N_SCORE_FEATURES, OFFSET_SCALE
 
 # -- model knobs (paper 3.2) ---------------------------------------------------
@@ -44,7 +45,7 @@ ENCODER_HIDDEN = 128  # per direction, Seq2Seq encoder
 #: Normalised features are clipped here so a freak value cannot saturate the cell.
 FEATURE_CLIP = 8.0
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = SHIPPED_WEIGHTS  # read only: training writes where --out says
 AGENT_KINDS = ("lstm", "seq2seq")
 
 

@@ -16,9 +16,11 @@ import numpy as np
 
 from .drum_map import class_index
 from .grid import STEPS_PER_BAR
+from .paths import DEMO_PARTNER, DEMO_SCORE  # noqa: F401  (the bundled demo files)
 from .score import Score, score_from_grid
 
-DEMO_SCORE = Path(__file__).resolve().parent / "data" / "demo_score.mid"
+#: The bundled bass recording starts this long before the demo score (s).
+PARTNER_LEAD_S = 0.5
 
 
 def _bar(hits: dict, accents=()) -> tuple[np.ndarray, np.ndarray]:

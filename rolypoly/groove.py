@@ -138,12 +138,12 @@ def taps_from_audio(path, *, bpm: float | None = None, grid: str = "16th") -> Gr
     """A partner's recording as taps on a grid: one tap per detected onset.
 
     Onsets come from the project's live onset detector (as
-    :func:`realtime.onsets.detect_file`), loudness from the peak of the
+    :func:`rolypoly.onsets.detect_file`), loudness from the peak of the
     30 ms after each onset. The tempo is ``bpm``, or librosa's estimate;
     the first onset is taken as the first downbeat, the meter as 4/4.
     """
-    from realtime.audio_io import load_audio
-    from realtime.onsets import detect
+    from rolypoly.audio_io import load_audio
+    from rolypoly.onsets import detect
 
     sr = 48000
     audio = load_audio(path, sr)

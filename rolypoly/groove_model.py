@@ -48,6 +48,7 @@ from torch import nn
 
 from .drum_map import N_CLASSES, class_index
 from .errors import CheckpointError
+from .paths import SHIPPED_WEIGHTS
 from .groove_grid import GRIDS, GROOVE_TASKS, INSTRUMENTS, WINDOW_BARS, instrument_classes, steps_per_beat
 
 __all__ = ["GROOVE_TASKS", "INSTRUMENTS", "GrooveEnsemble", "GrooveModel", "instrument_classes",
@@ -76,7 +77,7 @@ VELOCITY_SPREAD = 1.0
 #: all would push ghost notes down to silence.
 VELOCITY_LEVELS = (0.3, 0.45, 0.6, 0.75)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = SHIPPED_WEIGHTS  # read only: training writes where --out says
 #: The column a tapped rhythm is written to: a tap is most like a closed hi-hat (as Magenta's Tap2Drum).
 TAP_CLASS = class_index("closed_hihat")
 ROW = 3 * N_CLASSES    # one step of H, V and O side by side

@@ -6,7 +6,7 @@ take, and every *model version* the between-take fine-tuning produced::
     sessions/<name>/
       session.json      score hash, A/B, current model version, off-beat ledger
       score.mid         the drum part as the session started
-      takes/NNN/        what each take left behind (realtime.duet.play_take)
+      takes/NNN/        what each take left behind (rolypoly.realtime.duet.play_take)
       models/NNN/       weights.safetensors + version.json, never overwritten
 
 Version 000 is the pretrained agent the session started from (a copy, so a
@@ -50,8 +50,6 @@ MODELS = "models"
 TAKES = "takes"
 WEIGHTS_FILE = "weights.safetensors"
 VERSION_FILE = "version.json"
-#: Where `play` and `simulate` keep sessions unless told otherwise.
-SESSIONS_DIR = Path(__file__).resolve().parents[1] / "sessions"
 
 
 class SessionError(RolypolyError):
@@ -442,7 +440,7 @@ class Session:
         ``current`` (the version the session now plays), ``take``, the
         ``before``/``after`` figures, target statistics and ``offbeat`` changes.
         """
-        from realtime.takes import TakeError, read_take
+        from rolypoly.take import TakeError, read_take
 
         from . import finetune as ft
         from .targets import beat_rows, cancel_scaling_ab, offbeat_notes, take_arrays, take_targets, \
@@ -549,7 +547,7 @@ class Session:
         X = score_features(score)
         dirs = self.take_dirs()
         if dirs:
-            from realtime.takes import read_take
+            from rolypoly.take import read_take
 
             t = read_take(self.take_dir(take))
             if self.score_of_hash(t.header.get("score_hash", "")) is not None and \

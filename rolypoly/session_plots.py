@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.takes import TAKE_FILE, Take, TakeError, read_take
+from rolypoly.take import TAKE_FILE, Take, TakeError, read_take
 
 from .errors import RolypolyError
 from .features import HITS, TEMPO, TIMESIG
@@ -307,7 +307,7 @@ def plot_take_fig1(take, path, *, title: str | None = None) -> Path:
 
     Parameters
     ----------
-    take : realtime.takes.Take, or the path of a take file or folder
+    take : rolypoly.take.Take, or the path of a take file or folder
     path : the PNG to write
     title : default: :func:`take_summary`
 
@@ -371,7 +371,7 @@ def plot_takes_fig2(takes, path, *, labels=None) -> Path:
 
     Parameters
     ----------
-    takes : sequence of realtime.takes.Take (or take paths), in take order
+    takes : sequence of rolypoly.take.Take (or take paths), in take order
     path : the PNG to write
     labels : one per take (default "take 0", "take 1", …)
 

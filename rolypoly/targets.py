@@ -503,7 +503,7 @@ def offbeat_notes(rows, onsets, steps_per_bar: int = STEPS_PER_BAR, min_gap_ms: 
     ----------
     rows : sequence of dict
         Take rows in order, each with ``row``, ``bar``, ``step`` and
-        ``notated`` (s from score zero), as in :func:`realtime.takes.read_take`.
+        ``notated`` (s from score zero), as in :func:`rolypoly.take.read_take`.
     onsets : array_like
         Every partner onset of the take (s from score zero), not only those
         in the hit windows.
@@ -713,11 +713,11 @@ def validate_take(take, score_hash: str, n_rows: int) -> TakeCheck:
 
     Parameters
     ----------
-    take : realtime.takes.Take
-        As read by :func:`realtime.takes.read_take` (``header``, ``rows``,
+    take : rolypoly.take.Take
+        As read by :func:`rolypoly.take.read_take` (``header``, ``rows``,
         ``footer``, ``problems``).
     score_hash : str
-        Hash of the session's score (:func:`realtime.duet.score_hash`).
+        Hash of the session's score (:func:`rolypoly.realtime.duet.score_hash`).
     n_rows : int
         Rows in the session's score.
 

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from realtime.jack import JackServer, jack_available, server_running
+# The Groove MIDI Dataset of this workplace sits beside the checkout; a user's is wherever
+# $ROLYPOLY_GMD (or --gmd) says. Set before any test module is imported.
+os.environ.setdefault("ROLYPOLY_GMD", str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "groove"))
+
+from rolypoly.realtime.jack import JackServer, jack_available, server_running
 from rolypoly.errors import DeviceError
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.clock import RealClock, SimClock
-from realtime.engine import Engine, EngineSettings
-from realtime.partner_audio import clicks
-from realtime.sources import FileSource
-from realtime.takes import TakeWriter, read_take, TakeError
+from rolypoly.realtime.clock import RealClock, SimClock
+from rolypoly.realtime.engine import Engine, EngineSettings
+from rolypoly.lab.partner_audio import clicks
+from rolypoly.realtime.sources import FileSource
+from rolypoly.take import TakeWriter, read_take, TakeError
 from rolypoly.agents import Performer, make_agent
 from rolypoly.demo import demo_score
 from rolypoly.features import DIFF
@@ -180,11 +180,11 @@ def test_not_a_take_is_refused(tmp_path):
 
 KILL_SCRIPT = r"""
 import sys, numpy as np
-from realtime.clock import RealClock
-from realtime.engine import Engine, EngineSettings
-from realtime.sources import FileSource
-from realtime.takes import TakeWriter
-from realtime.partner_audio import clicks
+from rolypoly.realtime.clock import RealClock
+from rolypoly.realtime.engine import Engine, EngineSettings
+from rolypoly.realtime.sources import FileSource
+from rolypoly.take import TakeWriter
+from rolypoly.lab.partner_audio import clicks
 from rolypoly.demo import demo_score
 sys.path.insert(0, sys.argv[2])
 from test_engine import ConstantAgent

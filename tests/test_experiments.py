@@ -7,15 +7,14 @@ import json
 
 import pytest
 
-from realtime.experiments import run_experiment
+from rolypoly.lab.experiments import run_experiment
 from rolypoly.errors import DatasetError
 
 
 def _dataset():
-    from pretrain.gmd import load_split
-    from rolypoly.finetune import DATASET_TAKES
+    from rolypoly.pretrain.gmd import forgetting_set
     try:
-        return load_split("validation", limit=DATASET_TAKES)
+        return forgetting_set()
     except DatasetError:
         return None
 

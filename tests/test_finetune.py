@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.clock import SimClock
-from realtime.engine import Engine
-from realtime.partner_audio import clicks
-from realtime.sources import FileSource
-from realtime.takes import TakeWriter, read_take
+from rolypoly.realtime.clock import SimClock
+from rolypoly.realtime.engine import Engine
+from rolypoly.lab.partner_audio import clicks
+from rolypoly.realtime.sources import FileSource
+from rolypoly.take import TakeWriter, read_take
 from rolypoly.agents import Performer, make_agent
 from rolypoly.demo import demo_score
 from rolypoly.features import fit_normalisation, score_features
@@ -142,7 +142,7 @@ def test_finetuning_runs_on_one_thread_and_gives_the_threads_back(take_rows):
 
 
 def test_bench_take_is_the_demo_looped_to_three_minutes():
-    from realtime.bench_finetune import loop_score
+    from rolypoly.lab.bench_finetune import loop_score
 
     demo = demo_score()
     looped = loop_score(demo, 180.0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain import gmd
+from rolypoly import paths
 from rolypoly.drum_map import class_of_pitch
 from rolypoly.errors import CheckpointError, ScoreError
 from rolypoly.groove_grid import (GRIDS, groove_from_notes, read_groove, stitch, window_bounds, windows,
@@ -23,8 +23,8 @@ from rolypoly.score import TempoMap, read_drum_notes
 from .midi_factory import TPB, write_drum_midi
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_gmd = pytest.mark.skipif(not (gmd.DEFAULT_GMD / "info.csv").is_file(),
-                               reason=f"Groove MIDI Dataset not at {gmd.DEFAULT_GMD}")
+needs_gmd = pytest.mark.skipif(not (paths.gmd_dir() / "info.csv").is_file(),
+                               reason=f"Groove MIDI Dataset not at {paths.gmd_dir()}")
 KICK, SNARE, HAT = 36, 38, 42
 SIXTEENTH = TPB // 4
 TINY = dict(encoder_hidden=16, z_size=8, decoder_hidden=16, layers=2, dropout=0.0)
@@ -248,7 +248,7 @@ def test_weights_round_trip_and_pickles_are_refused(tmp_path):
 
 @needs_gmd
 def test_gmd_windows_and_cache(tmp_path, monkeypatch):
-    from pretrain.groove_data import load_groove_split
+    from rolypoly.pretrain.groove_data import load_groove_split
 
     monkeypatch.setenv("ROLYPOLY_CACHE", str(tmp_path / "cache"))
     data = load_groove_split("validation", limit=3)
@@ -263,7 +263,7 @@ def test_gmd_windows_and_cache(tmp_path, monkeypatch):
     sub = data.subset(data.take == 0)
     assert len(sub) == (data.take == 0).sum() and sub.names == data.names
     # Windows match the take read directly.
-    direct = windows(read_groove(gmd.DEFAULT_GMD / data.names[0]))[2]
+    direct = windows(read_groove(paths.gmd_dir() / data.names[0]))[2]
     np.testing.assert_array_equal(sub.O[0], direct[sub.bar[0]])
     tri = load_groove_split("validation", limit=3, grid="triplet")
     assert tri.H.shape[1] == 96 and tri.steps_per_beat == 12
@@ -413,7 +413,7 @@ def test_velocity_spread_widens_velocities_but_not_timing():
 
 
 def test_drumify_trains_on_partial_taps_as_well_as_full_ones():
-    from pretrain.train_groove import partial_taps
+    from rolypoly.pretrain.train_groove import partial_taps
 
     H, V, O = _batch(400, seed=6)
     full = tap(H, V, O)[0][..., TAP_CLASS]
@@ -427,7 +427,7 @@ def test_drumify_trains_on_partial_taps_as_well_as_full_ones():
 
 
 def test_velocity_spread_is_measured_per_class_and_level():
-    from pretrain.train_groove import residual_spreads
+    from rolypoly.pretrain.train_groove import residual_spreads
 
     rng = np.random.default_rng(0)
     n = (300, 32, 9)

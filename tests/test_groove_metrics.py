@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from pretrain import gmd
-from pretrain.evaluate_groove import evaluate, evaluate_sets, format_table
-from pretrain.groove_baselines import knn, knn_generate, mean_velocity, neighbours, quantized
-from pretrain.groove_data import GrooveSet
-from pretrain.groove_metrics import (distribution_kl, gaussian_kl, groove_metrics, metrical_position,
+from rolypoly import paths
+from rolypoly.pretrain.evaluate_groove import evaluate, evaluate_sets, format_table
+from rolypoly.pretrain.groove_baselines import knn, knn_generate, mean_velocity, neighbours, quantized
+from rolypoly.pretrain.groove_data import GrooveSet
+from rolypoly.pretrain.groove_metrics import (distribution_kl, gaussian_kl, groove_metrics, metrical_position,
                                      note_f1, timing_kl, timing_mae_ms, timing_mse_16th, velocity_kl)
 
-needs_gmd = pytest.mark.skipif(not (gmd.DEFAULT_GMD / "info.csv").is_file(),
-                               reason=f"Groove MIDI Dataset not at {gmd.DEFAULT_GMD}")
+needs_gmd = pytest.mark.skipif(not (paths.gmd_dir() / "info.csv").is_file(),
+                               reason=f"Groove MIDI Dataset not at {paths.gmd_dir()}")
 
 
 def grooves(H, V=None, O=None, bpm=120.0, take=None, spb=4) -> GrooveSet:
@@ -257,7 +257,7 @@ def test_cli_missing_dataset_is_one_line(tmp_path, capsys):
 
 
 def test_lean_removed_mae_takes_away_each_groups_mean_error_only():
-    from pretrain.groove_metrics import lean_removed_mae_ms
+    from rolypoly.pretrain.groove_metrics import lean_removed_mae_ms
 
     O = np.zeros((2, 4, 1))
     H = np.ones_like(O)

@@ -23,13 +23,14 @@ import pytest
 
 rtmidi = pytest.importorskip("rtmidi")
 
-from realtime import bench_output, jack  # noqa: E402
-from realtime.bench_output import bench_score, expected_notes, match_notes, row_times  # noqa: E402
-from realtime.clock import RealClock  # noqa: E402
-from realtime.engine import Engine, EngineSettings  # noqa: E402
-from realtime.midi_out import MidiOut  # noqa: E402
-from realtime.osc_out import OscOut  # noqa: E402
-from realtime.partner_audio import plucked_guitar  # noqa: E402
+from rolypoly.lab import bench_output
+from rolypoly.realtime import jack  # noqa: E402
+from rolypoly.lab.bench_output import bench_score, expected_notes, match_notes, row_times  # noqa: E402
+from rolypoly.realtime.clock import RealClock  # noqa: E402
+from rolypoly.realtime.engine import Engine, EngineSettings  # noqa: E402
+from rolypoly.realtime.midi_out import MidiOut  # noqa: E402
+from rolypoly.realtime.osc_out import OscOut  # noqa: E402
+from rolypoly.lab.partner_audio import plucked_guitar  # noqa: E402
 from rolypoly.errors import DeviceError  # noqa: E402
 
 pytestmark = pytest.mark.jack
@@ -142,7 +143,7 @@ def routed_source(partner: PartnerPlayer):
     runs (inside ``Engine.run``, during the lead-in) that is undone and the
     partner's port connected instead, and the partner starts at score zero.
     """
-    from realtime.sources import LiveSource
+    from rolypoly.realtime.sources import LiveSource
 
     class RoutedLiveSource(LiveSource):
         def start(self, clock, t0):
@@ -233,7 +234,7 @@ def nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --- a whole take through JACK --------------------------------------------------------------------
 
 def test_live_take_through_jack(jack_server, sd, performer):
-    from realtime.devices import resolve_input_device
+    from rolypoly.realtime.devices import resolve_input_device
 
     score = bench_score(8.0, bpm=120)  # 8 bars of 2/4: 16th hats, kick, snare; 64 rows
     eighths = np.flatnonzero(score.step % 6 == 0)
@@ -309,7 +310,7 @@ def test_live_take_through_jack(jack_server, sd, performer):
 # --- bad input through the live path ------------------------------------------------------------
 
 def test_missing_input_device_lists_the_inputs(sd):
-    from realtime.sources import LiveSource
+    from rolypoly.realtime.sources import LiveSource
 
     with pytest.raises(DeviceError, match=r"not found; input devices: .*system") as err:
         LiveSource("no-such-interface")
@@ -386,7 +387,7 @@ class SynthProcess:
 
 
 def test_midi_port_gone_mid_take(sd, performer, osc_listener):
-    from realtime.sources import LiveSource
+    from rolypoly.realtime.sources import LiveSource
 
     osc_port, received = osc_listener
     score = bench_score(4.0, bpm=120)  # 32 rows

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from realtime import bench_onsets
-from realtime.bench_onsets import match_onsets, score
-from realtime.onsets import ONSET_DTYPE, OnsetDetector, aubio_onsets, detect, detect_file
-from realtime.partner_audio import (background_noise, clicks, electric_bass, electric_keys,
+from rolypoly.lab import bench_onsets
+from rolypoly.lab.bench_onsets import match_onsets, score
+from rolypoly.lab.bench_onsets import aubio_onsets
+from rolypoly.onsets import ONSET_DTYPE, OnsetDetector, detect_file
+from rolypoly.lab.partner_audio import (background_noise, clicks, electric_bass, electric_keys,
                                     humanized_part, plucked_guitar, write_wav)
 from rolypoly.errors import RolypolyError
 

@@ -17,10 +17,10 @@ import rtmidi
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 
-from realtime import jack
-from realtime.devices import format_devices, list_devices, resolve_input_device
-from realtime.midi_out import MidiOut, api_status
-from realtime.osc_out import OscOut
+from rolypoly.realtime import jack
+from rolypoly.realtime.devices import format_devices, list_devices, resolve_input_device
+from rolypoly.realtime.midi_out import MidiOut, api_status
+from rolypoly.realtime.osc_out import OscOut
 from rolypoly.drum_map import OUTPUT_PITCHES
 from rolypoly.errors import DeviceError
 
@@ -149,8 +149,8 @@ def test_midi_existing_port_that_vanishes_mid_take(jack_server):
 # of the process at its next client open, so the session's own clients would go too.
 DYING_SERVER = r"""
 import json, time
-from realtime import jack
-from realtime.midi_out import MidiOut
+from rolypoly.realtime import jack
+from rolypoly.realtime.midi_out import MidiOut
 server = jack.JackServer.private("rolypoly-doomed", portaudio=False)  # see jack.JackServer.stop
 # named after the server: unique among running servers, and the same each run, so
 # the semaphores jackd leaves in /dev/shm for clients it loses do not pile up
@@ -321,7 +321,7 @@ def test_devices_without_portaudio_say_what_to_install():
     # A fresh interpreter whose library lookup cannot find libportaudio.
     code = ("import ctypes.util; find = ctypes.util.find_library\n"
             "ctypes.util.find_library = lambda n: None if 'portaudio' in n else find(n)\n"
-            "from realtime.devices import list_devices\n"
+            "from rolypoly.realtime.devices import list_devices\n"
             "from rolypoly.errors import DeviceError\n"
             "try:\n    list_devices()\nexcept DeviceError as e:\n    print(e)\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

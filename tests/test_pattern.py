@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from realtime.clock import SimClock
-from realtime.duet import play_take
-from realtime.engine import EngineSettings
-from realtime.takes import read_take
-from realtime.virtual_partner import VirtualPartner
+from rolypoly.realtime.clock import SimClock
+from rolypoly.realtime.duet import play_take
+from rolypoly.realtime.engine import EngineSettings
+from rolypoly.take import read_take
+from rolypoly.lab.virtual_partner import VirtualPartner
 from rolypoly.demo import DEMO_SCORE
 from rolypoly.groove_model import default_groove_weights
 from rolypoly.score import load_score

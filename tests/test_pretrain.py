@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pretrain import gmd
-from pretrain.download import download_gmd
+from rolypoly import paths
+from rolypoly.pretrain import gmd
+from rolypoly.pretrain.download import download_gmd
 from rolypoly.agents import AGENT_KINDS, default_weights, load_agent
 from rolypoly.errors import DatasetError
 from rolypoly.score import load_score
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_gmd = pytest.mark.skipif(not (gmd.DEFAULT_GMD / "info.csv").is_file(),
-                               reason=f"Groove MIDI Dataset not at {gmd.DEFAULT_GMD}")
+needs_gmd = pytest.mark.skipif(not (paths.gmd_dir() / "info.csv").is_file(),
+                               reason=f"Groove MIDI Dataset not at {paths.gmd_dir()}")
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_split_labels_are_grid_residuals(cache):
     assert np.abs(data.y).max() <= 1 / 48 + 1e-6
     assert 0 < np.abs(data.y).mean() < 1 / 96
     # Rows match the score parsed directly.
-    first = load_score(gmd.DEFAULT_GMD / data.names[0])
+    first = load_score(paths.gmd_dir() / data.names[0])
     np.testing.assert_allclose(data.y[data.take(0)], first.played_offset, atol=1e-7)
 
 
@@ -55,7 +56,7 @@ def test_pruning_drops_short_takes(cache):
     data = gmd.load_split("test")
     assert len(data) < len(entries)
     for name in data.names[:20]:
-        s = load_score(gmd.DEFAULT_GMD / name)
+        s = load_score(paths.gmd_dir() / name)
         assert s.n_bars >= 2 and s.onset_s[-1] + s.duration_ms[-1] / 1000 > 1.0
 
 
@@ -111,7 +112,7 @@ def test_smoke_pretraining_writes_weights_metadata_and_curve(kind, tmp_path, cac
 
 @needs_gmd
 def test_training_is_repeatable_with_fixed_seeds(tmp_path, cache):
-    from pretrain.train_timing import train
+    from rolypoly.pretrain.train_timing import train
 
     a = train("lstm", epochs=1, out=tmp_path / "a", limit=4, progress=False, batch=4, window=64)
     b = train("lstm", epochs=1, out=tmp_path / "b", limit=4, progress=False, batch=4, window=64)
@@ -130,7 +131,7 @@ def test_ddp_two_processes(tmp_path, cache):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           "-m", "pretrain.train_timing", "--agent", "lstm", "--epochs", "1", "--limit", "6",
+           "-m", "rolypoly.cli", "pretrain", "timing", "--agent", "lstm", "--epochs", "1", "--limit", "6",
            "--out", str(tmp_path), "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600,
                        env={**os.environ, "ROLYPOLY_CACHE": str(cache), "OMP_NUM_THREADS": "1"})
@@ -213,7 +214,6 @@ def test_humanize_refuses_pickled_weights(tmp_path):
 
 def _archive(tmp_path, corrupt=False) -> tuple[Path, str]:
     """A small archive laid out like the official one: groove/info.csv and MIDI files."""
-    src = gmd.DEFAULT_GMD
     zpath = tmp_path / "groove-v1.0.0-midionly.zip"
     with zipfile.ZipFile(zpath, "w") as z:
         z.writestr("groove/info.csv", "drummer,session,id,style,bpm,beat_type,time_signature,"

@@ -14,8 +14,9 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
-from realtime.partner_audio import clicks, write_wav
-from realtime.service import Service, serve
+from rolypoly.audio_io import write_wav
+from rolypoly.lab.partner_audio import clicks
+from rolypoly.realtime.service import Service, serve
 from rolypoly.score import at_tempo
 from rolypoly.demo import demo_score
 from rolypoly.errors import ScoreError
@@ -147,7 +148,7 @@ def test_load_score_errors_carry_the_score_error_text(svc, root):
 
 
 def test_load_score_refuses_a_session_of_another_score(svc, root):
-    from realtime.duet import open_session
+    from rolypoly.realtime.duet import open_session
 
     write_midi(score_from_grid(np.eye(24, 9, dtype=bool), bpm=100, name="other"), root / "other.mid")
     open_session(root / "demo", root / "other.mid")
@@ -446,10 +447,10 @@ def test_quit_stops_a_take(svc):
 
 
 def test_finetune_between_takes_reports_progress_and_the_result(svc, root):
-    from realtime.clock import SimClock
-    from realtime.duet import play_take
-    from realtime.engine import EngineSettings
-    from realtime.sources import FileSource
+    from rolypoly.realtime.clock import SimClock
+    from rolypoly.realtime.duet import play_take
+    from rolypoly.realtime.engine import EngineSettings
+    from rolypoly.realtime.sources import FileSource
 
     assert "no session" in rejected(svc, "finetune")
     loaded(svc)
@@ -585,7 +586,7 @@ def test_a_take_over_udp(root, weights, score):
 def test_main_serves_until_quit(root, capsys):
     from argparse import Namespace
 
-    from realtime.service import main
+    from rolypoly.realtime.service import main
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a port that is free now
         probe.bind(("127.0.0.1", 0))
@@ -612,7 +613,7 @@ def test_main_serves_until_quit(root, capsys):
 def test_main_refuses_a_bad_reply_address(root):
     from argparse import Namespace
 
-    from realtime.service import main
+    from rolypoly.realtime.service import main
     from rolypoly.errors import RolypolyError
 
     with pytest.raises(RolypolyError, match="HOST:PORT"):

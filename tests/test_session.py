@@ -1,16 +1,15 @@
 """Sessions: model versions, fine-tuning between takes, refusals, revert, export, grown scores."""
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from realtime.clock import SimClock
-from realtime.duet import play_take
-from realtime.engine import EngineSettings
-from realtime.experiments import straight_eighths
-from realtime.takes import read_take
-from realtime.virtual_partner import VirtualPartner
+from rolypoly.realtime.clock import SimClock
+from rolypoly.realtime.duet import play_take
+from rolypoly.realtime.engine import EngineSettings
+from rolypoly.lab.experiments import straight_eighths
+from rolypoly.take import read_take
+from rolypoly.lab.virtual_partner import VirtualPartner
 from rolypoly.cli import main
 from rolypoly.score import load_score, write_midi
 from rolypoly.session import Session, SessionError, score_hash, with_rows
@@ -61,7 +60,7 @@ def test_versions_are_never_overwritten_and_refused_ones_are_kept_but_not_played
     before = (folder / "models" / "000" / "weights.safetensors").read_bytes()
     # A stand-in "dataset" the model before plays perfectly (labels = its own offsets, close to
     # the grid): learning a full swing from the take moves it far away, and is refused.
-    from pretrain.gmd import TakeSet
+    from rolypoly.pretrain.gmd import TakeSet
     X = np.array([r["features"] for r in read_take(s.take_dir()).rows], np.float32)
     X[:, -2:] = 0  # as in GMD: no partner
     y = s.agent()[0].predict(X).astype(np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from realtime.takes import TakeWriter, read_take
+from rolypoly.take import TakeWriter, read_take
 from rolypoly.errors import RolypolyError
 from rolypoly.session_plots import (moving_average, offset_curve, plot_session, plot_take_fig1,
                                     plot_takes_fig2, take_hits)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.synth import DrumKit, drum_sample, render_hits, render_midi, velocity_gain
+from rolypoly.synth import DrumKit, drum_sample, render_hits, render_midi, velocity_gain
 from rolypoly.drum_map import CLASS_NAMES, N_CLASSES
 from tests.midi_factory import TPB, write_drum_midi
 

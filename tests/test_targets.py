@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from realtime.takes import Take, TakeWriter, read_take
+from rolypoly.take import Take, TakeWriter, read_take
 from rolypoly.features import DESCRIPTOR, DIFF
 from rolypoly.targets import (OffbeatLedger, OffbeatNote, cancel_scaling_ab, diff_from_features,
                               offbeat_notes, take_arrays, take_targets, validate_take)
@@ -203,10 +203,10 @@ class _Agent:
 
 
 def test_take_diff_and_shifted_features_agree(tmp_path):
-    from realtime.clock import SimClock
-    from realtime.engine import Engine
-    from realtime.partner_audio import clicks
-    from realtime.sources import FileSource
+    from rolypoly.realtime.clock import SimClock
+    from rolypoly.realtime.engine import Engine
+    from rolypoly.lab.partner_audio import clicks
+    from rolypoly.realtime.sources import FileSource
     from rolypoly.demo import demo_score
 
     score = demo_score().head(40)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.clock import RealClock, SimClock
-from realtime.engine import Engine, EngineSettings
-from realtime.onsets import detect
-from realtime.virtual_partner import VirtualPartner, beat_positions
+from rolypoly.realtime.clock import RealClock, SimClock
+from rolypoly.realtime.engine import Engine, EngineSettings
+from rolypoly.onsets import detect
+from rolypoly.lab.virtual_partner import VirtualPartner, beat_positions
 from rolypoly.demo import demo_score
 from rolypoly.score import score_from_grid
 

@@ -51,3 +51,22 @@ def _problem(exc: Exception) -> str:
     if ": " in text and text.lower().startswith("error opening"):
         text = text.split(": ", 1)[1]
     return text.rstrip(".").lower() if text[:1].isupper() and not text[:2].isupper() else text.rstrip(".")
+
+
+def write_wav(path, audio: np.ndarray, sr: int, subtype: str = "FLOAT") -> None:
+    """Write mono or (frames, channels) audio to a WAV file.
+
+    32-bit float by default so a fixture round-trips bit-exactly.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "part.wav")
+    >>> write_wav(p, np.zeros(480, dtype=np.float32), 48000)
+    """
+    import soundfile
+
+    try:
+        soundfile.write(str(path), np.asarray(audio), int(sr), subtype=subtype, format="WAV")
+    except (RuntimeError, OSError, TypeError, ValueError) as exc:
+        raise RolypolyError(f"{path}: cannot write WAV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc

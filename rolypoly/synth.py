@@ -19,7 +19,7 @@ and kept by a :class:`DrumKit`.
 Examples
 --------
 >>> import numpy as np
->>> from realtime.synth import DrumKit, render_hits
+>>> from rolypoly.synth import DrumKit, render_hits
 >>> kit = DrumKit(48000)
 >>> hits = np.zeros(9, bool); hits[[0, 2]] = True          # kick + closed hat
 >>> vels = np.full(9, 100)

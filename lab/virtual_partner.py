@@ -3,10 +3,10 @@
 Experiments and tests need a partner whose timing is known exactly, that
 reacts to the drums the way people do, and that the engine still has to
 *hear*: :class:`VirtualPartner` renders its notes as audio (guitar, bass or
-keys from :mod:`realtime.partner_audio`) and feeds that audio to the same
-:class:`~realtime.onsets.OnsetDetector` as every other source, block by
+keys from :mod:`rolypoly.lab.partner_audio`) and feeds that audio to the same
+:class:`~rolypoly.onsets.OnsetDetector` as every other source, block by
 block as the engine clock passes them (it is a
-:class:`~realtime.sources.FileSource` whose audio is written while the take
+:class:`~rolypoly.realtime.sources.FileSource` whose audio is written while the take
 runs). Onset detection is thus part of every experiment.
 
 Every note n, at notated score time ``s_n`` (seconds from the score's time
@@ -51,7 +51,7 @@ compound meters (6/8, 9/8, 12/8), the 8th in other x/8 meters.
 Examples
 --------
 >>> from rolypoly.demo import demo_score
->>> from realtime.clock import SimClock
+>>> from rolypoly.realtime.clock import SimClock
 >>> score = demo_score()
 >>> partner = VirtualPartner(score, classes=["snare"], instrument="keys", swing=1/3,
 ...                          offset_ms=10, jitter_ms=5, gain=0.5, seed=1)
@@ -72,8 +72,8 @@ import numpy as np
 
 from rolypoly.drum_map import class_index
 
-from .partner_audio import INSTRUMENTS, background_noise
-from .sources import DEFAULT_BLOCK, DEFAULT_RATE, FileSource
+from rolypoly.lab.partner_audio import INSTRUMENTS, background_noise
+from rolypoly.realtime.sources import DEFAULT_BLOCK, DEFAULT_RATE, FileSource
 
 __all__ = ["VirtualPartner", "NOTE", "beat_positions"]
 
@@ -213,7 +213,7 @@ class VirtualPartner(FileSource):
     noise_db : float, optional
         Background noise under the part (RMS dBFS).
     seed : int
-    sample_rate, block, detector : as for :class:`~realtime.sources.FileSource`
+    sample_rate, block, detector : as for :class:`~rolypoly.realtime.sources.FileSource`
 
     Attributes
     ----------

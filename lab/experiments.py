@@ -1,7 +1,7 @@
 """The paper's between-take experiments (section 4.2), measured end to end.
 
 Each experiment is a session played take after take on the simulated clock
-against a :class:`~realtime.virtual_partner.VirtualPartner`, through the
+against a :class:`~rolypoly.lab.virtual_partner.VirtualPartner`, through the
 whole chain: partner audio, onset detection, the engine, take files, eqs.
 (1)-(2), fine-tuning with its safety checks, model versions. Only the clock
 differs from a live session.
@@ -35,10 +35,10 @@ from rolypoly.errors import RolypolyError
 from rolypoly.score import load_score, score_from_grid, write_midi
 from rolypoly.session import Session
 
-from .clock import SimClock
-from .duet import play_take
-from .engine import EngineSettings
-from .virtual_partner import VirtualPartner
+from rolypoly.realtime.clock import SimClock
+from rolypoly.realtime.duet import play_take
+from rolypoly.realtime.engine import EngineSettings
+from rolypoly.lab.virtual_partner import VirtualPartner
 
 MARKER = "experiment.json"
 PARTNER_LEAD_S = 0.3
@@ -218,7 +218,7 @@ def run_experiment(name: str, out, *, takes: int | None = None, agent: str | Non
     paper_ab : learn with the paper's defaults (A = B = 1, centred on all hits) instead of the
         design's cancelling A and B: for comparison
     """
-    from realtime.takes import read_take
+    from rolypoly.take import read_take
 
     if name not in DESIGNS:
         raise RolypolyError(f"unknown experiment {name!r}; choose one of {', '.join(DESIGNS)}")

@@ -1,15 +1,15 @@
 """Drum output timing on JACK: when hits reach JACK against when they were meant to.
 
 One take of a looped drum score (16th-note hi-hats with kick and snare at
-120 bpm) is played by the real :class:`~realtime.engine.Engine` on a
-:class:`~realtime.clock.RealClock`, with a partner (clicks from a file, or
-the live JACK input) and :class:`~realtime.midi_out.MidiOut` on a JACK
+120 bpm) is played by the real :class:`~rolypoly.realtime.engine.Engine` on a
+:class:`~rolypoly.realtime.clock.RealClock`, with a partner (clicks from a file, or
+the live JACK input) and :class:`~rolypoly.realtime.midi_out.MidiOut` on a JACK
 virtual port. A capture client records every MIDI event that reaches JACK,
 and each hit's *emitted* time is compared with its *intended* time (notated
-time + ŷ, :attr:`~realtime.engine.TakeResult.intended`)::
+time + ŷ, :attr:`~rolypoly.realtime.engine.TakeResult.intended`)::
 
     rolypoly bench output --json OUT [--minutes M]
-    python -m realtime.bench_output --json /tmp/bench_output.json
+    python -m rolypoly.lab.bench_output --json /tmp/bench_output.json
 
 Putting JACK's times on the engine clock
 ----------------------------------------
@@ -68,7 +68,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime import jack
+from rolypoly.realtime import jack
 from rolypoly.errors import DeviceError
 
 __all__ = ["run", "main", "bench_score", "timing_stats", "drift_stats", "MidiCapture"]
@@ -142,7 +142,7 @@ class MidiCapture:
     Parameters
     ----------
     client_name : str
-        JACK client name (must differ across servers: see :mod:`realtime.jack`).
+        JACK client name (must differ across servers: see :mod:`rolypoly.realtime.jack`).
 
     Attributes
     ----------
@@ -245,7 +245,7 @@ def _capture_child(client_name: str, out_path: str) -> None:
     print("saved", flush=True)
 
 
-_CHILD = "import sys; from realtime.bench_output import _capture_child; _capture_child(sys.argv[1], sys.argv[2])"
+_CHILD = "import sys; from rolypoly.lab.bench_output import _capture_child; _capture_child(sys.argv[1], sys.argv[2])"
 
 
 class CaptureProcess:
@@ -408,7 +408,7 @@ def bench_score(seconds: float, bpm: float = 120.0):
 
 def partner_clicks(score, sample_rate: int, late_s: float = 0.004, jitter_s: float = 0.002, seed: int = 0):
     """Clicks on every beat of ``score``, a little late and uneven, and their times."""
-    from realtime.partner_audio import clicks
+    from rolypoly.lab.partner_audio import clicks
 
     beats = score.onset_s[score.step % 12 == 0]
     rng = np.random.default_rng(seed)
@@ -667,7 +667,7 @@ def _server(period: int, rate: int, portaudio: bool) -> jack.JackServer:
 
 
 def _source(kind: str, score, rate: int, period: int):
-    from realtime.sources import FileSource, LiveSource
+    from rolypoly.realtime.sources import FileSource, LiveSource
 
     if kind == "clicks":
         audio, _ = partner_clicks(score, rate)
@@ -705,9 +705,9 @@ def _play(minutes: float, partner: str, server_period: int, rate: int, bpm: floa
     import torch
     from threadpoolctl import threadpool_limits
 
-    from realtime.clock import RealClock
-    from realtime.engine import Engine, EngineSettings
-    from realtime.midi_out import MidiOut
+    from rolypoly.realtime.clock import RealClock
+    from rolypoly.realtime.engine import Engine, EngineSettings
+    from rolypoly.realtime.midi_out import MidiOut
     from rolypoly.agents import Performer, make_agent
 
     score = bench_score(minutes * 60.0, bpm)
@@ -915,8 +915,8 @@ def _report(take: dict, server: dict, minutes: float, partner: str, bpm: float, 
 
 
 def main(argv=None) -> int:
-    """Command line: ``python -m realtime.bench_output [--json OUT] [--minutes M] [--period N]``."""
-    parser = argparse.ArgumentParser(prog="python -m realtime.bench_output",
+    """Command line: ``python -m rolypoly.lab.bench_output [--json OUT] [--minutes M] [--period N]``."""
+    parser = argparse.ArgumentParser(prog="python -m rolypoly.lab.bench_output",
                                      description="Drum output timing on JACK and the engine's CPU load.")
     parser.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON report here")
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the take (default 5)")

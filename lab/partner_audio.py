@@ -18,7 +18,7 @@ noise) and returns the audio with the true onset times.
 
 Everything is deterministic for a given ``seed``.
 
->>> from realtime.partner_audio import humanized_part
+>>> from rolypoly.lab.partner_audio import humanized_part
 >>> audio, onsets = humanized_part("guitar", bars=1, seed=3)
 >>> audio.dtype.name, len(onsets) > 0
 ('float32', True)
@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.signal
 
-from rolypoly.errors import RolypolyError
+from rolypoly.audio_io import write_wav  # noqa: F401  (fixtures are written with it)
 
 __all__ = [
     "midi_to_hz",
@@ -426,22 +426,3 @@ def humanized_part(instrument: str = "guitar", bpm: float = 110.0, bars: int = 4
     if noise_db is not None:
         audio = audio + background_noise(len(audio), noise_db, seed=seed + 7919)
     return audio.astype(np.float32), times
-
-
-def write_wav(path, audio: np.ndarray, sr: int, subtype: str = "FLOAT") -> None:
-    """Write mono or (frames, channels) audio to a WAV file.
-
-    32-bit float by default so a fixture round-trips bit-exactly.
-
-    Examples
-    --------
-    >>> import tempfile, os
-    >>> p = os.path.join(tempfile.mkdtemp(), "part.wav")
-    >>> write_wav(p, np.zeros(480, dtype=np.float32), 48000)
-    """
-    import soundfile
-
-    try:
-        soundfile.write(str(path), np.asarray(audio), int(sr), subtype=subtype, format="WAV")
-    except (RuntimeError, OSError, TypeError, ValueError) as exc:
-        raise RolypolyError(f"{path}: cannot write WAV ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc

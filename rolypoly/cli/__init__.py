@@ -13,7 +13,7 @@ import warnings
 
 
 def _humanize(args) -> int:
-    from .humanize import humanize_file, plot_offsets
+    from rolypoly.humanize import humanize_file, plot_offsets
 
     score, yhat = humanize_file(args.input, args.output, agent=args.agent, weights=args.weights)
     _print_warnings(score.warnings)
@@ -27,9 +27,9 @@ def _humanize(args) -> int:
 
 
 def _demo(args) -> int:
-    from realtime.demo import DEMO_PARTNER, run_duet_demo
+    from rolypoly.realtime.demo import DEMO_PARTNER, run_duet_demo
 
-    from .demo import run_demo
+    from rolypoly.demo import run_demo
 
     r = run_demo(args.out)
     print(f"demo score: {r['score']} ({r['rows']} rows: 4/4 at 96 bpm, 6/8, 4/4 at 78 bpm)")
@@ -50,78 +50,78 @@ def _demo(args) -> int:
 
 
 def _pretrain_timing(args) -> int:
-    from pretrain.train_timing import run
+    from rolypoly.pretrain.train_timing import run
 
     return run(args)
 
 
 def _groove(args) -> int:
-    from .groove import run
+    from rolypoly.groove import run
 
     return run(args)
 
 
 def _pretrain_groove(args) -> int:
-    from pretrain.train_groove import run
+    from rolypoly.pretrain.train_groove import run
 
     return run(args)
 
 
 def _evaluate_timing(args) -> int:
-    from pretrain.evaluate import run
+    from rolypoly.pretrain.evaluate import run
 
     return run(args)
 
 
 def _evaluate_groove(args) -> int:
-    from pretrain.evaluate_groove import run
+    from rolypoly.pretrain.evaluate_groove import run
 
     return run(args)
 
 
 def _data_gmd(args) -> int:
-    from pretrain.download import run
+    from rolypoly.pretrain.download import run
 
     return run(args)
 
 
 def _bench_decide(args) -> int:
-    from realtime.bench_decide import run
+    from rolypoly.lab.bench_decide import run
 
     print(json.dumps(run(args.json_out, steps=args.steps), indent=2))
     return 0
 
 
 def _bench_onsets(args) -> int:
-    from realtime.bench_onsets import run
+    from rolypoly.lab.bench_onsets import run
 
     print(json.dumps(run(args.json_out), indent=2))
     return 0
 
 
 def _bench_finetune(args) -> int:
-    from realtime.bench_finetune import run
+    from rolypoly.lab.bench_finetune import run
 
     print(json.dumps(run(args.json_out, repeats=args.repeats, gmd=args.gmd, tempo_bpm=args.bpm), indent=2))
     return 0
 
 
 def _bench_output(args) -> int:
-    from realtime.bench_output import run
+    from rolypoly.lab.bench_output import run
 
     print(json.dumps(run(args.json_out, minutes=args.minutes), indent=2))
     return 0
 
 
 def _devices(args) -> int:
-    from realtime.devices import format_devices, list_devices
+    from rolypoly.realtime.devices import format_devices, list_devices
 
     print(format_devices(list_devices()))
     return 0
 
 
 def _onsets(args) -> int:
-    from realtime.onsets import detect_file
+    from rolypoly.onsets import detect_file
 
     onsets, available, descriptors = detect_file(args.input)
     if args.json:
@@ -135,7 +135,7 @@ def _onsets(args) -> int:
 
 
 def _engine_settings(args):
-    from realtime.engine import EngineSettings
+    from rolypoly.realtime.engine import EngineSettings
 
     return EngineSettings(budget_ms=args.budget_ms, window_factor=args.window,
                           partner_offset_s=args.partner_offset)
@@ -144,15 +144,15 @@ def _engine_settings(args):
 def _outputs(args):
     midi = osc = None
     if args.midi != "off":
-        from realtime.midi_out import MidiOut
+        from rolypoly.realtime.midi_out import MidiOut
 
         midi = MidiOut(existing=None if args.midi == "virtual" else args.midi)
     if args.osc:
-        from realtime.osc_out import OscOut
+        from rolypoly.realtime.osc_out import OscOut
 
         host, _, port = args.osc.rpartition(":")
         if not port.isdigit():
-            from .errors import RolypolyError
+            from rolypoly.errors import RolypolyError
             raise RolypolyError(f"--osc {args.osc}: expected HOST:PORT, e.g. 127.0.0.1:9000")
         osc = OscOut(host or "127.0.0.1", int(port))
     return midi, osc
@@ -170,9 +170,9 @@ def _report_take(summary) -> None:
 
 
 def _simulate(args) -> int:
-    from realtime.clock import SimClock
-    from realtime.duet import play_take
-    from realtime.sources import FileSource
+    from rolypoly.realtime.clock import SimClock
+    from rolypoly.realtime.duet import play_take
+    from rolypoly.realtime.sources import FileSource
 
     midi, osc = _outputs(args)
     summary = play_take(args.score, FileSource(args.partner_file), SimClock(), session=args.session,
@@ -183,10 +183,10 @@ def _simulate(args) -> int:
 
 
 def _play(args) -> int:
-    from realtime.clock import RealClock
-    from realtime.duet import play_take
-    from realtime.display import LiveDisplay
-    from realtime.sources import FileSource, LiveSource
+    from rolypoly.realtime.clock import RealClock
+    from rolypoly.realtime.duet import play_take
+    from rolypoly.realtime.display import LiveDisplay
+    from rolypoly.realtime.sources import FileSource, LiveSource
 
     if args.partner_file:
         source = FileSource(args.partner_file)
@@ -211,11 +211,11 @@ def _session_folder(name):
     """A session given as a folder, or as a name under sessions/."""
     from pathlib import Path
 
-    from .session import SESSIONS_DIR
+    from rolypoly.paths import sessions_dir
 
     path = Path(name)
-    if not path.exists() and len(path.parts) == 1 and (SESSIONS_DIR / name).exists():
-        return SESSIONS_DIR / name
+    if not path.exists() and len(path.parts) == 1 and (sessions_dir() / name).exists():
+        return sessions_dir() / name
     return path
 
 
@@ -223,13 +223,11 @@ def _gmd_check(args):
     """The GMD validation subset watched for forgetting, or None with a warning."""
     if args.no_dataset:
         return None
-    from pretrain.gmd import load_split
-
-    from .errors import DatasetError
-    from .finetune import DATASET_TAKES
+    from rolypoly.errors import DatasetError
+    from rolypoly.pretrain.gmd import forgetting_set
 
     try:
-        return load_split("validation", args.gmd, limit=DATASET_TAKES)
+        return forgetting_set(args.gmd)
     except DatasetError as e:
         print(f"rolypoly: warning: no forgetting check ({e}); pass --gmd DIR or --no-dataset", file=sys.stderr)
         return None
@@ -238,7 +236,7 @@ def _gmd_check(args):
 def _finetune(args) -> int:
     from tqdm import tqdm
 
-    from .session import Session
+    from rolypoly.session import Session
 
     session = Session(_session_folder(args.session))
     dataset = _gmd_check(args)
@@ -284,15 +282,15 @@ def _print_finetune(report: dict) -> None:
 def _session_new(args) -> int:
     from pathlib import Path
 
-    from .errors import RolypolyError
-    from .session import Session
+    from rolypoly.errors import RolypolyError
+    from rolypoly.session import Session
 
     folder = _session_folder(args.session)
     score = args.score
     if (score is None) == (args.from_partner is None):
         raise RolypolyError("session new: give a drum part (--score MIDI) or a partner recording (--from-partner)")
     if args.from_partner is not None:
-        from .pattern import drumify_recording
+        from rolypoly.pattern import drumify_recording
 
         if (folder / "session.json").is_file():
             raise RolypolyError(f"{folder}: a session already; drumify into a new one")
@@ -309,7 +307,7 @@ def _session_new(args) -> int:
 
 
 def _session_pattern(args) -> int:
-    from .session import Session
+    from rolypoly.session import Session
 
     s = Session(_session_folder(args.session))
     s.set_pattern(humanize=args.humanize == "on", seed=args.seed, temperature=args.temperature)
@@ -321,9 +319,9 @@ def _session_pattern(args) -> int:
 def _session_list(args) -> int:
     import json
 
-    from realtime.takes import TakeError, read_take
+    from rolypoly.take import TakeError, read_take
 
-    from .session import Session
+    from rolypoly.session import Session
 
     s = Session(_session_folder(args.session))
     current, warnings = s.current_version()
@@ -368,7 +366,7 @@ def _session_list(args) -> int:
 
 
 def _session_revert(args) -> int:
-    from .session import Session
+    from rolypoly.session import Session
 
     s = Session(_session_folder(args.session))
     k = s.revert(args.version)
@@ -377,7 +375,7 @@ def _session_revert(args) -> int:
 
 
 def _session_export(args) -> int:
-    from .session import Session
+    from rolypoly.session import Session
 
     s = Session(_session_folder(args.session))
     path = s.export_midi(args.output, take=args.take)
@@ -386,7 +384,7 @@ def _session_export(args) -> int:
 
 
 def _plot_session(folder) -> None:
-    from .session_plots import plot_session
+    from rolypoly.session_plots import plot_session
 
     for p in plot_session(folder):
         print(f"wrote {p}")
@@ -400,7 +398,7 @@ def _plot(args) -> int:
 def _experiment(args) -> int:
     import json
 
-    from realtime.experiments import run_experiment
+    from rolypoly.lab.experiments import run_experiment
 
     out = args.out or f"experiments/{args.name}"
     dataset = None if args.name != "tame" else _gmd_check(args)
@@ -415,8 +413,10 @@ def _experiment(args) -> int:
 
 
 def _serve(args) -> int:
-    from realtime.service import main
+    from rolypoly.pretrain.gmd import forgetting_set
+    from rolypoly.realtime.service import main
 
+    args.forgetting_set = lambda: forgetting_set(args.gmd)
     return main(args)
 
 
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--plot", metavar="PNG", help="also plot the offsets per hit")
     h.set_defaults(func=_humanize)
 
-    from .groove import add_arguments as groove_args
+    from rolypoly.groove import add_arguments as groove_args
     gr = sub.add_parser("groove", help="groove models on MIDI of any length: humanize, drumify, infill, transfer")
     groove_args(gr)
     gr.set_defaults(func=_groove)
@@ -460,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="random seed (default 1234)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_pretrain_timing)
-    from .groove_grid import GRIDS, GROOVE_TASKS, INSTRUMENTS
+    from rolypoly.groove_grid import GRIDS, GROOVE_TASKS, INSTRUMENTS
     pg = pre_sub.add_parser("groove", help="train a groove model: humanize, drumify, infill or transfer")
     pg.add_argument("--task", choices=GROOVE_TASKS, required=True)
     pg.add_argument("--grid", choices=tuple(GRIDS), default="16th",
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="get datasets")
     data_sub = data.add_subparsers(dest="what", metavar="WHAT", required=True)
-    from pretrain.download import add_arguments as dl_args
+    from rolypoly.pretrain.download import add_arguments as dl_args
     g = data_sub.add_parser("gmd", help="download and verify the Groove MIDI Dataset (MIDI only)")
     dl_args(g)
     g.set_defaults(func=_data_gmd)
@@ -650,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import RolypolyError
+    from rolypoly.errors import RolypolyError
 
     args = build_parser().parse_args(argv)
     try:
@@ -668,6 +668,3 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@ Between two takes the musician waits for the agent to learn from the one
 just played. For each agent the benchmark first plays a real take: the
 demo score looped to at least 3 minutes (whole bars), on the simulated
 clock, through the live engine, against a
-:class:`~realtime.virtual_partner.VirtualPartner` heard through the onset
+:class:`~rolypoly.lab.virtual_partner.VirtualPartner` heard through the onset
 detector (a bass laid back 12 ms with 6 ms of jitter, following the drums
 with gain 0.3). It then times, several times over, what happens after a
 take: read the take file, check it, build the targets, validate the model
@@ -94,10 +94,10 @@ def play_bench_take(kind: str, folder: Path, score_path: Path) -> tuple[Path, fl
     """Play the take with agent ``kind`` on the simulated clock; returns its folder and seconds taken."""
     from rolypoly.score import load_score
 
-    from .clock import SimClock
-    from .duet import play_take
-    from .engine import EngineSettings
-    from .virtual_partner import VirtualPartner
+    from rolypoly.realtime.clock import SimClock
+    from rolypoly.realtime.duet import play_take
+    from rolypoly.realtime.engine import EngineSettings
+    from rolypoly.lab.virtual_partner import VirtualPartner
 
     score = load_score(score_path)
     partner = VirtualPartner(score, partner_offset_s=PARTNER_LEAD_S, **PARTNER)
@@ -112,7 +112,7 @@ def decide(take_dir: Path, agent, dataset) -> tuple[float, dict]:
     from rolypoly.finetune import finetune_take
     from rolypoly.targets import validate_take
 
-    from .takes import read_take
+    from rolypoly.take import read_take
 
     start = time.perf_counter()
     take = read_take(take_dir)
@@ -136,12 +136,12 @@ def run(json_path=None, *, repeats: int = 5, gmd=None, seconds: float = TAKE_SEC
     """Run the benchmark; returns (and optionally writes) the JSON figures."""
     import torch
 
-    from pretrain.gmd import load_split
+    from rolypoly.pretrain.gmd import forgetting_set
     from rolypoly import finetune as ft
     from rolypoly.demo import demo_score
 
     uptime_start = _uptime()
-    dataset = load_split("validation", gmd, limit=ft.DATASET_TAKES)
+    dataset = forgetting_set(gmd)
     score = loop_score(demo_score(), seconds, tempo_bpm=tempo_bpm)
     result = {"what": "fine-tuning after a take: take file read .. accepted or refused, GMD validation included",
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

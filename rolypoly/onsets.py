@@ -44,7 +44,7 @@ Each onset reports
     (0 = dark, 1 = bright): a cheap "what did the partner play".
 
 >>> import numpy as np
->>> from realtime.onsets import OnsetDetector
+>>> from rolypoly.onsets import OnsetDetector
 >>> det = OnsetDetector(sample_rate=48000)
 >>> x = np.zeros(4800, dtype=np.float32); x[2000:2100] = 0.5
 >>> found = det.process(x)
@@ -58,7 +58,7 @@ import math
 import numpy as np
 
 
-__all__ = ["OnsetDetector", "ONSET_DTYPE", "DEFAULT_BANDS", "detect", "detect_file", "aubio_onsets"]
+__all__ = ["OnsetDetector", "ONSET_DTYPE", "DEFAULT_BANDS", "detect", "detect_file"]
 
 #: One reported onset; :meth:`OnsetDetector.process` returns an array of these.
 ONSET_DTYPE = np.dtype([
@@ -671,48 +671,3 @@ def detect_file(path, sample_rate: int = 48000, block_size: int = 64, **params):
 
     mono = load_audio(path, sample_rate)
     return detect(mono, sample_rate=sample_rate, block_size=block_size, **params)
-
-
-def aubio_onsets(samples: np.ndarray, sr: int, buf: int = 1024, hop: int = 512,
-                 method: str = "default"):
-    """Baseline: aubio's onset detector with its default parameters.
-
-    Parameters
-    ----------
-    samples : np.ndarray
-        Mono audio.
-    sr : int
-        Sample rate.
-    buf, hop : int
-        aubio window and hop sizes (aubio's defaults).
-    method : str
-        aubio onset method ('default' is high-frequency content).
-
-    Returns
-    -------
-    onset_times : np.ndarray
-        aubio's onset times in seconds (its own delay-corrected estimate).
-    available_times : np.ndarray
-        End of the hop in which aubio reported each onset, in seconds.
-
-    Examples
-    --------
-    >>> from realtime.partner_audio import plucked_guitar
-    >>> y = plucked_guitar([0.5, 1.0], sample_rate=44100)
-    >>> on, avail = aubio_onsets(y, 44100)
-    >>> bool(np.all(avail >= on))
-    True
-    """
-    import aubio
-
-    x = np.asarray(samples, dtype=np.float32)
-    pad = (-len(x)) % hop
-    if pad:
-        x = np.concatenate([x, np.zeros(pad, dtype=np.float32)])
-    detector = aubio.onset(method, buf, hop, int(sr))
-    onsets, available = [], []
-    for i in range(0, len(x), hop):
-        if detector(np.ascontiguousarray(x[i:i + hop]))[0]:
-            onsets.append(detector.get_last() / sr)
-            available.append((i + hop) / sr)
-    return np.asarray(onsets), np.asarray(available)

@@ -1,12 +1,12 @@
 """Onset benchmark: rolypoly's live detector against aubio's defaults.
 
 Both detectors hear the same synthetic partner parts, whose onsets are
-known by construction (:mod:`realtime.partner_audio`): clicks, plucked
+known by construction (:mod:`rolypoly.lab.partner_audio`): clicks, plucked
 guitar, finger bass and electric keys, played with human timing, some with
 background noise, some legato so that notes overlap.
 
 * rolypoly's detector runs exactly as live: 64-sample blocks through one
-  :class:`~realtime.onsets.OnsetDetector`.
+  :class:`~rolypoly.onsets.OnsetDetector`.
 * aubio runs ``aubio.onset('default', 1024, 512, sr)`` with its default
   threshold, silence gate and minimum inter-onset interval.
 
@@ -25,9 +25,9 @@ timing error
 
 Run it::
 
-    python -m realtime.bench_onsets --json /tmp/onsets.json
+    python -m rolypoly.lab.bench_onsets --json /tmp/onsets.json
 
->>> from realtime.bench_onsets import match_onsets
+>>> from rolypoly.lab.bench_onsets import match_onsets
 >>> match_onsets([1.0, 2.0], [1.01, 1.5])
 [(0, 0)]
 """
@@ -40,8 +40,8 @@ import time
 
 import numpy as np
 
-from realtime.onsets import OnsetDetector, aubio_onsets, detect
-from realtime.partner_audio import humanized_part
+from rolypoly.onsets import OnsetDetector, detect
+from rolypoly.lab.partner_audio import humanized_part
 
 __all__ = ["FIXTURES", "QUICK_FIXTURES", "make_fixture", "match_onsets", "score", "run", "main"]
 
@@ -177,7 +177,7 @@ def run(json_path=None, sample_rate: int = 48000, quick: bool = False,
     quick : bool
         Three short fixtures only (for tests).
     detector_params : dict or None
-        Overrides for :class:`~realtime.onsets.OnsetDetector`.
+        Overrides for :class:`~rolypoly.onsets.OnsetDetector`.
     fixtures : sequence of str or None
         Names from :data:`FIXTURES` (default: all, or the quick set).
     verbose : bool
@@ -247,8 +247,8 @@ def run(json_path=None, sample_rate: int = 48000, quick: bool = False,
 
 
 def main(argv=None) -> int:
-    """Command line: ``python -m realtime.bench_onsets [--json PATH] [--quick]``."""
-    parser = argparse.ArgumentParser(prog="python -m realtime.bench_onsets",
+    """Command line: ``python -m rolypoly.lab.bench_onsets [--json PATH] [--quick]``."""
+    parser = argparse.ArgumentParser(prog="python -m rolypoly.lab.bench_onsets",
                                      description="Onset detector benchmark (rolypoly vs aubio).")
     parser.add_argument("--json", metavar="PATH", help="also write the JSON report here")
     parser.add_argument("--sample-rate", type=int, default=48000)
@@ -264,3 +264,48 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def aubio_onsets(samples: np.ndarray, sr: int, buf: int = 1024, hop: int = 512,
+                 method: str = "default"):
+    """Baseline: aubio's onset detector with its default parameters.
+
+    Parameters
+    ----------
+    samples : np.ndarray
+        Mono audio.
+    sr : int
+        Sample rate.
+    buf, hop : int
+        aubio window and hop sizes (aubio's defaults).
+    method : str
+        aubio onset method ('default' is high-frequency content).
+
+    Returns
+    -------
+    onset_times : np.ndarray
+        aubio's onset times in seconds (its own delay-corrected estimate).
+    available_times : np.ndarray
+        End of the hop in which aubio reported each onset, in seconds.
+
+    Examples
+    --------
+    >>> from rolypoly.lab.partner_audio import plucked_guitar
+    >>> y = plucked_guitar([0.5, 1.0], sample_rate=44100)
+    >>> on, avail = aubio_onsets(y, 44100)
+    >>> bool(np.all(avail >= on))
+    True
+    """
+    import aubio
+
+    x = np.asarray(samples, dtype=np.float32)
+    pad = (-len(x)) % hop
+    if pad:
+        x = np.concatenate([x, np.zeros(pad, dtype=np.float32)])
+    detector = aubio.onset(method, buf, hop, int(sr))
+    onsets, available = [], []
+    for i in range(0, len(x), hop):
+        if detector(np.ascontiguousarray(x[i:i + hop]))[0]:
+            onsets.append(detector.get_last() / sr)
+            available.append((i + hop) / sr)
+    return np.asarray(onsets), np.asarray(available)
