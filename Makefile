@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.rolypoly-installed
 # Needed to run: PortAudio and libsndfile (audio I/O), gcc and Python headers (aubio builds from source).
 REQUIRED_DEBS := libportaudio2 libsndfile1 gcc
-# Needed for the live tests and for audio/MIDI without a sound card: a JACK server (dummy backend).
-OPTIONAL_DEBS := jackd2
+# Needed for the live tests and for audio/MIDI without a sound card: a JACK server (dummy backend);
+# sampled instruments and drum kits: FluidSynth and General MIDI soundfonts.
+OPTIONAL_DEBS := jackd2 fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small
 
 .PHONY: setup system demo test bench evaluate clean
 

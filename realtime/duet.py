@@ -21,22 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from rolypoly.agents import Performer
-from rolypoly.score import Score, write_midi
+from rolypoly.score import write_midi
 from rolypoly import paths
 from rolypoly.session import Session
 
 from .engine import Engine, EngineSettings
 from rolypoly.take import TAKE_FILE, TakeWriter
-
-def open_session(session, score_path) -> tuple[Path, Score]:
-    """Create or reopen a session folder for a score; returns it and the score it plays now.
-
-    The score is the session's, grown by its off-beat rows (see
-    :mod:`rolypoly.session`); reopening with another piece is refused.
-    """
-    s = Session.open(session, score_path)
-    return s.folder, s.score()
-
 
 def play_take(score_path, source, clock, *, session=None, agent: str | None = None, weights=None,
               settings: EngineSettings | None = None, tempo_bpm: float | None = None, midi=None,

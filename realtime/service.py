@@ -162,35 +162,6 @@ def _inside(root: Path, rel, name: str = "PATH") -> Path:
     return path
 
 
-def _read_ab(session: Path) -> tuple[float, float] | None:
-    """A and B stored in a session's session.json, when both are there and finite."""
-    try:
-        meta = json.loads((session / "session.json").read_text())
-        a, b = float(meta["A"]), float(meta["B"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return (a, b) if math.isfinite(a) and math.isfinite(b) else None
-
-
-def write_ab(session: Path, a: float, b: float) -> None:
-    """Store A and B in a session's session.json (other keys kept; replaced atomically).
-
-    Raises
-    ------
-    RolypolyError
-        The file cannot be read or written.
-    """
-    path = Path(session) / "session.json"
-    try:
-        meta = json.loads(path.read_text()) if path.is_file() else {}
-        meta.update(A=a, B=b)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, path)  # a reader never sees a half-written file
-    except (OSError, ValueError) as e:
-        raise RolypolyError(f"{path}: cannot store A and B ({_one_line(e)})") from None
-
-
 def _synth_available() -> bool:
     """Whether rolypoly.synth (the drum sounds of a take's mix) is installed."""
     try:
@@ -393,14 +364,17 @@ class Service:
         return self._open(folder, folder / "score.mid", "load_session", name=name)
 
     def _open(self, session: Path, midi: Path, what: str, name: str | None = None) -> list[Reply]:
-        session, score = duet.open_session(session, midi)  # ScoreError text goes into the reply
+        from rolypoly.session import Session
+
+        opened = Session.open(session, midi)  # ScoreError text goes into the reply
+        session, score = opened.folder, opened.score()
         if name is not None:
             score = replace(score, name=name)  # shown as the session, not as "score" (its file)
         # The session keeps its own A and B; a new one gets the current values.
-        ab = _read_ab(session)
+        ab = opened.stored_ab()
         if ab is None:
             ab = (self.settings.a, self.settings.b)
-            write_ab(session, *ab)
+            opened.set_ab(*ab)
         # A new score plays at its own tempo until told otherwise.
         self.settings = replace(self.settings, score_path=midi, score=score, session=session,
                                 tempo_bpm=None, a=ab[0], b=ab[1])
@@ -463,7 +437,9 @@ class Service:
     def _ab(self, a, b, *, sender) -> list[Reply]:
         a, b = _number(a, "A"), _number(b, "B")
         if self.settings.session is not None:
-            write_ab(self.settings.session, a, b)  # first, so a failed write changes nothing
+            from rolypoly.session import Session
+
+            Session(self.settings.session).set_ab(a, b)  # first, so a failed write changes nothing
         self.settings = replace(self.settings, a=a, b=b)
         return [_ok("ab", a, b)]
 

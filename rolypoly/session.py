@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import math
 import json
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +42,7 @@ import numpy as np
 
 from .agents import default_weights, load_agent, save_agent
 from .errors import CheckpointError, RolypolyError
+from .jsonfile import JsonFileError, edit_json, read_json, write_json
 from .grid import STEPS_PER_BAR
 from .score import Score, load_score, write_midi
 
@@ -127,11 +128,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Replace a JSON file atomically: a crash leaves the old one or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _numbered(folder: Path) -> list[int]:
@@ -159,12 +155,7 @@ class Session:
         meta_path = self.folder / SESSION_FILE
         if not meta_path.is_file():
             raise SessionError(f"{self.folder}: not a session (no {SESSION_FILE})")
-        try:
-            self.meta = json.loads(meta_path.read_text())
-            if not isinstance(self.meta, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as e:
-            raise SessionError(f"{meta_path}: unreadable ({str(e).splitlines()[0]})") from None
+        self.meta = self._read()
         if not (self.folder / "score.mid").is_file():
             raise SessionError(f"{self.folder}: the session's score.mid is missing")
         self.base_score = load_score(self.folder / "score.mid")
@@ -196,11 +187,38 @@ class Session:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(score_path, folder / "score.mid")
         meta = {"score": score.name, "score_hash": score_hash(score), "created": _now()}
-        _write_json(folder / SESSION_FILE, meta)
+        write_json(folder / SESSION_FILE, meta)
         return cls(folder)
 
-    def save(self) -> None:
-        _write_json(self.folder / SESSION_FILE, self.meta)
+    # -- session.json: one writer
+    def _read(self) -> dict:
+        try:
+            return read_json(self.folder / SESSION_FILE)
+        except JsonFileError as e:
+            raise SessionError(str(e)) from None
+
+    def _edit(self, change) -> dict:
+        """Change session.json: re-read it under its lock, apply ``change(meta)``, write it back.
+
+        Every change to the session goes through here, so a change made
+        meanwhile by another writer (the service, a fine-tune on a thread,
+        another command) is never lost to a stale copy. ``self.meta`` is the
+        file as written.
+        """
+        try:
+            self.meta = edit_json(self.folder / SESSION_FILE, change)
+        except JsonFileError as e:
+            raise SessionError(str(e)) from None
+        return self.meta
+
+    def reload(self) -> dict:
+        """Read session.json again (what other writers changed since)."""
+        self.meta = self._read()
+        return self.meta
+
+    def update(self, **fields) -> dict:
+        """Set top-level fields of session.json (other fields kept, whoever wrote them)."""
+        return self._edit(lambda meta: meta.update(fields))
 
     @property
     def name(self) -> str:
@@ -215,9 +233,16 @@ class Session:
         except (TypeError, ValueError):
             return 1.0, 1.0
 
+    def stored_ab(self) -> tuple[float, float] | None:
+        """A and B as stored in session.json, or None when they are not both set and finite."""
+        try:
+            a, b = float(self.meta["A"]), float(self.meta["B"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return (a, b) if math.isfinite(a) and math.isfinite(b) else None
+
     def set_ab(self, a: float, b: float) -> None:
-        self.meta.update(A=float(a), B=float(b))
-        self.save()
+        self.update(A=float(a), B=float(b))
 
     # -- the score as it has grown
     def ledger(self):
@@ -245,8 +270,7 @@ class Session:
 
             if not default_groove_weights("humanize").is_file():
                 raise SessionError("no humanize model: train it with rolypoly pretrain groove --task humanize")
-        self.meta["pattern"] = {"humanize": bool(humanize), "seed": int(seed), "temperature": float(temperature)}
-        self.save()
+        self.update(pattern={"humanize": bool(humanize), "seed": int(seed), "temperature": float(temperature)})
 
     def score(self, tempo_bpm: float | None = None) -> Score:
         """The session's score, with its tentative and permanent off-beat rows, humanized if set."""
@@ -267,12 +291,11 @@ class Session:
     def remember_score(self, score: Score) -> str:
         """Record a score version a take is about to play (so the take can be checked later)."""
         h = score_hash(score)
-        versions = self.meta.setdefault("score_versions", {})
-        if h not in versions and h != self.meta.get("score_hash"):
+        if h not in self.meta.get("score_versions", {}) and h != self.meta.get("score_hash"):
             extra = sorted(set(zip(score.bar.tolist(), score.step.tolist()))
                            - set(zip(self.base_score.bar.tolist(), self.base_score.step.tolist())))
-            versions[h] = [[int(b), int(s)] for b, s in extra]
-            self.save()
+            self._edit(lambda meta: meta.setdefault("score_versions", {}).setdefault(
+                h, [[int(b), int(s)] for b, s in extra]))
         return h
 
     def score_of_hash(self, h: str) -> Score | None:
@@ -350,9 +373,8 @@ class Session:
         shutil.copyfile(src, folder / WEIGHTS_FILE)
         rec = {"version": 0, "status": "start", "kind": agent.kind, "from": str(src),
                "sha256": _sha256(folder / WEIGHTS_FILE), "created": _now()}
-        _write_json(folder / VERSION_FILE, rec)
-        self.meta["model"] = 0
-        self.save()
+        write_json(folder / VERSION_FILE, rec)
+        self._edit(lambda meta: meta.update(model=0) if meta.get("model") is None else None)
         return 0
 
     def current_version(self) -> tuple[int | None, list[str]]:
@@ -400,9 +422,11 @@ class Session:
         problem = self._check_version(int(k))
         if problem:
             raise SessionError(f"model version {k} cannot be used: {problem}")
-        self.meta["model"] = int(k)
-        self.meta.setdefault("history", []).append({"revert_to": int(k), "at": _now()})
-        self.save()
+        def change(meta):
+            meta["model"] = int(k)
+            meta.setdefault("history", []).append({"revert_to": int(k), "at": _now()})
+
+        self._edit(change)
         return int(k)
 
     def _write_version(self, agent, rec: dict) -> int:
@@ -411,7 +435,7 @@ class Session:
         folder.mkdir(parents=True)  # never an existing one: versions are never overwritten
         save_agent(agent, folder / WEIGHTS_FILE, metadata={"session": self.name, "version": k})
         rec = {"version": k, **rec, "sha256": _sha256(folder / WEIGHTS_FILE), "created": _now()}
-        _write_json(folder / VERSION_FILE, rec)
+        write_json(folder / VERSION_FILE, rec)
         return k
 
     # -- learning between takes
@@ -480,8 +504,7 @@ class Session:
             ledger.notes.pop(key, None)
         report["offbeat"] = {"new": change["new"], "confirmed": change["confirmed"], "dropped": silent,
                              "permanent": len(ledger.grown_rows()), "tentative": len(ledger.tentative())}
-        self.meta["offbeat"] = ledger.to_dict()
-        self.save()
+        self.update(offbeat=ledger.to_dict())
         bars = np.array([r["bar"] for r in rows])
         steps = np.array([r["step"] for r in rows])
         trainable = ledger.trainable_mask(bars, steps)
@@ -519,17 +542,28 @@ class Session:
                    **{key: report.get(key) for key in ("A", "B", "centre", "epochs", "lr", "margin",
                                                         "targets", "before", "after", "losses")}}
             report["version"] = self._write_version(tuned, rec)
-            if res["accepted"]:
-                self.meta["model"] = report["version"]
         report["accepted"] = bool(res["accepted"])
-        return self._log(report, res["reason"])
+        reason = res["reason"]
+        if res["accepted"] and report["version"] is not None:
+            # The new version becomes current only if the session still plays the version it
+            # grew from: a revert (or another fine-tune) made meanwhile is the player's choice.
+            moved = self.reload().get("model")
+            if moved is not None and int(moved) != int(k_from):
+                reason += (f"; kept as version {report['version']} but not played: the session moved to "
+                           f"version {moved} during fine-tuning")
+            else:
+                self._edit(lambda meta: meta.update(model=report["version"]))
+        return self._log(report, reason)
 
     def _log(self, report: dict, reason: str) -> dict:
         report["reason"] = reason
-        report["current"] = self.meta.get("model")
-        entry = {key: report.get(key) for key in ("take", "accepted", "version", "current", "reason")}
-        self.meta.setdefault("history", []).append({**entry, "at": _now()})
-        self.save()
+
+        def change(meta):
+            report["current"] = meta.get("model")
+            entry = {key: report.get(key) for key in ("take", "accepted", "version", "current", "reason")}
+            meta.setdefault("history", []).append({**entry, "at": _now()})
+
+        self._edit(change)
         return report
 
     # -- export

@@ -148,10 +148,10 @@ def test_load_score_errors_carry_the_score_error_text(svc, root):
 
 
 def test_load_score_refuses_a_session_of_another_score(svc, root):
-    from rolypoly.realtime.duet import open_session
+    from rolypoly.session import Session
 
     write_midi(score_from_grid(np.eye(24, 9, dtype=bool), bpm=100, name="other"), root / "other.mid")
-    open_session(root / "demo", root / "other.mid")
+    Session.open(root / "demo", root / "other.mid")
     assert "another score" in rejected(svc, "load_score", "demo.mid")
 
 
