@@ -21,8 +21,8 @@ Two figures per take, each over ``repeats`` runs (p50, min, max):
   and after);
 * ``session``: the model's dataset MSE already known, as in a session or
   the service, where a version's "before" is the "after" of the fine-tune
-  that made it (:func:`rolypoly.finetune.dataset_mse` caches it by weight
-  hash).
+  that made it (a :class:`rolypoly.finetune.DatasetMSECache` kept across
+  fine-tunes remembers it by weight hash).
 
 The first run of each agent is reported apart (``first_run_s``): it also
 pays one-off set-up (oneDNN kernels for new shapes, first touches of
@@ -107,17 +107,15 @@ def play_bench_take(kind: str, folder: Path, score_path: Path) -> tuple[Path, fl
     return Path(summary["take_dir"]), time.perf_counter() - start
 
 
-def decide(take_dir: Path, agent, dataset) -> tuple[float, dict]:
+def decide(take_dir: Path, agent, dataset, cache) -> tuple[float, dict]:
     """The timed path: take file to accepted/refused, dataset validation included."""
     from rolypoly.finetune import finetune_take
-    from rolypoly.targets import validate_take
-
-    from rolypoly.take import read_take
+    from rolypoly.take import read_take, validate_take
 
     start = time.perf_counter()
     take = read_take(take_dir)
-    check = validate_take(take, str(take.header.get("score_hash")), int(take.header["rows"]))
-    report = finetune_take(agent, check.rows, dataset=dataset)
+    check = validate_take(take, str(take.header.score_hash), int(take.header.rows))
+    report = finetune_take(agent, check.rows, dataset=dataset, mse_cache=cache)
     return time.perf_counter() - start, report
 
 
@@ -165,19 +163,17 @@ def run(json_path=None, *, repeats: int = 5, gmd=None, seconds: float = TAKE_SEC
             take_dir, played_s = play_bench_take(kind, folder, score_path)
             agent = load_agent(json.loads((take_dir / "take.jsonl").open().readline())["weights"])
             load_before = _load()
-            ft.dataset_mse_cache.clear()
-            first_s, first = decide(take_dir, agent, dataset)
+            first_s, first = decide(take_dir, agent, dataset, ft.DatasetMSECache())
             full, session, reports = [], [], []
             for _ in range(repeats):
-                ft.dataset_mse_cache.clear()
-                s, r = decide(take_dir, agent, dataset)
+                s, r = decide(take_dir, agent, dataset, ft.DatasetMSECache())  # both dataset passes paid
                 full.append(s)
                 reports.append(r)
             for _ in range(repeats):
-                ft.dataset_mse_cache.clear()
+                cache = ft.DatasetMSECache()
                 with ft.torch_threads(ft.THREADS):  # known: computed when this version was made
-                    ft.dataset_mse(agent, dataset, cache=True)
-                s, r = decide(take_dir, agent, dataset)
+                    ft.dataset_mse(agent, dataset, cache=cache)
+                s, r = decide(take_dir, agent, dataset, cache)
                 session.append(s)
                 reports.append(r)
             load_after = _load()

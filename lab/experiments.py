@@ -33,6 +33,7 @@ import numpy as np
 from rolypoly.drum_map import class_index
 from rolypoly.errors import RolypolyError
 from rolypoly.score import load_score, score_from_grid, write_midi
+from rolypoly.finetune import DatasetMSECache
 from rolypoly.session import Session
 
 from rolypoly.realtime.clock import SimClock
@@ -178,10 +179,10 @@ def take_figures(take_rows: list[dict], score) -> dict:
     """ms figures of one take: ŷ on beats / off-beats, diff spread."""
     from rolypoly.targets import beat_rows
 
-    idx = np.array([r["row"] for r in take_rows])
+    idx = take_rows["row"].astype(int)
     bar_ms = score.bar_ms[idx]
-    yhat_ms = np.array([r["yhat"] for r in take_rows]) * bar_ms
-    diff = np.array([np.nan if r["diff"] is None else r["diff"] for r in take_rows]) * bar_ms
+    yhat_ms = take_rows["yhat"] * bar_ms
+    diff = take_rows["diff"] * bar_ms
     sounding = score.hits[idx].any(axis=1)
     on = beat_rows(score, idx) & sounding
     off8 = (score.step[idx] % 6 == 3) & sounding
@@ -237,6 +238,7 @@ def run_experiment(name: str, out, *, takes: int | None = None, agent: str | Non
     if paper_ab:
         learn.update(cancel=False, A=1.0, B=1.0, centre="all")
     use_dataset = dataset if learn.get("margin", 0.0) != float("inf") else None
+    mse_cache = DatasetMSECache()  # a version's "before" is the "after" of the fine-tune that made it
     report = {"experiment": name, "what": design["what"], "agent": agent, "seed": seed,
               "window_factor": settings.window_factor, "learning": {k: (None if v == float("inf") else v)
                                                                     for k, v in learn.items()},
@@ -248,13 +250,13 @@ def run_experiment(name: str, out, *, takes: int | None = None, agent: str | Non
                             mix=False, plot=False)
         take = read_take(summary["take_dir"])
         session = Session(folder)
-        played = session.score_of_hash(take.header["score_hash"])
+        played = session.score_of_hash(take.header.score_hash)
         fig = take_figures(take.rows, played)
-        fig.update(take=k, model_version=take.header.get("model_version"),
+        fig.update(take=k, model_version=take.header.model_version,
                    take_seconds=round(time.perf_counter() - t0, 2))
         if k < takes:
             t1 = time.perf_counter()
-            ft = session.finetune(dataset=use_dataset, **learn)
+            ft = session.finetune(dataset=use_dataset, mse_cache=mse_cache, **learn)
             fig["finetune"] = {"accepted": ft["accepted"], "reason": ft["reason"], "version": ft["version"],
                                "A": ft.get("A"), "B": ft.get("B"), "seconds": round(time.perf_counter() - t1, 2),
                                "offbeat": ft.get("offbeat"),

@@ -168,21 +168,17 @@ def train(agent_kind: str, gmd=None, epochs: int = MAX_EPOCHS, out=WEIGHTS_DIR, 
 
 
 def plot_curve(history: list[dict], path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from rolypoly.plotting import figure, save
 
     ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = figure(figsize=(6, 3.5))
     ax.plot(ep, [h["train_mse_bar"] for h in history], "o-", label="train")
     ax.plot(ep, [h["val_mse_bar"] for h in history], "s-", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (fraction of a bar)²")
     ax.set_title(f"timing agent: {title}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path)
 
 
 def run(args) -> int:

@@ -26,7 +26,7 @@ from rolypoly import paths
 from rolypoly.session import Session
 
 from .engine import Engine, EngineSettings
-from rolypoly.take import TAKE_FILE, TakeWriter
+from rolypoly.take import TAKE_FILE, Take, TakeEnd, TakeHeader, TakeWriter
 
 def play_take(score_path, source, clock, *, session=None, agent: str | None = None, weights=None,
               settings: EngineSettings | None = None, tempo_bpm: float | None = None, midi=None,
@@ -56,14 +56,12 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     model, version, warnings = sess.agent(agent, weights)
     played_hash = sess.remember_score(score)
     take_dir = sess.next_take_dir()
-    header = {"score": score.name, "score_hash": played_hash, "rows": len(score),
-              "tempo_bpm": round(float(score.tempo_bpm[0]), 3),
-              "agent": model.kind, "model_version": version, "pattern": sess.pattern,
-              "weights": str(weights) if weights is not None else str(sess.version_dir(version) / "weights.safetensors"),
-              "settings": settings.as_dict(),
-              "source": source.name, "sample_rate": source.sample_rate,
-              "clock": "simulated" if clock.simulated else "real",
-              "started": _dt.datetime.now().isoformat(timespec="seconds")}
+    header = TakeHeader(
+        score=score.name, score_hash=played_hash, rows=len(score), tempo_bpm=round(float(score.tempo_bpm[0]), 3),
+        agent=model.kind, model_version=version, pattern=sess.pattern,
+        weights=str(weights) if weights is not None else str(sess.version_dir(version) / "weights.safetensors"),
+        settings=settings.as_dict(), source=source.name, sample_rate=source.sample_rate,
+        clock="simulated" if clock.simulated else "real", started=_now())
     take = TakeWriter(take_dir / TAKE_FILE, header)
     hits = []
     engine = Engine(score, Performer(model), source, clock, midi=midi, osc=osc, take=take,
@@ -74,8 +72,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         result = engine.run()
     except BaseException as e:
         # Whatever happened, the rows written so far stay a closed, readable take.
-        take.close({"error": str(e).splitlines()[0] if str(e) else type(e).__name__,
-                    "ended": _dt.datetime.now().isoformat(timespec="seconds")})
+        take.close(TakeEnd(error=str(e).splitlines()[0] if str(e) else type(e).__name__, ended=_now()))
         raise
     played = np.isfinite(result.played)
     rel = result.played - result.notated
@@ -93,9 +90,11 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         if played.any() else None,
         "problems": warnings + result.problems, "model_version": version,
     }
+    figures = {k: v for k, v in summary.items() if k not in ("rows", "misses", "xruns", "stopped_early")}
     # Every onset heard, not only those in the hit windows: off-beat partner notes need them.
-    take.close({**summary, "ended": _dt.datetime.now().isoformat(timespec="seconds"),
-                "partner_onsets": [round(float(x), 6) for x in result.onsets]})
+    end = TakeEnd(rows=summary["rows"], misses=result.misses, xruns=result.xruns,
+                  stopped_early=result.stopped_early, partner_onsets=result.onsets, ended=_now(), summary=figures)
+    take.close(end)
 
     partner = source.recording()
     sr = source.sample_rate
@@ -118,13 +117,17 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         write_wav(take_dir / "mix.wav", _mix(drum_audio, partner, start), sr, subtype="PCM_16")
         summary["mix"] = str(take_dir / "mix.wav")
     if plot:
-        from .plots import plot_take
+        from rolypoly.session_plots import plot_take_fig1
 
-        plot_take(score, result, take_dir / "take.png")
+        plot_take_fig1(Take(header, engine.rows[:len(rel)], end), take_dir / "take.png")
         summary["plot"] = str(take_dir / "take.png")
     summary["partner"] = str(take_dir / "partner.wav")
     summary["drums"] = str(take_dir / "drums.mid")
     return summary
+
+
+def _now() -> str:
+    return _dt.datetime.now().isoformat(timespec="seconds")
 
 
 def _r(x) -> float:

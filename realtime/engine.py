@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rolypoly.features import fill_partner, score_features
+from rolypoly.take import MAX_HEARD, empty_rows
 
 #: The engine checks the partner and releases MIDI notes at least this often while waiting.
 POLL_S = 0.002
@@ -129,7 +130,7 @@ class Engine:
     source : rolypoly.realtime.sources.PartnerSource
     clock : RealClock or SimClock
     midi, osc : optional outputs (rolypoly.realtime.midi_out.MidiOut, rolypoly.realtime.osc_out.OscOut)
-    take : optional rolypoly.take.TakeWriter receiving every row
+    take : optional rolypoly.take.TakeWriter receiving every row (:data:`rolypoly.take.ROW_DTYPE`)
     settings : EngineSettings
     on_hit : optional callable(row, actual_time) for monitors (drum synth, tests)
     """
@@ -141,7 +142,10 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.X = score_features(score)
         self._row = np.zeros(self.X.shape[1], np.float32)
-        self._seen = np.zeros_like(self.X)  # the feature row each decision actually used
+        # The take as it happens, one row per score row (rolypoly.take): filled in place, never grown.
+        self.rows = empty_rows(len(score))
+        self.rows["row"] = np.arange(len(score))
+        self.rows["bar"], self.rows["step"] = score.bar, score.step
         self._classes = [np.flatnonzero(h).tolist() for h in score.hits]
         self._velocities = [score.velocities[r, c].tolist() for r, c in enumerate(self._classes)]
         self._on_times = np.zeros(ONSET_MEMORY)
@@ -195,10 +199,15 @@ class Engine:
         k = int(np.argmin(d))
         return k if d[k] < half_window else -1
 
-    def _in_window(self, at: float, half_window: float) -> list[float]:
+    def _in_window(self, at: float, half_window: float, out: np.ndarray) -> None:
+        """The partner onsets within ``at ± half_window`` (score time, the closest first) into ``out``."""
+        out.fill(np.nan)
         n = min(self._on_count, ONSET_MEMORY)
-        t = self._on_times[:n]
-        return sorted(float(x - self._t0) for x in t[np.abs(t - at) < half_window])
+        d = np.abs(self._on_times[:n] - at)
+        near = np.flatnonzero(d < half_window)
+        if len(near):
+            near = near[np.argsort(d[near], kind="stable")][:MAX_HEARD]
+            out[:len(near)] = np.sort(self._on_times[near]) - self._t0
 
     # ------------------------------------------------------------------ the take
     def run(self) -> TakeResult:
@@ -239,7 +248,7 @@ class Engine:
                                                          diff_prev, desc_prev)
                 np.copyto(self._row, self.X[t])
                 fill_partner(self._row, desc_prev, diff_prev)
-                self._seen[t] = self._row
+                self.rows["features"][t] = self._row
                 y = decider.result(clock, earliest[t]) if decider.submit(self._row) else None
                 if y is None or not math.isfinite(y):
                     misses += 1
@@ -289,16 +298,12 @@ class Engine:
         return diff_prev, desc_prev
 
     def _record(self, t, played, intended, yhat, notated, diff, window) -> None:
-        """Hand row t to the take writer (which does the disk work on its own thread)."""
-        t0 = self._t0
-        self.take.row({
-            "row": t, "bar": int(self.score.bar[t]), "step": int(self.score.step[t]),
-            "features": [round(float(v), 6) for v in self._seen[t]],
-            "yhat": float(yhat[t]), "notated": float(notated[t] - t0),
-            "intended": float(intended[t] - t0), "played": float(played[t] - t0),
-            "onsets": self._in_window(played[t], window[t]),
-            "diff": None if math.isnan(diff[t]) else float(diff[t]),
-        })
+        """Complete take row t and hand it to the take writer (the disk work is on its own thread)."""
+        t0, row = self._t0, self.rows[t]
+        row["yhat"], row["notated"] = yhat[t], notated[t] - t0
+        row["intended"], row["played"], row["diff"] = intended[t] - t0, played[t] - t0, diff[t]
+        self._in_window(played[t], window[t], row["heard"])
+        self.take.row(row)
 
     def _play(self, t: int, intended: float, y: float) -> float:
         actual = self.clock.now()

@@ -290,6 +290,7 @@ class Service:
         self._take: _Take | None = None
         self._tuning: threading.Thread | None = None
         self._dataset = None                 # GMD validation subset, loaded on the first finetune
+        self._mse_cache = None               # its MSEs per model, kept across fine-tunes
         self.forgetting_set = forgetting_set
         self._lock = threading.Lock()        # guards settings and the current take
         # Held while a message is handled and its replies sent, and while a take thread
@@ -613,7 +614,8 @@ class Service:
 
         try:
             dataset, note = self._gmd_subset()
-            report = session.finetune(take, epochs=epochs, lr=lr, dataset=dataset, progress=progress)
+            report = session.finetune(take, epochs=epochs, lr=lr, dataset=dataset, mse_cache=self._mse_cache,
+                                      progress=progress)
             if self.plot:
                 from rolypoly.session_plots import plot_session
 
@@ -637,6 +639,9 @@ class Service:
                 return None, "no forgetting check: no dataset given"
             try:
                 self._dataset = self.forgetting_set()
+                from rolypoly.finetune import DatasetMSECache
+
+                self._mse_cache = DatasetMSECache()
             except RolypolyError as e:
                 return None, f"no forgetting check: {_one_line(e)}"
         return self._dataset, ""

@@ -18,10 +18,16 @@ The Seq2Seq encoder runs once in :meth:`Performer.prime`, not once per hit.
 
 Examples
 --------
->>> agent = load_agent(default_weights("seq2seq"))      # doctest: +SKIP
->>> performer = Performer(agent)                        # doctest: +SKIP
->>> performer.prime(score_features(score))              # doctest: +SKIP
->>> yhat = [performer.step(row) for row in X]           # doctest: +SKIP
+>>> from rolypoly.features import score_features
+>>> from rolypoly.paths import DEMO_SCORE
+>>> from rolypoly.score import load_score
+>>> X = score_features(load_score(DEMO_SCORE))
+>>> agent = load_agent(default_weights("seq2seq"))
+>>> performer = Performer(agent)
+>>> performer.prime(X)
+>>> yhat = [performer.step(row) for row in X[:4]]       # live: one hit at a time
+>>> bool(np.allclose(yhat, agent.predict(X)[:4], atol=1e-5))   # the same as the whole score at once
+True
 """
 from __future__ import annotations
 

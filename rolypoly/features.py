@@ -20,8 +20,11 @@ stores the ``mean`` and ``scale`` it was trained with (see
 Examples
 --------
 >>> from rolypoly.features import score_features, N_FEATURES
->>> X = score_features(score)          # doctest: +SKIP
->>> X.shape == (len(score), N_FEATURES)  # doctest: +SKIP
+>>> from rolypoly.paths import DEMO_SCORE
+>>> from rolypoly.score import load_score
+>>> score = load_score(DEMO_SCORE)
+>>> X = score_features(score)
+>>> X.shape == (len(score), N_FEATURES)
 True
 """
 from __future__ import annotations

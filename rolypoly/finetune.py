@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .features import OFFSET_SCALE
+from .take import as_rows
 from .targets import take_arrays, take_targets
 
 # -- fine-tuning knobs (paper 3.3, Fig. 2: 5 epochs, Adam, lr 0.001) -------------
@@ -60,8 +61,7 @@ MAX_STEPS_PER_EPOCH = 16
 #: (4 chunks of 16 rows), and on a 2-core machine where anything else runs, two OpenMP
 #: threads wait for each other at every op -- measured 100 to 300 times slower.
 THREADS = 1
-#: Dataset MSEs remembered per (weights, dataset): a model's "before" is the "after" of the
-#: fine-tune that made it, so in a session only one dataset pass per fine-tune is paid.
+#: Dataset MSEs a DatasetMSECache remembers (per weights and dataset).
 DATASET_MSE_CACHE_SIZE = 64
 
 
@@ -103,35 +103,67 @@ def weights_digest(agent) -> str:
                                       + [v.detach().cpu().numpy() for v in sd.values()])
 
 
-#: (weights digest, data digest) -> dataset MSE; clear() it to pay every pass again.
-dataset_mse_cache: OrderedDict = OrderedDict()
+class DatasetMSECache:
+    """Dataset MSEs remembered by the hash of the weights and of the data.
+
+    A model's "before" is the "after" of the fine-tune that made it, so a
+    caller that keeps one of these across fine-tunes (the service, a
+    session of experiments, the benchmark) pays one dataset pass per
+    fine-tune instead of two. Holds at most ``size`` figures (oldest out first).
+
+    >>> cache = DatasetMSECache()
+    >>> len(cache)
+    0
+    """
+
+    def __init__(self, size: int = DATASET_MSE_CACHE_SIZE):
+        self.size = int(size)
+        self._figures: OrderedDict = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._figures)
+
+    def clear(self) -> None:
+        self._figures.clear()
+
+    def get(self, key):
+        if key in self._figures:
+            self._figures.move_to_end(key)
+        return self._figures.get(key)
+
+    def put(self, key, value: float) -> None:
+        self._figures[key] = value
+        while len(self._figures) > self.size:
+            self._figures.popitem(last=False)
 
 
-def dataset_mse(agent, data, *, cache: bool = False) -> float:
+def dataset_mse(agent, data, *, cache: DatasetMSECache | None = None) -> float:
     """MSE per bar of an agent on a GMD TakeSet, each take a whole score.
 
-    With ``cache`` the figure is remembered by the hash of the weights and
-    of the data (:data:`DATASET_MSE_CACHE_SIZE` entries), so the same model on
-    the same takes is only ever run once. Takes go through one at a time:
-    one padded batch of the 16 validation takes (7 after pruning, 1,972
-    rows, the longest 1,237) was measured twice as slow, the padding
-    costing more than the batching saves.
+    With a ``cache`` the figure is remembered there by the hash of the
+    weights and of the data, so the same model on the same takes is only
+    ever run once. Takes go through one at a time: one padded batch of the
+    16 validation takes (7 after pruning, 1,972 rows, the longest 1,237) was
+    measured twice as slow, the padding costing more than the batching saves.
     """
     key = None
-    if cache:
+    if cache is not None:
         bounds = np.array([[s.start, s.stop] for s in (data.take(k) for k in range(len(data)))], np.int64)
         key = (weights_digest(agent), _digest([data.X, data.y, bounds]))
-        if key in dataset_mse_cache:
-            dataset_mse_cache.move_to_end(key)
-            return dataset_mse_cache[key]
+        known = cache.get(key)
+        if known is not None:
+            return known
     with torch.inference_mode():
         pred = np.concatenate([_predict(agent, data.X[data.take(k)]) for k in range(len(data))])
     mse = float(np.mean((pred - data.y) ** 2))
     if key is not None:
-        dataset_mse_cache[key] = mse
-        while len(dataset_mse_cache) > DATASET_MSE_CACHE_SIZE:
-            dataset_mse_cache.popitem(last=False)
+        cache.put(key, mse)
     return mse
+
+
+def all_finite(agent) -> bool:
+    """Whether every weight of ``agent`` is a finite number."""
+    return all(bool(torch.isfinite(p).all()) for p in agent.parameters())
 
 
 def grid_mse(dataset) -> float:
@@ -152,37 +184,6 @@ def _chunks(n: int, rows: int, hop: int) -> np.ndarray:
     return starts if starts[-1] == n - rows else np.append(starts, n - rows)
 
 
-class _FusedAdam:
-    """torch.optim.Adam (its defaults, no weight decay) as one fused kernel per step.
-
-    The same update as ``torch.optim.Adam(fused=True)``, built directly: the
-    first torch.optim optimizer of a process imports torch._dynamo, about
-    1 s here, as long as the whole fine-tune. Equal to the default
-    (per-tensor) Adam within float rounding (``tests/test_finetune.py``).
-    """
-
-    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = list(params)
-        self.lr, self.betas, self.eps = float(lr), betas, eps
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = [torch.zeros((), dtype=torch.float32) for _ in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        live = [k for k, p in enumerate(self.params) if p.grad is not None]
-        steps = [self.steps[k] for k in live]
-        torch._foreach_add_(steps, 1)
-        torch._fused_adam_([self.params[k] for k in live], [self.params[k].grad for k in live],
-                           [self.exp_avg[k] for k in live], [self.exp_avg_sq[k] for k in live], [], steps,
-                           lr=self.lr, beta1=self.betas[0], beta2=self.betas[1], weight_decay=0.0,
-                           eps=self.eps, amsgrad=False, maximize=False)
-
-
 def train_on_take(agent, X: np.ndarray, y: np.ndarray, mask: np.ndarray, *, epochs: int = EPOCHS,
                   lr: float = LEARNING_RATE, seed: int = 0, chunk_rows: int = CHUNK_ROWS,
                   chunks_per_step: int = CHUNKS_PER_STEP, max_steps: int | None = MAX_STEPS_PER_EPOCH,
@@ -197,8 +198,8 @@ def train_on_take(agent, X: np.ndarray, y: np.ndarray, mask: np.ndarray, *, epoc
     agent's overall lean: a pattern (a swung off-beat, a tresillo turning
     into triplets) needs more, smaller steps, as in pretraining.
 
-    ``fused`` steps Adam with one fused kernel (:class:`_FusedAdam`) and
-    clips with the multi-tensor norm; False is the plain torch.optim path,
+    ``fused`` steps ``torch.optim.Adam(fused=True)`` (one kernel per step)
+    and clips with the multi-tensor norm; False is the plain per-tensor path,
     the reference the fast one is tested against.
     """
     torch.manual_seed(seed)
@@ -216,8 +217,7 @@ def train_on_take(agent, X: np.ndarray, y: np.ndarray, mask: np.ndarray, *, epoc
     if max_steps:
         chunks_per_step = max(int(chunks_per_step), -(-len(starts) // int(max_steps)))
     params = list(agent.parameters())
-    fused = fused and hasattr(torch, "_fused_adam_")
-    opt = _FusedAdam(params, lr) if fused else torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr, fused=True) if fused else torch.optim.Adam(params, lr=lr, foreach=False)
     losses = []
     agent.train()
     for epoch in range(epochs):
@@ -240,22 +240,25 @@ def train_on_take(agent, X: np.ndarray, y: np.ndarray, mask: np.ndarray, *, epoc
     return losses
 
 
-def finetune_take(agent, rows: list[dict], *, A: float = 1.0, B: float = 1.0, epochs: int = EPOCHS,
+def finetune_take(agent, rows, *, A: float = 1.0, B: float = 1.0, epochs: int = EPOCHS,
                   lr: float = LEARNING_RATE, dataset=None, margin: float = DATASET_MARGIN,
-                  trainable=None, centre="all", progress=None, fast: bool = True) -> dict:
+                  trainable=None, centre="all", progress=None, fast: bool = True,
+                  mse_cache: DatasetMSECache | None = None) -> dict:
     """Fine-tune a copy of ``agent`` on a take's rows; the caller keeps or discards it.
 
     Parameters
     ----------
     agent : a timing agent (left untouched)
-    rows : the take's row records (``read_take(...).rows``), already validated
+    rows : the take's rows (:data:`rolypoly.take.ROW_DTYPE`, e.g. ``validate_take(...).rows``;
+        row records are converted), already validated
     A, B : eq. 1-2 weights
     dataset : GMD TakeSet for the forgetting check (skipped when None)
     trainable : optional bool mask of rows allowed in training (off-beat rows still tentative)
     centre : which hits set μ_d in eq. (2) (see :func:`rolypoly.targets.take_targets`)
-    fast : :data:`THREADS` torch threads, fused Adam, dataset MSEs cached by weight hash
-        (``rolypoly bench finetune``); False is the plain reference path. Same decisions,
-        losses equal within float rounding.
+    fast : :data:`THREADS` torch threads and fused Adam (``rolypoly bench finetune``);
+        False is the plain reference path. Same decisions, losses equal within float rounding.
+    mse_cache : a :class:`DatasetMSECache` kept by the caller across fine-tunes (the "before"
+        of a model made by the previous fine-tune is then known); None: none kept
 
     Returns
     -------
@@ -265,12 +268,13 @@ def finetune_take(agent, rows: list[dict], *, A: float = 1.0, B: float = 1.0, ep
     ``seconds`` (where the time went).
     """
     with torch_threads(THREADS if fast else None):
-        return _finetune_take(agent, rows, A=A, B=B, epochs=epochs, lr=lr, dataset=dataset, margin=margin,
-                              trainable=trainable, centre=centre, progress=progress, fast=fast)
+        return _finetune_take(agent, as_rows(rows), A=A, B=B, epochs=epochs, lr=lr, dataset=dataset,
+                              margin=margin, trainable=trainable, centre=centre, progress=progress, fast=fast,
+                              mse_cache=mse_cache if mse_cache is not None else DatasetMSECache())
 
 
 def _finetune_take(agent, rows, *, A, B, epochs, lr, dataset, margin, trainable, centre, progress,
-                   fast) -> dict:
+                   fast, mse_cache) -> dict:
     marks, times = [time.perf_counter()], {}
 
     def lap(name: str) -> None:  # seconds since the previous lap, and in all
@@ -279,7 +283,7 @@ def _finetune_take(agent, rows, *, A, B, epochs, lr, dataset, margin, trainable,
         times["total"] = round(marks[-1] - marks[0], 4)
 
     yhat, diff = take_arrays(rows)
-    X = np.array([r["features"] for r in rows], dtype=np.float32)
+    X = np.ascontiguousarray(rows["features"], dtype=np.float32)
     result = take_targets(yhat, diff, A, B, centre=centre)
     report = {"rows": len(rows), "targets": result.stats.as_dict(), "accepted": False, "agent": None}
     if not result.update:
@@ -299,7 +303,7 @@ def _finetune_take(agent, rows, *, A, B, epochs, lr, dataset, margin, trainable,
         out = {"take_mse_bar": float(np.mean((pred - val_target) ** 2)),
                "take_trained_mse_bar": float(np.mean((pred[mask] - result.y[mask]) ** 2))}
         if dataset is not None:
-            out["dataset_mse_bar"] = dataset_mse(model, dataset, cache=fast)
+            out["dataset_mse_bar"] = dataset_mse(model, dataset, cache=mse_cache)
         return out
 
     report["before"] = figures(agent)
@@ -312,7 +316,7 @@ def _finetune_take(agent, rows, *, A, B, epochs, lr, dataset, margin, trainable,
     report["after"] = after = figures(tuned)
     lap("after")
     bad = [k for k, v in after.items() if not math.isfinite(v)]
-    if bad or not all(torch.isfinite(p).all() for p in tuned.parameters()):
+    if bad or not all_finite(tuned):
         report["reason"] = "refused: the update produced NaN or infinite values"
         return report
     if dataset is not None:

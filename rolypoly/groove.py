@@ -264,15 +264,13 @@ def plot_groove(before: Groove, after: Groove, path, *, bars: int | None = 4, ti
     and colour the velocity. Thin lines mark the grid steps, thicker ones
     beats and bars, so timing off the grid shows at a glance.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import figure
 
     n_bars = min(before.n_bars, after.n_bars) if bars is None else min(bars, before.n_bars, after.n_bars)
     stop = int(before.bar_starts[n_bars])
     tpb = before.tempo_map.ticks_per_beat
     end_beat = (before.step_tick[stop - 1] + before.step_ticks[stop - 1]) / tpb
-    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 3.0 * n_bars), 5.5), sharex=True)
+    fig, axes = figure(2, 1, figsize=(max(8.0, 3.0 * n_bars), 5.5), sharex=True)
     for ax, g, label in zip(axes, (before, after), labels):
         s, c = np.nonzero(g.H[:stop] > 0.5)
         beats = (g.step_tick[s] + g.O[s, c] * g.step_ticks[s]) / tpb
@@ -293,7 +291,6 @@ def plot_groove(before: Groove, after: Groove, path, *, bars: int | None = 4, ti
     axes[-1].set_xlabel("beats (lines: grid steps, beats, bars)")
     axes[0].set_title(title or f"{after.name}: first {n_bars} bars before and after")
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def describe(groove: Groove) -> str:

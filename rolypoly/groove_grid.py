@@ -21,10 +21,11 @@ of any length is rebuilt from its windows with :func:`stitch`.
 
 Examples
 --------
->>> groove = read_groove("beat.mid")                     # doctest: +SKIP
->>> H, V, O = windows(groove)                             # doctest: +SKIP
->>> H.shape                                               # doctest: +SKIP
-(15, 32, 9)
+>>> from rolypoly.paths import DEMO_SCORE
+>>> groove = read_groove(DEMO_SCORE)
+>>> H, V, O = windows(groove)          # 2-bar windows, a bar apart, 16th grid
+>>> H.shape
+(16, 32, 9)
 >>> write_groove(groove.with_parts(*stitch(H, V, O, groove.bar_starts)), "same.mid")  # doctest: +SKIP
 """
 from __future__ import annotations

@@ -43,11 +43,9 @@ def plot_offsets(score: Score, offsets: dict, path, title: str | None = None) ->
 
     Tempo and meter changes are marked, since microtiming in ms follows them.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plotting import figure, save
 
-    fig, ax = plt.subplots(figsize=(11, 4))
+    fig, ax = figure(figsize=(11, 4))
     x = score.bar_position
     for k, (name, yhat) in enumerate(offsets.items()):
         ms = np.asarray(yhat) * score.bar_ms
@@ -64,6 +62,4 @@ def plot_offsets(score: Score, offsets: dict, path, title: str | None = None) ->
     ax.set_ylabel("offset from the grid (ms, + = late)")
     ax.set_title(title or f"{score.name}: agent microtiming per hit")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, dpi=110)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 from pathlib import Path
 
@@ -61,6 +62,21 @@ def write_json(path, data) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise JsonFileError(f"{path}: cannot write ({_one_line(e)})") from None
+
+
+def finite(data):
+    """``data`` with every NaN or infinite float replaced by None (JSON has no such numbers).
+
+    >>> finite({"margin": float("inf"), "losses": [1.0, float("nan")]})
+    {'margin': None, 'losses': [1.0, None]}
+    """
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
 
 
 def read_json(path) -> dict:

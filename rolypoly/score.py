@@ -17,9 +17,12 @@ and the meters survive a round trip untouched.
 Examples
 --------
 >>> from rolypoly.score import load_score, write_midi
->>> score = load_score("groove.mid")                      # doctest: +SKIP
->>> len(score), score.tempo_bpm[0], score.timesig[0]      # doctest: +SKIP
-(412, 138.0, 1.0)
+>>> from rolypoly.paths import DEMO_SCORE
+>>> score = load_score(DEMO_SCORE)
+>>> len(score), float(score.tempo_bpm[0]), float(score.timesig[0])
+(123, 96.0, 1.0)
+>>> len(score.head(8)), int(score.n_bars)
+(8, 17)
 >>> write_midi(score, "late.mid", offsets=score.played_offset)  # doctest: +SKIP
 """
 from __future__ import annotations

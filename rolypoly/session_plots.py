@@ -37,6 +37,7 @@ from rolypoly.take import TAKE_FILE, Take, TakeError, read_take
 from .errors import RolypolyError
 from .features import HITS, TEMPO, TIMESIG
 from .grid import STEPS_PER_BAR
+from .plotting import colormap, figure, save
 from .session import TAKES, take_folders
 
 #: Hits per moving-average window in Fig. 2 (the paper's period).
@@ -78,26 +79,6 @@ class TakeHits:
     def partner_hits(self) -> np.ndarray:
         """Drum hits (not silent rows) with a partner onset: where diff is a drum–partner offset."""
         return ~self.silent & np.isfinite(self.diff_ms)
-
-
-def _number(v) -> float:
-    """A JSON value as a float; NaN for null, text and the like."""
-    if isinstance(v, bool) or v is None:
-        return math.nan
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _feature(r: dict, col: int) -> float:
-    f = r.get("features")
-    return _number(f[col]) if isinstance(f, list) and len(f) > col else math.nan
-
-
-def _row_silent(r: dict) -> bool:
-    f = r.get("features")
-    return isinstance(f, list) and len(f) >= HITS.stop and all(_number(v) == 0 for v in f[HITS])
 
 
 def _bar_ms_from_notated(abs_step: np.ndarray, notated: np.ndarray) -> np.ndarray:
@@ -166,26 +147,28 @@ def take_hits(take: Take) -> TakeHits:
     >>> h.x[:4].tolist()                                       # doctest: +SKIP
     [0.0, 1.0, 2.0, 3.0]
     """
-    parsed = [(r, _number(r.get("bar")), _number(r.get("step")), _number(r.get("yhat"))) for r in take.rows]
-    good = [p for p in parsed if 0 <= p[1] < MAX_BAR and 0 <= p[2] <= STEPS_PER_BAR and abs(p[3]) <= 1]
-    rows = [p[0] for p in good]
-    bar = np.array([int(p[1]) for p in good], dtype=np.int64)
-    step = np.array([int(p[2]) for p in good], dtype=np.int64)
-    yhat = np.array([p[3] for p in good], dtype=np.float64)
-    tempo = np.array([_feature(r, TEMPO) for r in rows], dtype=np.float64)
-    quarters = np.array([_feature(r, TIMESIG) for r in rows], dtype=np.float64) * 4
-    notated = np.array([_number(r.get("notated")) for r in rows], dtype=np.float64)
+    all_rows = take.rows
+    good = ((all_rows["bar"] >= 0) & (all_rows["bar"] < MAX_BAR) & (all_rows["step"] >= 0)
+            & (all_rows["step"] <= STEPS_PER_BAR) & (np.abs(all_rows["yhat"]) <= 1))
+    rows = all_rows[good]
+    bar = rows["bar"].astype(np.int64)
+    step = rows["step"].astype(np.int64)
+    yhat = rows["yhat"].astype(np.float64)
+    features = rows["features"].astype(np.float64)
+    tempo = features[:, TEMPO]
+    quarters = features[:, TIMESIG] * 4
+    notated = rows["notated"].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         bar_ms = 60_000.0 / tempo * quarters
     bar_ms = _fill(bar_ms, _bar_ms_from_notated(bar * STEPS_PER_BAR + step, notated), 2000.0)
     starts, end = bar_starts(bar, quarters)
     q = _fill(quarters, np.full(len(rows), np.nan), 4.0)
     x = np.array([starts[b] for b in bar.tolist()], dtype=np.float64) + step / STEPS_PER_BAR * q
-    diff = np.array([_number(r.get("diff")) for r in rows], dtype=np.float64)
+    diff = rows["diff"].astype(np.float64)
     diff[~(np.abs(diff) <= 1)] = np.nan                  # a diff beyond a bar is not an offset
-    silent = np.array([_row_silent(r) for r in rows], dtype=bool)
+    silent = (features[:, HITS] == 0).all(axis=1)
     return TakeHits(bar, step, x, bar_ms, yhat * bar_ms, diff * bar_ms, silent, starts, end,
-                    skipped=len(parsed) - len(good))
+                    skipped=int(len(all_rows) - good.sum()))
 
 
 # ----------------------------------------------------------------------------- Fig. 2's curve
@@ -236,15 +219,6 @@ def diff_sigma_ms(hits: TakeHits) -> float:
 
 # ----------------------------------------------------------------------------- drawing
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _as_take(take) -> Take:
     """A Take, or a take file / take folder to read."""
     return take if isinstance(take, Take) else read_take(take)
@@ -289,9 +263,9 @@ def take_summary(take: Take, hits: TakeHits | None = None) -> str:
     """
     h = hits if hits is not None else take_hits(take)
     head = take.header
-    parts = [str(head.get("score", "take")), str(head.get("agent", "?"))]
-    if head.get("model_version") is not None:
-        parts[-1] += f" v{head['model_version']}"
+    parts = [str(head.score or "take"), str(head.agent or "?")]
+    if head.model_version is not None:
+        parts[-1] += f" v{head.model_version}"
     rows = f"{len(h)} rows" + ("" if take.complete else " (cut short)")
     sounding = ~h.silent
     heard = h.partner_hits
@@ -318,8 +292,7 @@ def plot_take_fig1(take, path, *, title: str | None = None) -> Path:
     """
     take = _as_take(take)
     h = take_hits(take)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(_width([h]), 4.2))
+    fig, ax = figure(figsize=(_width([h]), 4.2))
     _bar_axis(ax, [h])
     top = ax.get_xaxis_transform()
     s = h.silent
@@ -344,21 +317,12 @@ def plot_take_fig1(take, path, *, title: str | None = None) -> Path:
         ax.text(0.5, 0.5, "no rows in this take", transform=ax.transAxes, ha="center")
         ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title or take_summary(take, h), fontsize=10)
-    return _save(fig, plt, path)
+    return save(fig, path)
 
 
 def _legend(ax) -> None:
     """The legend beside the axes, where it hides no hit."""
     ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
-
-
-def _save(fig, plt, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def plot_takes_fig2(takes, path, *, labels=None) -> Path:
@@ -385,10 +349,9 @@ def plot_takes_fig2(takes, path, *, labels=None) -> Path:
     if len(labels) != len(takes):
         raise ValueError(f"{len(labels)} labels for {len(takes)} takes")
     hits_list = [take_hits(t) for t in takes]
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(_width(hits_list), 4.5))
+    fig, ax = figure(figsize=(_width(hits_list), 4.5))
     _bar_axis(ax, hits_list)
-    cmap = plt.get_cmap("viridis")
+    cmap = colormap("viridis")
     for i, (h, label) in enumerate(zip(hits_list, labels)):
         x, ma = offset_curve(h)
         sigma = diff_sigma_ms(h)
@@ -401,11 +364,11 @@ def plot_takes_fig2(takes, path, *, labels=None) -> Path:
         ax.plot(x, ma, label=label, **style)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_ylabel(f"diff, partner − drum (ms)\nmoving average of {PERIOD} hits")
-    score = takes[0].header.get("score", "session") if takes else "session"
+    score = (takes[0].header.score or "session") if takes else "session"
     ax.set_title(f"{score}: drum–partner offset, {len(takes)} takes (σ over hits with a partner onset)",
                  fontsize=10)
     _legend(ax)
-    return _save(fig, plt, path)
+    return save(fig, path)
 
 
 # ----------------------------------------------------------------------------- a session
@@ -478,7 +441,7 @@ def plot_session(session_folder, out_dir=None) -> list[Path]:
             _warn(f"take {k:03d}: {h.skipped} unusable rows left out of the plots")
         paths.append(plot_take_fig1(take, out / f"take_{k:03d}.png",
                                     title=f"take {k:03d} · {take_summary(take, h)}"))
-        version = take.header.get("model_version")
+        version = take.header.model_version
         labels.append(f"take {k:03d}" + (f", model v{version}" if version is not None else "")
                       + (" (baseline)" if not labels else ""))
     paths.append(plot_takes_fig2([t for _, t in takes], out / "takes.png", labels=labels))

@@ -49,9 +49,9 @@ deviation (``ddof=0``, as ``np.std``): y only depends on the *ratios*
 
 "Zero" means below :data:`SIGMA_EPS` (10⁻⁶ of a bar, about 2 µs).
 
-The module also finds the partner's *off-beat notes* (footnote 6,
-:func:`offbeat_notes`, :class:`OffbeatLedger`) and checks a take before it
-is used for training (:func:`validate_take`). Pure numpy, no torch.
+The partner's *off-beat notes* (footnote 6) are in :mod:`rolypoly.score_growth`;
+checking a take before it trains anything is :func:`rolypoly.take.validate_take`.
+Pure numpy, no torch.
 
 Examples
 --------
@@ -65,24 +65,23 @@ Examples
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .features import DESCRIPTOR, DIFF
 from .grid import STEPS_PER_BAR
+from .take import as_rows
 
 #: A standard deviation below this (fraction of a bar; 2 µs in a 2 s bar) counts as zero.
 SIGMA_EPS = 1e-6
-#: An onset this close (s) to one a hit heard in its window is that same onset.
-HEARD_TOLERANCE_S = 1e-4
 #: Degrees of freedom of every σ here: population standard deviation, as ``np.std``.
 DDOF = 0
 
 
 # ----------------------------------------------------------------------------- input checks
 
-def _finite_1d(x, name: str) -> np.ndarray:
+def finite_1d(x, name: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 1:
         raise ValueError(f"{name} must be one value per row (1-D), got shape {a.shape}")
@@ -106,7 +105,7 @@ def _diff_1d(diff, name: str = "diff") -> np.ndarray:
     return a
 
 
-def _finite_number(x, name: str) -> float:
+def finite_number(x, name: str) -> float:
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -251,13 +250,13 @@ def take_targets(yhat, diff, A: float = 1.0, B: float = 1.0, *, min_sigma: float
     >>> res.stats.rules[0].split(":")[0]
     'σ_ŷ = 0'
     """
-    yhat = _finite_1d(yhat, "yhat")
+    yhat = finite_1d(yhat, "yhat")
     diff = _diff_1d(diff)
     if yhat.shape != diff.shape:
         raise ValueError(f"yhat has {len(yhat)} rows but diff has {len(diff)}")
-    A, B = _finite_number(A, "A"), _finite_number(B, "B")
+    A, B = finite_number(A, "A"), finite_number(B, "B")
     if min_sigma is not None:
-        min_sigma = _finite_number(min_sigma, "min_sigma")
+        min_sigma = finite_number(min_sigma, "min_sigma")
         if min_sigma <= 0:
             raise ValueError(f"min_sigma must be a positive fraction of a bar, got {min_sigma}")
     n = len(yhat)
@@ -446,343 +445,11 @@ def diff_from_features(features, *, mark_carried: bool = True) -> np.ndarray:
 
 
 def take_arrays(rows) -> tuple[np.ndarray, np.ndarray]:
-    """ŷ and diff of a take's rows, ready for :func:`take_targets` (null diff → NaN).
+    """ŷ and diff of a take's rows (:data:`rolypoly.take.ROW_DTYPE`, or records), ready for :func:`take_targets`.
 
-    >>> take_arrays([{"yhat": 0.01, "diff": None}, {"yhat": 0.0, "diff": 0.02}])
+    >>> take_arrays([{"row": 0, "bar": 0, "step": 0, "notated": 0.0, "yhat": 0.01, "diff": None},
+    ...              {"row": 1, "bar": 0, "step": 6, "notated": 0.5, "yhat": 0.0, "diff": 0.02}])
     (array([0.01, 0.  ]), array([ nan, 0.02]))
     """
-    yhat = np.array([r["yhat"] for r in rows], dtype=np.float64)
-    diff = np.array([np.nan if r.get("diff") is None else r["diff"] for r in rows], dtype=np.float64)
-    return yhat, diff
-
-
-# ----------------------------------------------------------------------------- off-beat notes
-
-@dataclass(frozen=True)
-class OffbeatNote:
-    """A partner attack between two drum hits, as a candidate no-hit row.
-
-    ``bar`` and ``step`` are its quantised grid position, ``time`` the
-    attack (s from score zero), ``after_row`` the hit before it and
-    ``length_ms`` the time to the next attack (partner onset or drum hit).
-    """
-
-    bar: int
-    step: int
-    time: float
-    after_row: int
-    length_ms: float
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.bar, self.step)
-
-
-def offbeat_notes(rows, onsets, steps_per_bar: int = STEPS_PER_BAR, min_gap_ms: float = 10.0) -> list[OffbeatNote]:
-    """Partner attacks in the middle of the gaps between hits (footnote 6).
-
-    For consecutive hits t and t + 1 (the *window*), an attack strictly
-    inside the middle third of the gap between their notated times,
-    ``(n_t + g/3, n_t + 2g/3)``, is an off-beat note, unless a hit heard it
-    in its diff window (it is in that row's ``onsets``). Its grid position is
-    interpolated between the two rows' positions (bar + step/steps_per_bar)
-    and rounded to the nearest step (half-way rounds up); an attack that
-    lands on an existing row's step is not off-beat.
-
-    *"Only one such note, with a length > 10 ms, may be added per window,
-    per performance"* is read as: partner attacks mark only where notes
-    start, so a note's length is the time to the next attack, the next
-    partner onset or hit t + 1 (notated), whichever comes first, and it
-    must be more than ``min_gap_ms``; the attack must also be more than
-    ``min_gap_ms`` after the previous attack (partner onset or hit t), so
-    that neither of an onset detector's double triggers counts. Of the
-    notes left in a window the longest is kept (the earliest on a tie).
-    The last row has no window (no hit after it).
-
-    Parameters
-    ----------
-    rows : sequence of dict
-        Take rows in order, each with ``row``, ``bar``, ``step`` and
-        ``notated`` (s from score zero), as in :func:`rolypoly.take.read_take`.
-    onsets : array_like
-        Every partner onset of the take (s from score zero), not only those
-        in the hit windows.
-    steps_per_bar : int
-        The grid of the score (the rows' steps are on it).
-    min_gap_ms : float
-
-    Returns
-    -------
-    list of OffbeatNote, in time order, at most one per window.
-
-    Examples
-    --------
-    Two hits half a bar apart (2 s bars) and an attack near the middle:
-
-    >>> rows = [{"row": 0, "bar": 0, "step": 0, "notated": 0.0},
-    ...         {"row": 1, "bar": 0, "step": 12, "notated": 1.0}]
-    >>> [(n.bar, n.step, n.after_row) for n in offbeat_notes(rows, [0.02, 0.49, 1.01])]
-    [(0, 6, 0)]
-    """
-    on = np.sort(_finite_1d(np.atleast_1d(np.asarray(onsets, dtype=np.float64)), "onsets"))
-    # An attack a hit listened to (in its diff window, the row's "onsets") is that hit's partner,
-    # not an off-beat note: with a wide window (the swing morph's dur/2.5) a swung 8th reaches
-    # into the middle third of the gap and would otherwise become a silent row of its own.
-    heard = np.sort(np.array([x for r in rows for x in (r.get("onsets") or [])], dtype=np.float64))
-    if len(heard) and len(on):
-        j = np.clip(np.searchsorted(heard, on), 1, len(heard)) - 1
-        near = np.minimum(np.abs(on - heard[j]), np.abs(on - heard[np.minimum(j + 1, len(heard) - 1)]))
-        on = on[near > HEARD_TOLERANCE_S]
-    steps_per_bar = int(steps_per_bar)
-    if steps_per_bar <= 0:
-        raise ValueError(f"steps_per_bar must be positive, got {steps_per_bar}")
-    gap_s = _finite_number(min_gap_ms, "min_gap_ms") / 1000.0
-    occupied = {(int(r["bar"]), int(r["step"])) for r in rows}
-    notes: list[OffbeatNote] = []
-    for a, b in zip(rows[:-1], rows[1:]):
-        if int(b["row"]) != int(a["row"]) + 1:
-            continue  # not neighbours: no window between them
-        n0, n1 = float(a["notated"]), float(b["notated"])
-        g = n1 - n0
-        if not (math.isfinite(g) and g > 0):
-            continue
-        p0 = int(a["bar"]) + int(a["step"]) / steps_per_bar
-        p1 = int(b["bar"]) + int(b["step"]) / steps_per_bar
-        lo, hi = n0 + g / 3, n0 + 2 * g / 3
-        best = None
-        for j in range(np.searchsorted(on, lo, "right"), np.searchsorted(on, hi, "left")):
-            t = float(on[j])
-            before = max(float(on[j - 1]) if j else -math.inf, n0)
-            after = min(float(on[j + 1]) if j + 1 < len(on) else math.inf, n1)
-            if not (t - before > gap_s and after - t > gap_s):
-                continue
-            q = math.floor((p0 + (t - n0) / g * (p1 - p0)) * steps_per_bar + 0.5)
-            key = (q // steps_per_bar, q % steps_per_bar)
-            if key in occupied:
-                continue
-            if best is None or after - t > best.length_ms / 1000.0:
-                best = OffbeatNote(key[0], key[1], t, int(a["row"]), (after - t) * 1000.0)
-        if best is not None:
-            occupied.add(best.key)
-            notes.append(best)
-    return notes
-
-
-TENTATIVE, PERMANENT = "tentative", "permanent"
-
-
-@dataclass
-class OffbeatLedger:
-    """Off-beat notes of a session across takes: tentative, then permanent.
-
-    A note proposed by a take is *tentative*: it is skipped in training
-    (:meth:`trainable_mask`) and not part of the score. When another take
-    (normally a later one) proposes the same bar and step, it becomes
-    *permanent*: a no-hit row of the grown score (:meth:`grown_rows`).
-    Proposing the same take twice confirms nothing. Pure data: store it
-    with :meth:`to_dict`, get it back with :meth:`from_dict`.
-
-    Examples
-    --------
-    >>> ledger = OffbeatLedger()
-    >>> n = OffbeatNote(bar=2, step=9, time=4.8, after_row=17, length_ms=120.0)
-    >>> ledger.propose(0, [n])
-    {'new': [(2, 9)], 'confirmed': []}
-    >>> ledger.grown_rows(), ledger.trainable_mask([2, 2], [6, 9]).tolist()
-    ([], [True, False])
-    >>> ledger.propose(1, [n])["confirmed"], ledger.grown_rows()
-    ([(2, 9)], [(2, 9)])
-    >>> OffbeatLedger.from_dict(ledger.to_dict()) == ledger
-    True
-    """
-
-    notes: dict = field(default_factory=dict)  # (bar, step) -> {"status", "proposed_by", "confirmed_by"}
-
-    def propose(self, take_index: int, notes) -> dict:
-        """Record a take's off-beat notes; returns the keys that are ``new`` and ``confirmed``."""
-        take_index = int(take_index)
-        new, confirmed = [], []
-        for n in notes:
-            key = n.key if isinstance(n, OffbeatNote) else (int(n[0]), int(n[1]))
-            entry = self.notes.get(key)
-            if entry is None:
-                self.notes[key] = {"status": TENTATIVE, "proposed_by": take_index, "confirmed_by": None}
-                new.append(key)
-            elif entry["status"] == TENTATIVE and entry["proposed_by"] != take_index:
-                entry.update(status=PERMANENT, confirmed_by=take_index)
-                confirmed.append(key)
-        return {"new": new, "confirmed": confirmed}
-
-    def status(self, bar: int, step: int) -> str | None:
-        """``"tentative"``, ``"permanent"`` or None for a position no take proposed."""
-        entry = self.notes.get((int(bar), int(step)))
-        return entry["status"] if entry else None
-
-    def tentative(self) -> list[tuple[int, int]]:
-        """Positions still waiting for confirmation, in score order."""
-        return sorted(k for k, e in self.notes.items() if e["status"] == TENTATIVE)
-
-    def grown_rows(self) -> list[tuple[int, int]]:
-        """Permanent positions (bar, step), in score order: no-hit rows to add to the score."""
-        return sorted(k for k, e in self.notes.items() if e["status"] == PERMANENT)
-
-    def trainable_mask(self, bar, step) -> np.ndarray:
-        """False for rows at a tentative note's position, True elsewhere.
-
-        Parameters
-        ----------
-        bar, step : array_like of int, shape (n,)
-            Positions of the training rows.
-        """
-        bar, step = np.asarray(bar, dtype=int), np.asarray(step, dtype=int)
-        if bar.shape != step.shape:
-            raise ValueError(f"bar has shape {bar.shape} but step has {step.shape}")
-        pending = set(self.tentative())
-        return np.array([(int(b), int(s)) not in pending for b, s in zip(bar.ravel(), step.ravel())],
-                        dtype=bool).reshape(bar.shape)
-
-    def to_dict(self) -> dict:
-        """JSON-ready form (for ``session.json``)."""
-        return {"version": 1, "notes": [{"bar": b, "step": s, **e} for (b, s), e in sorted(self.notes.items())]}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "OffbeatLedger":
-        """Inverse of :meth:`to_dict`; ValueError on anything else."""
-        if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("notes"), list):
-            raise ValueError("not an off-beat ledger (expected {'version': 1, 'notes': [...]})")
-        notes = {}
-        for e in data["notes"]:
-            try:
-                key = (int(e["bar"]), int(e["step"]))
-                status, by, conf = e["status"], int(e["proposed_by"]), e.get("confirmed_by")
-            except (KeyError, TypeError, ValueError):
-                raise ValueError(f"off-beat ledger entry {e!r} is incomplete") from None
-            if status not in (TENTATIVE, PERMANENT):
-                raise ValueError(f"off-beat ledger entry {e!r}: status must be tentative or permanent")
-            notes[key] = {"status": status, "proposed_by": by,
-                          "confirmed_by": None if conf is None else int(conf)}
-        return cls(notes)
-
-
-# ----------------------------------------------------------------------------- take checks
-
-@dataclass
-class TakeCheck:
-    """Verdict on a take: the ``rows`` to train on, whether it is ``usable``, and why."""
-
-    rows: list
-    usable: bool
-    reasons: list = field(default_factory=list)
-
-
-_NUMBERS = ("yhat", "notated", "intended", "played")
-
-
-def _row_problem(r: dict) -> str | None:
-    """First thing wrong with a row's numbers, or None."""
-    for key in ("row", "bar", "step", "yhat", "notated"):
-        if key not in r:
-            return f"has no {key!r}"
-    for key in _NUMBERS:
-        if key in r and not _is_finite(r[key]):
-            return f"{key} is {r[key]!r}"
-    if r.get("diff") is not None and not _is_finite(r["diff"]):
-        return f"diff is {r['diff']!r}"
-    for key in ("features", "onsets"):
-        vals = r.get(key) or []
-        if not all(_is_finite(v) for v in vals):
-            return f"{key} hold NaN or infinite values"
-    return None
-
-
-def _is_finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def validate_take(take, score_hash: str, n_rows: int) -> TakeCheck:
-    """Check a take before it trains anything; keep what can be used.
-
-    * recorded against another score (``score_hash`` in its header differs,
-      or is missing): refused;
-    * rows not numbered 0, 1, 2 … or beyond the score, missing fields,
-      NaN or infinite numbers: refused, naming the row;
-    * cut short (no closing line, or a closing line with an ``error``) before
-      the score's last row: the last bar may be partial, so only the bars
-      before it are used, and the reasons say so;
-    * no partner onset in any hit window: not usable (nothing to learn).
-
-    Parameters
-    ----------
-    take : rolypoly.take.Take
-        As read by :func:`rolypoly.take.read_take` (``header``, ``rows``,
-        ``footer``, ``problems``).
-    score_hash : str
-        Hash of the session's score (:func:`rolypoly.realtime.duet.score_hash`).
-    n_rows : int
-        Rows in the session's score.
-
-    Returns
-    -------
-    TakeCheck
-        ``rows`` (possibly fewer than the take's), ``usable``, ``reasons``.
-
-    Examples
-    --------
-    >>> from types import SimpleNamespace
-    >>> rows = [{"row": i, "bar": i // 2, "step": 12 * (i % 2), "yhat": 0.0, "notated": i * 1.0,
-    ...          "diff": 0.01} for i in range(6)]
-    >>> take = SimpleNamespace(header={"score_hash": "abc"}, rows=rows, footer=None, problems=[])
-    >>> check = validate_take(take, "abc", n_rows=8)
-    >>> check.usable, len(check.rows), check.reasons[0][:30]
-    (True, 4, 'take cut short (no closing lin')
-    >>> validate_take(take, "xyz", n_rows=8).usable
-    False
-    """
-    header = getattr(take, "header", None) or {}
-    rows = list(getattr(take, "rows", None) or [])
-    footer = getattr(take, "footer", None)
-    reasons = list(getattr(take, "problems", None) or [])
-
-    def refuse(why: str) -> TakeCheck:
-        return TakeCheck([], False, reasons + [why])
-
-    theirs = header.get("score_hash")
-    if theirs is None:
-        return refuse("take has no score hash: cannot tell which score it was recorded against")
-    if theirs != score_hash:
-        return refuse(f"take was recorded against another score ({header.get('score', '?')!s}, "
-                      f"hash {theirs}; this score's hash is {score_hash})")
-    if header.get("rows") is not None and header["rows"] != n_rows:
-        return refuse(f"take was of a score with {header['rows']} rows; this one has {n_rows}")
-    if not rows:
-        return refuse("take has no rows")
-    for k, r in enumerate(rows):
-        if not isinstance(r, dict):
-            return refuse(f"take line {k + 2} is not a row")
-        problem = _row_problem(r)
-        if problem:
-            return refuse(f"row {r.get('row', k)}: {problem}")
-        if r["row"] != k:
-            return refuse(f"rows are not in order: row {r['row']} where row {k} was expected")
-    if len(rows) > n_rows:
-        return refuse(f"take has {len(rows)} rows; the score has only {n_rows}")
-
-    ended_badly = footer is None or "error" in footer
-    how = "no closing line" if footer is None else f"ended with an error: {footer.get('error')}"
-    if ended_badly and len(rows) < n_rows:
-        last_bar = rows[-1]["bar"]
-        kept = [r for r in rows if r["bar"] != last_bar]
-        reasons.append(f"take cut short ({how}): using its {len(kept)} rows of complete bars, "
-                       f"dropped the last, possibly partial bar {last_bar} ({len(rows) - len(kept)} rows)")
-        rows = kept
-        if not rows:
-            return TakeCheck([], False, reasons + ["no complete bar left"])
-    elif ended_badly:
-        reasons.append(f"take has {how}, but all {n_rows} rows are there: using them all")
-    elif footer.get("stopped_early"):
-        reasons.append(f"take was stopped early: using its {len(rows)} of {n_rows} rows")
-
-    if all(r.get("diff") is None for r in rows):
-        return TakeCheck(rows, False, reasons + [
-            f"no partner onset in any hit window (0 of {len(rows)} hits): no update"])
-    return TakeCheck(rows, True, reasons)
+    rows = as_rows(rows)
+    return rows["yhat"].astype(np.float64), rows["diff"].astype(np.float64)

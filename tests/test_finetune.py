@@ -78,15 +78,16 @@ def test_update_that_forgets_the_dataset_is_refused(take_rows):
 
 def test_no_partner_means_no_update(take_rows):
     agent, rows = take_rows
-    silent = [dict(r, diff=None) for r in rows]
+    silent = rows.copy()
+    silent["diff"] = np.nan
     r = finetune_take(agent, silent)
     assert not r["accepted"] and "no partner onset" in r["reason"]
 
 
 def test_nan_in_a_take_is_refused(take_rows):
     agent, rows = take_rows
-    broken = [dict(r) for r in rows]
-    broken[3]["yhat"] = float("nan")
+    broken = rows.copy()
+    broken["yhat"][3] = float("nan")
     with pytest.raises(ValueError):
         finetune_take(agent, broken)
 
@@ -98,10 +99,10 @@ def test_fast_path_decides_and_learns_as_the_reference_path(take_rows, margin):
     """Fused Adam, one thread, cached dataset MSEs: same decision, same losses and figures."""
     agent, rows = take_rows
     data = _score_data(rows, n=3)
-    ft.dataset_mse_cache.clear()
+    cache = ft.DatasetMSECache()
     slow = finetune_take(agent, rows, dataset=data, margin=margin, fast=False)  # keeps the fixture's thread
-    fast = finetune_take(agent, rows, dataset=data, margin=margin)
-    again = finetune_take(agent, rows, dataset=data, margin=margin)  # "before" now from the cache
+    fast = finetune_take(agent, rows, dataset=data, margin=margin, mse_cache=cache)
+    again = finetune_take(agent, rows, dataset=data, margin=margin, mse_cache=cache)  # "before" now from the cache
     assert slow["accepted"] == fast["accepted"] == again["accepted"] == (margin > 0)
     assert fast["reason"].split(":")[0] == slow["reason"].split(":")[0]
     np.testing.assert_allclose(fast["losses"], slow["losses"], rtol=1e-5)
@@ -119,17 +120,17 @@ def test_fast_path_decides_and_learns_as_the_reference_path(take_rows, margin):
 def test_dataset_mse_cache_is_keyed_by_the_weights(take_rows):
     agent, rows = take_rows
     data = _score_data(rows, n=2)
-    ft.dataset_mse_cache.clear()
+    cache = ft.DatasetMSECache()
     plain = dataset_mse(agent, data)
-    assert dataset_mse(agent, data, cache=True) == plain and len(ft.dataset_mse_cache) == 1
-    assert dataset_mse(agent, data, cache=True) == plain and len(ft.dataset_mse_cache) == 1
+    assert dataset_mse(agent, data, cache=cache) == plain and len(cache) == 1
+    assert dataset_mse(agent, data, cache=cache) == plain and len(cache) == 1
     other = copy.deepcopy(agent)
     with torch.no_grad():
         other.head.bias += 0.01
     assert weights_digest(other) != weights_digest(agent)
-    assert dataset_mse(other, data, cache=True) != plain and len(ft.dataset_mse_cache) == 2
+    assert dataset_mse(other, data, cache=cache) != plain and len(cache) == 2
     shifted = _Data(data.X, data.y + 0.01, n=2)  # other labels: another entry, not a stale hit
-    assert dataset_mse(agent, shifted, cache=True) == dataset_mse(agent, shifted) != plain
+    assert dataset_mse(agent, shifted, cache=cache) == dataset_mse(agent, shifted) != plain
 
 
 def test_finetuning_runs_on_one_thread_and_gives_the_threads_back(take_rows):

@@ -44,7 +44,7 @@ def test_a_humanized_session_plays_the_humanized_pattern_under_the_agent(tmp_pat
     summary = play_take(DEMO_SCORE, partner, SimClock(), session=folder, mix=False, plot=False,
                         settings=EngineSettings(partner_offset_s=0.3))
     take = read_take(summary["take_dir"])
-    assert take.header["pattern"] == {"humanize": True, "seed": 3, "temperature": 0.0}
+    assert take.header.pattern == {"humanize": True, "seed": 3, "temperature": 0.0}
     notated = np.array([r["notated"] for r in take.rows])
     np.testing.assert_allclose(notated, score.onset_s[:len(notated)], atol=1e-6)
     plain = load_score(DEMO_SCORE).onset_s[:len(notated)]

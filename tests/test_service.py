@@ -477,6 +477,38 @@ def test_finetune_between_takes_reports_progress_and_the_result(svc, root):
     assert json.loads((root / "demo" / "session.json").read_text())["model"] == 1
 
 
+def test_settings_sent_during_a_fine_tune_are_kept(svc, root):
+    """Issue 10: /finetune, then /ab and /humanize while it runs: both were answered ok, then lost."""
+    from rolypoly.groove_model import default_groove_weights
+    from rolypoly.realtime.clock import SimClock
+    from rolypoly.realtime.duet import play_take
+    from rolypoly.realtime.engine import EngineSettings
+    from rolypoly.realtime.sources import FileSource
+    from rolypoly.session import Session
+
+    loaded(svc)
+    play_take(root / "demo.mid", FileSource(root / "partner.wav"), SimClock(), session=root / "demo",
+              settings=EngineSettings(partner_offset_s=0.0), mix=False, plot=False)
+    gate, load_gmd = threading.Event(), svc._gmd_subset
+    svc._gmd_subset = lambda: (gate.wait(30), load_gmd())[1]  # hold the fine-tune at its start
+    ok(svc, "finetune", -1, 3)
+    assert call(svc, "ab", 0.3, 0.7) == [(P + "ok", [P + "ab", 0.3, 0.7])]
+    humanize = default_groove_weights("humanize").is_file()
+    if humanize:
+        assert call(svc, "humanize", 1, 5) == [(P + "ok", [P + "humanize", 1, 5])]
+    gate.set()
+    got = []
+    while not got or got[-1][0] != P + "finetuned":
+        got += svc.outbox.get(timeout=60)[1]
+    _wait_for(lambda: svc._tuning is None)
+    session = Session(root / "demo")
+    assert session.stored_ab() == (0.3, 0.7) and session.meta["model"] == 1
+    if humanize:
+        assert session.pattern == {"humanize": True, "seed": 5, "temperature": 0.0}
+    status = dict(zip(*[iter(call(svc, "status")[0][1])] * 2))
+    assert (status["A"], status["B"]) == (0.3, 0.7)
+
+
 def test_humanize_and_drumify_swap_the_pattern_between_takes(svc, root):
     from rolypoly.groove_model import default_groove_weights
     from rolypoly.session import Session

@@ -12,7 +12,8 @@ from rolypoly.take import read_take
 from rolypoly.lab.virtual_partner import VirtualPartner
 from rolypoly.cli import main
 from rolypoly.score import load_score, write_midi
-from rolypoly.session import Session, SessionError, score_hash, with_rows
+from rolypoly.score_growth import with_rows
+from rolypoly.session import Session, SessionError, score_hash
 
 LEAD = 0.3
 
@@ -43,7 +44,7 @@ def test_first_take_starts_version_zero_and_finetune_writes_the_next(tmp_path, s
     summary = _take(folder, song, offset_ms=15, jitter_ms=3, seed=1)
     s = Session(folder)
     assert summary["model_version"] == 0 and s.meta["model"] == 0
-    assert read_take(summary["take_dir"]).header["model_version"] == 0
+    assert read_take(summary["take_dir"]).header.model_version == 0
     report = s.finetune()
     assert report["accepted"] and report["version"] == 1 and report["current"] == 1
     rec = json.loads((folder / "models" / "001" / "version.json").read_text())
@@ -184,7 +185,7 @@ def test_offbeat_partner_notes_grow_the_score(tmp_path):
     assert len(grown) == n0 + len(r0["offbeat"]["new"])
     assert not grown.hits[~np.isin(grown.step, [0, 6, 12, 18])].any()  # silent rows
     summary, played = take()
-    assert read_take(summary["take_dir"]).header["rows"] == len(grown)
+    assert read_take(summary["take_dir"]).header.rows == len(grown)
     r1 = Session(folder).finetune()
     assert len(r1["offbeat"]["confirmed"]) >= 12 and r1["offbeat"]["permanent"] >= 12
     assert r1["accepted"]
@@ -238,3 +239,27 @@ def test_broken_session_json_is_one_line(tmp_path, song):
     (folder / "session.json").write_text("{not json")
     with pytest.raises(SessionError, match="unreadable"):
         Session(folder)
+
+
+def test_a_revert_made_during_a_fine_tune_stays(tmp_path, song):
+    """Issue 10: `finetune S --epochs 300 & sleep 0.5; session revert S 0` lost the revert and its history."""
+    import threading
+    import time
+
+    folder = tmp_path / "s"
+    _take(folder, song, offset_ms=15, jitter_ms=3, seed=1)
+    assert Session(folder).finetune(epochs=1)["current"] == 1
+    reports = []
+    tuning = threading.Thread(target=lambda: reports.append(Session(folder).finetune(epochs=400)))
+    tuning.start()
+    time.sleep(0.5)
+    assert tuning.is_alive(), "the fine-tune must still be running when the revert comes"
+    assert main(["session", "revert", str(folder), "0"]) == 0
+    tuning.join(120)
+    report = reports[0]
+    meta = json.loads((folder / "session.json").read_text())
+    assert meta["model"] == 0, "the revert stays"
+    assert {"revert_to": 0} in [{k: v for k, v in h.items() if k == "revert_to"} for h in meta["history"]]
+    assert report["accepted"] and report["version"] == 2 and report["current"] == 0
+    assert "not played" in report["reason"]
+    assert (folder / "models" / "002" / "weights.safetensors").is_file()

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from rolypoly.take import Take, TakeWriter, read_take
+from rolypoly.take import Take, TakeWriter, read_take, validate_take
 from rolypoly.features import DESCRIPTOR, DIFF
-from rolypoly.targets import (OffbeatLedger, OffbeatNote, cancel_scaling_ab, diff_from_features,
-                              offbeat_notes, take_arrays, take_targets, validate_take)
+from rolypoly.score_growth import OffbeatLedger, OffbeatNote, offbeat_notes
+from rolypoly.targets import cancel_scaling_ab, diff_from_features, take_arrays, take_targets
 
 YHAT = [0.01, -0.01, 0.02, 0.0]
 DIFFS = [0.02, 0.0, -0.02, 0.04]
@@ -325,9 +325,9 @@ def test_validate_complete_take():
 
 def test_validate_refuses_another_score():
     check = validate_take(_take(12, footer={}, score_hash="zzz"), "abc", 12)
-    assert not check.usable and check.rows == [] and "another score" in check.reasons[0]
+    assert not check.usable and len(check.rows) == 0 and "another score" in check.reasons[0]
     take = _take(12, footer={})
-    del take.header["score_hash"]
+    take.header.score_hash = None
     assert "no score hash" in validate_take(take, "abc", 12).reasons[0]
     assert "12 rows" in validate_take(_take(12, footer={}), "abc", 13).reasons[0]
 
@@ -374,12 +374,11 @@ def test_validate_refuses_non_finite_numbers(key, value):
 
 def test_validate_refuses_rows_out_of_order():
     take = _take(12, footer={})
-    take.rows[3], take.rows[4] = take.rows[4], take.rows[3]
+    take.rows[[3, 4]] = take.rows[[4, 3]]
     assert "not in order" in validate_take(take, "abc", 12).reasons[0]
 
 
 def test_an_onset_a_hit_heard_in_its_window_is_not_an_offbeat_note():
-    from rolypoly.targets import offbeat_notes
     rows = [{"row": 0, "bar": 0, "step": 0, "notated": 0.0, "onsets": [0.36]},
             {"row": 1, "bar": 0, "step": 12, "notated": 1.0}]
     assert offbeat_notes(rows, [0.36]) == []              # heard by hit 0 (a wide window)

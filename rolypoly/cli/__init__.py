@@ -333,9 +333,9 @@ def _session_list(args) -> int:
         except TakeError as e:
             takes.append({"take": int(d.name), "problem": str(e)})
             continue
-        foot = t.footer or {}
-        takes.append({"take": int(d.name), "rows": len(t.rows), "model_version": t.header.get("model_version"),
-                      "clock": t.header.get("clock"), "complete": t.complete,
+        foot = t.end.summary if t.end is not None else {}
+        takes.append({"take": int(d.name), "rows": len(t.rows), "model_version": t.header.model_version,
+                      "clock": t.header.clock, "complete": t.complete,
                       "hits_with_partner": foot.get("hits_with_partner"),
                       "diff_ms_mean": foot.get("diff_ms_mean"), "diff_ms_std": foot.get("diff_ms_std"),
                       "yhat_ms_std": foot.get("yhat_ms_std")})
