@@ -6,6 +6,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rolypoly-installed
+# The Groove MIDI Dataset beside the checkout, when it is there (else $ROLYPOLY_GMD or the user data folder).
+ifneq ($(wildcard ../shared/datasets/groove/info.csv),)
+export ROLYPOLY_GMD ?= $(abspath ../shared/datasets/groove)
+endif
 # Needed to run: PortAudio and libsndfile (audio I/O), gcc and Python headers (aubio builds from source).
 REQUIRED_DEBS := libportaudio2 libsndfile1 gcc
 # Needed for the live tests and for audio/MIDI without a sound card: a JACK server (dummy backend);

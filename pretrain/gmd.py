@@ -47,8 +47,8 @@ def gmd_dir(path=None) -> Path:
     """The dataset folder: ``path``, else $ROLYPOLY_GMD, else the user data folder (:mod:`rolypoly.paths`)."""
     p = paths.gmd_dir(path)
     if not (p / "info.csv").is_file():
-        raise DatasetError(f"{p}: no Groove MIDI Dataset here (info.csv missing); pass --gmd DIR, "
-                           "set ROLYPOLY_GMD, or get it with: rolypoly data gmd --download")
+        raise DatasetError(f"{p}: no Groove MIDI Dataset here (info.csv missing); pass --gmd DIR or set "
+                           f"ROLYPOLY_GMD, or get it with: rolypoly data gmd --download {p.parent}")
     return p
 
 
