@@ -22,6 +22,10 @@ from pathlib import Path as _Path
 
 __version__ = "0.1.0"
 
+#: The timing agents' kinds (:mod:`rolypoly.agents` holds the models and re-exports this name).
+#: Defined here so that the command line offers them without importing torch.
+AGENT_KINDS = ("lstm", "seq2seq")
+
 #: Subpackages that live beside this folder in a checkout.
 _FLOORS = ("realtime", "pretrain", "lab")
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import AGENT_KINDS  # noqa: F401 (the package defines the kinds: reading them needs no torch)
 from .errors import CheckpointError
 from .paths import SHIPPED_WEIGHTS
 from .features import DESCRIPTOR, DIFF, N_FEATURES, N_SCORE_FEATURES, OFFSET_SCALE
@@ -52,7 +53,6 @@ ENCODER_HIDDEN = 128  # per direction, Seq2Seq encoder
 FEATURE_CLIP = 8.0
 
 WEIGHTS_DIR = SHIPPED_WEIGHTS  # read only: training writes where --out says
-AGENT_KINDS = ("lstm", "seq2seq")
 
 
 class _TimingAgent(nn.Module):

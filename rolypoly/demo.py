@@ -56,7 +56,7 @@ def demo_score() -> Score:
 
 def run_demo(out_dir="demo-output") -> dict:
     """Humanize the demo score with both shipped agents; write MIDI files and a plot."""
-    from .agents import default_weights, load_agent
+    from .agents import AGENT_KINDS, default_weights, load_agent
     from .humanize import humanize, plot_offsets
     from .score import load_score, write_midi
 
@@ -64,7 +64,7 @@ def run_demo(out_dir="demo-output") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     score = load_score(DEMO_SCORE)
     offsets, written = {}, {}
-    for kind in ("lstm", "seq2seq"):
+    for kind in AGENT_KINDS:
         yhat = humanize(score, load_agent(default_weights(kind)))
         offsets[kind] = yhat
         path = out / f"demo_humanized_{kind}.mid"
