@@ -25,7 +25,7 @@ timing error
 
 Run it::
 
-    python -m rolypoly.lab.bench_onsets --json /tmp/onsets.json
+    rolypoly bench onsets --json onsets.json [--quick] [--sample-rate HZ] [-v]
 
 >>> from rolypoly.lab.bench_onsets import match_onsets
 >>> match_onsets([1.0, 2.0], [1.01, 1.5])
@@ -33,7 +33,6 @@ Run it::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -43,7 +42,7 @@ import numpy as np
 from rolypoly.onsets import OnsetDetector, detect
 from rolypoly.lab.partner_audio import humanized_part
 
-__all__ = ["FIXTURES", "QUICK_FIXTURES", "make_fixture", "match_onsets", "score", "run", "main"]
+__all__ = ["FIXTURES", "QUICK_FIXTURES", "make_fixture", "match_onsets", "score", "run"]
 
 TOLERANCE_S = 0.025
 BLOCK_SIZE = 64
@@ -244,26 +243,6 @@ def run(json_path=None, sample_rate: int = 48000, quick: bool = False,
         with open(json_path, "w") as fh:
             json.dump(result, fh, indent=2)
     return result
-
-
-def main(argv=None) -> int:
-    """Command line: ``python -m rolypoly.lab.bench_onsets [--json PATH] [--quick]``."""
-    parser = argparse.ArgumentParser(prog="python -m rolypoly.lab.bench_onsets",
-                                     description="Onset detector benchmark (rolypoly vs aubio).")
-    parser.add_argument("--json", metavar="PATH", help="also write the JSON report here")
-    parser.add_argument("--sample-rate", type=int, default=48000)
-    parser.add_argument("--quick", action="store_true", help="three short fixtures only")
-    parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
-    args = parser.parse_args(argv)
-    result = run(json_path=args.json, sample_rate=args.sample_rate, quick=args.quick,
-                 verbose=args.verbose)
-    json.dump(result, sys.stdout, indent=2)
-    print()
-    return 0 if all(v for k, v in result["targets"].items() if k.endswith(("_met", "_aubio"))) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def aubio_onsets(samples: np.ndarray, sr: int, buf: int = 1024, hop: int = 512,

@@ -8,8 +8,7 @@ virtual port. A capture client records every MIDI event that reaches JACK,
 and each hit's *emitted* time is compared with its *intended* time (notated
 time + ŷ, :attr:`~rolypoly.realtime.engine.TakeResult.intended`)::
 
-    rolypoly bench output --json OUT [--minutes M]
-    python -m rolypoly.lab.bench_output --json /tmp/bench_output.json
+    rolypoly bench output --json OUT [--minutes M] [--period N] [--rate HZ] [--partner clicks|live]
 
 Putting JACK's times on the engine clock
 ----------------------------------------
@@ -51,7 +50,6 @@ per-hit decision time.
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import ctypes.util
 import json
@@ -71,7 +69,7 @@ import numpy as np
 from rolypoly.realtime import jack
 from rolypoly.errors import DeviceError
 
-__all__ = ["run", "main", "bench_score", "timing_stats", "drift_stats", "MidiCapture"]
+__all__ = ["run", "bench_score", "timing_stats", "drift_stats", "MidiCapture"]
 
 TARGET_P99_MS = 1.5
 TARGET_PERIOD = 64
@@ -913,29 +911,3 @@ def _report(take: dict, server: dict, minutes: float, partner: str, bpm: float, 
         },
     }
 
-
-def main(argv=None) -> int:
-    """Command line: ``python -m rolypoly.lab.bench_output [--json OUT] [--minutes M] [--period N]``."""
-    parser = argparse.ArgumentParser(prog="python -m rolypoly.lab.bench_output",
-                                     description="Drum output timing on JACK and the engine's CPU load.")
-    parser.add_argument("--json", dest="json_out", metavar="OUT", help="also write the JSON report here")
-    parser.add_argument("--minutes", type=float, default=5.0, help="length of the take (default 5)")
-    parser.add_argument("--period", type=int, default=64, help="frames per cycle of a started JACK server")
-    parser.add_argument("--rate", type=int, default=48000, help="sample rate of a started JACK server")
-    parser.add_argument("--partner", choices=("clicks", "live"), default="clicks")
-    parser.add_argument("--quick", action="store_true", help="a 6-second take")
-    parser.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
-    args = parser.parse_args(argv)
-    try:
-        report = run(args.json_out, minutes=0.1 if args.quick else args.minutes, period=args.period,
-                     rate=args.rate, partner=args.partner, verbose=args.verbose)
-    except DeviceError as exc:
-        print(f"rolypoly: {exc}", file=sys.stderr)
-        return 2
-    json.dump(report, sys.stdout, indent=2)
-    print()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

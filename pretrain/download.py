@@ -106,16 +106,3 @@ def download_gmd(dest, *, url: str = GMD_URL, sha256: str = GMD_SHA256, size: in
     folder = extract(archive, dest)
     return folder
 
-
-def add_arguments(p) -> None:
-    p.add_argument("--download", metavar="DIR", required=True,
-                   help="folder to download and unpack the MIDI-only archive into")
-    p.add_argument("--url", default=GMD_URL, help="archive address (a mirror, or file:// for a local copy)")
-    p.add_argument("--sha256", default=GMD_SHA256, help="expected SHA-256 of the archive")
-
-
-def run(args) -> int:
-    size = GMD_SIZE if args.sha256 == GMD_SHA256 else None
-    folder = download_gmd(args.download, url=args.url, sha256=args.sha256, size=size)
-    print(f"Groove MIDI Dataset ready in {folder} (use --gmd {folder}, or set ROLYPOLY_GMD)")
-    return 0

@@ -12,8 +12,6 @@ each agent's ratio to the baseline.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from rolypoly.agents import AGENT_KINDS, default_weights, load_agent
@@ -45,13 +43,3 @@ def evaluate_timing(split: str = "test", gmd=None, weights: dict | None = None,
         result[kind] = m
     return result
 
-
-def run(args) -> int:
-    result = evaluate_timing(args.split, args.gmd, {"lstm": args.lstm, "seq2seq": args.seq2seq},
-                             limit=args.limit)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(text + "\n")
-    return 0

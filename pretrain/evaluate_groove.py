@@ -31,18 +31,16 @@ Nothing is excluded from the training split: the official splits are disjoint.
 """
 from __future__ import annotations
 
-import json
-import sys
 from functools import partial
 
 import numpy as np
+
+from rolypoly.groove_grid import GROOVE_TASKS as TASKS
 
 from .groove_baselines import K, knn, knn_generate, neighbours, quantized
 from .groove_data import load_groove_split
 from .groove_metrics import groove_metrics
 
-#: Groove tasks (the same names as :data:`rolypoly.groove_model.GROOVE_TASKS`).
-TASKS = ("humanize", "drumify", "infill", "transfer")
 #: The issue's targets for the humanize model: figure -> largest acceptable value.
 TARGETS = {"timing_mae_ms": 17.5, "timing_kl": 1.5, "velocity_kl": 0.13}
 #: GrooVAE Table 1 (humanization, GMD test split): MAE ms, MSE 16th, timing KL, velocity KL.
@@ -287,21 +285,3 @@ def format_table(result: dict) -> str:
         lines.append(f"target {f} <= {t['max']}: {verdict}")
     return "\n".join(lines)
 
-
-def run(args) -> int:
-    from rolypoly.groove_model import instrument_classes
-
-    try:
-        instrument_classes(args.instrument)
-    except ValueError as e:
-        print(f"rolypoly: --instrument: {e}", file=sys.stderr)
-        return 2
-    result = evaluate(args.task, args.split, args.gmd, args.grid, args.weights, args.limit,
-                      instrument=args.instrument, bootstrap=args.bootstrap,
-                      temperature=args.temperature, velocity_spread=args.velocity_spread)
-    print(format_table(result))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            f.write(json.dumps(result, indent=2) + "\n")
-        print(f"{args.json_out}: written")
-    return 0

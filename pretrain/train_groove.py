@@ -10,7 +10,9 @@ that a model trains in at most :data:`HARD_CAP_MINUTES` on a 2-core laptop
 
 Writes ``groove_<task>.safetensors`` (weights and config) and
 ``groove_<task>.json`` (task, grid, sizes, data, per-epoch losses, measured
-training time, validation figures) to ``--out``.
+training time, validation figures) to ``out`` (the command's ``--out``, by
+default :func:`rolypoly.paths.weights_out_dir`; the shipped weights are made
+with ``--out rolypoly/weights``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rolypoly.groove_model import (WEIGHTS_DIR, GrooveEnsemble, GrooveModel, n_parameters,
+from rolypoly.groove_model import (GrooveEnsemble, GrooveModel, n_parameters,
                                    save_groove_model, steps_to_ms, tap, task_input, task_target_mask)
 
 from .groove_data import load_groove_split
@@ -260,11 +262,11 @@ def _fit_member(kwargs: dict) -> dict:
     return _fit(**kwargs)
 
 
-def train(task: str, gmd=None, *, grid: str = "16th", instrument: str = "hihat", out=WEIGHTS_DIR,
+def train(task: str, gmd=None, *, out, grid: str = "16th", instrument: str = "hihat",
           minutes: float = MINUTES, epochs: int = MAX_EPOCHS, limit: int | None = None, seed: int = SEED,
           patience: int = PATIENCE, batch: int = BATCH, progress: bool = True, model_kwargs=None,
           members: int | None = None) -> dict:
-    """Train one task's model (or ensemble); returns the metadata written beside the weights.
+    """Train one task's model (or ensemble) into the folder ``out``; returns the metadata written there.
 
     ``members`` > 1 trains that many networks from seeds ``seed``, ``seed + 1``, ...,
     :data:`WORKERS` at a time, and ships them as one :class:`GrooveEnsemble`. Each
@@ -378,24 +380,4 @@ def recalibrate(task: str, weights, gmd=None, *, instrument: str | None = None) 
         meta["weights_bytes"] = weights.stat().st_size
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return {"task": task, "weights": str(weights), "velocity_sigma": figures["velocity_sigma"], **note}
-
-
-def run(args) -> int:
-    """``rolypoly pretrain groove``: train, then print the outcome as one JSON line."""
-    if args.recalibrate:
-        print(json.dumps(recalibrate(args.task, args.recalibrate, args.gmd)))
-        return 0
-    meta = train(args.task, args.gmd, grid=args.grid, instrument=args.instrument, out=args.out or WEIGHTS_DIR,
-                 minutes=args.minutes, epochs=args.epochs or MAX_EPOCHS, limit=args.limit,
-                 seed=SEED if args.seed is None else args.seed, progress=not args.quiet,
-                 members=args.members)
-    v = meta["validation"]
-    print(json.dumps({"task": args.task, "grid": args.grid, "out": str(args.out or WEIGHTS_DIR),
-                      "members": meta["members"], "best_epoch": meta["best_epoch"], "stopped": meta["stopped"],
-                      "validation_loss": round(meta["validation_loss"], 4),
-                      "offset_mse_steps": round(v["offset_mse_steps"], 4),
-                      "baseline_offset_mse_steps": round(v["baseline_offset_mse_steps"], 4),
-                      "timing_mae_ms": round(v["timing_mae_ms"], 2), "hit_f1": round(v["hit_f1"], 3),
-                      "train_seconds": meta["train_seconds"]}))
-    return 0
 

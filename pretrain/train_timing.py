@@ -6,11 +6,13 @@ validation split, fixed seeds. One process by default; several through
 the windows::
 
     rolypoly pretrain timing --agent seq2seq
-    torchrun --nproc_per_node 2 -m rolypoly.pretrain.train_timing --agent lstm --epochs 3
+    torchrun --nproc_per_node 2 -m rolypoly.cli pretrain timing --agent lstm --epochs 3
 
 Writes ``timing_<agent>.safetensors`` (weights, normalisation, config),
 ``timing_<agent>.json`` (data hash, settings, per-epoch losses, final
-metrics) and ``timing_<agent>.png`` (training curve) to ``--out``.
+metrics) and ``timing_<agent>.png`` (training curve) to ``out`` (the
+command's ``--out``, by default :func:`rolypoly.paths.weights_out_dir`; the
+shipped weights are made with ``--out rolypoly/weights``).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rolypoly.agents import WEIGHTS_DIR, make_agent, save_agent
+from rolypoly.agents import make_agent, save_agent
 from rolypoly.features import OFFSET_SCALE, fit_normalisation
 
 from .gmd import load_split
@@ -71,14 +73,15 @@ def predict_takes(agent, data) -> np.ndarray:
     return out
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
+    """True in a single process, and in the first of several (torchrun): the one that writes and reports."""
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def train(agent_kind: str, gmd=None, epochs: int = MAX_EPOCHS, out=WEIGHTS_DIR, *,
+def train(agent_kind: str, gmd=None, epochs: int = MAX_EPOCHS, *, out,
           limit: int | None = None, seed: int = SEED, patience: int = PATIENCE,
           progress: bool = True, batch: int = BATCH, window: int = WINDOW) -> dict:
-    """Pretrain one agent; returns the metadata written beside the weights."""
+    """Pretrain one agent into the folder ``out``; returns the metadata written beside the weights."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
         dist.init_process_group("gloo")
@@ -153,7 +156,7 @@ def train(agent_kind: str, gmd=None, epochs: int = MAX_EPOCHS, out=WEIGHTS_DIR, 
                                               val_set.timesig),
         "train_seconds": round(time.time() - started, 1),
     }
-    if _is_main():
+    if is_main_process():
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         stem = out / f"timing_{agent_kind}"
@@ -179,17 +182,4 @@ def plot_curve(history: list[dict], path, title: str) -> None:
     ax.set_title(f"timing agent: {title}")
     ax.legend()
     save(fig, path)
-
-
-def run(args) -> int:
-    """``rolypoly pretrain timing``: train, then print the outcome as one JSON line."""
-    meta = train(args.agent, args.gmd, args.epochs or MAX_EPOCHS, args.out or WEIGHTS_DIR,
-                 limit=args.limit, seed=SEED if args.seed is None else args.seed, progress=not args.quiet)
-    if _is_main():
-        v, b = meta["validation"], meta["validation_baseline"]
-        print(json.dumps({"agent": args.agent, "out": str(args.out or WEIGHTS_DIR),
-                          "best_epoch": meta["best_epoch"], "validation_mse_bar": v["mse_bar"],
-                          "baseline_mse_bar": b["mse_bar"], "ratio": round(v["mse_bar"] / b["mse_bar"], 4),
-                          "train_seconds": meta["train_seconds"]}))
-    return 0
 

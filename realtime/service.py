@@ -65,7 +65,6 @@ import os
 import queue
 import shutil
 import socket
-import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -808,37 +807,3 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, reply=DEFAULT_R
         server.server_close()
         server.replier.close()
 
-
-def _host_port(text: str, what: str) -> tuple[str, int]:
-    """``HOST:PORT`` as a pair.
-
-    >>> _host_port("127.0.0.1:9101", "--reply")
-    ('127.0.0.1', 9101)
-    """
-    host, _, port = str(text).rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise RolypolyError(f"{what} {text}: expected HOST:PORT, e.g. 127.0.0.1:9101")
-    return host, int(port)
-
-
-def main(args) -> int:
-    """``rolypoly serve``: ``args`` has host, port, reply ("HOST:PORT") and sessions (folder or None).
-
-    Optional fields, used when present: ``lstm_weights``, ``seq2seq_weights``
-    (weights files) and ``no_mix``, ``no_plot`` (bools).
-    """
-    reply = _host_port(args.reply, "--reply")
-    weights = {k: getattr(args, f"{k}_weights", None) for k in AGENTS}
-    service = Service(args.sessions, reply=reply, weights={k: v for k, v in weights.items() if v},
-                      mix=not getattr(args, "no_mix", False), plot=not getattr(args, "no_plot", False),
-                      forgetting_set=getattr(args, "forgetting_set", None))
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"rolypoly: warning: listening on {args.host}: anyone who can reach port {args.port} "
-              "can control the drum machine", file=sys.stderr)
-
-    def ready(address):
-        print(f"rolypoly serve: OSC on udp {address[0]}:{address[1]}, replies to {reply[0]}:{reply[1]}, "
-              f"sessions in {service.root} (send /rolypoly/quit to end)", flush=True)
-
-    serve(args.host, args.port, service=service, ready=ready)
-    return 0

@@ -14,7 +14,6 @@ Examples
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
@@ -304,62 +303,3 @@ def describe(groove: Groove) -> str:
     return (f"{int(hit.sum())} hits, velocities {int(vel.min())}-{int(vel.max())}, "
             f"timing {ms.mean():+.1f} ± {ms.std():.1f} ms")
 
-
-# ----------------------------------------------------------------------------- command line
-
-def add_arguments(groove_parser) -> None:
-    """The ``rolypoly groove`` subcommands (humanize, drumify, infill, transfer)."""
-    from .groove_grid import INSTRUMENTS
-
-    sub = groove_parser.add_subparsers(dest="tool", metavar="TOOL", required=True)
-    helps = {"humanize": "play a drum score with a drummer's velocities and timing",
-             "drumify": "turn taps (MIDI) or a partner's recording (WAV) into a drum part",
-             "infill": "write a new part for one instrument (default the hi-hat) to go with the rest",
-             "transfer": "play one file's score with another file's groove"}
-    for tool, text in helps.items():
-        p = sub.add_parser(tool, help=text, description=text)
-        if tool == "transfer":
-            p.add_argument("--groove", required=True, metavar="A.mid", help="the clip whose groove is used")
-            p.add_argument("--score", required=True, metavar="B.mid", help="the drum part to play")
-        else:
-            p.add_argument("input", metavar="TAPS.mid|PARTNER.wav" if tool == "drumify" else "IN.mid")
-        p.add_argument("-o", "--output", required=True, metavar="OUT.mid", help="MIDI file to write")
-        if tool == "drumify":
-            p.add_argument("--bpm", type=float, help="tempo (default: a MIDI file's own, estimated for audio)")
-        if tool == "infill":
-            p.add_argument("--instrument", choices=tuple(INSTRUMENTS), default="hihat",
-                           help="the instrument to write (default hihat: closed and open)")
-        p.add_argument("--temperature", type=float, default=0.0,
-                       help="0 (default): the most likely performance; higher: more varied")
-        p.add_argument("--velocity-spread", type=float, metavar="X",
-                       help="how widely velocities vary around the model's prediction, in units of its "
-                            "validation error (default 1: as widely as the drummers; 0: the mean)")
-        p.add_argument("--seed", type=int, help="makes a performance repeatable (default: the same "
-                                                "performance every time at temperature 0)")
-        p.add_argument("--weights", help="model weights (.safetensors); default: the shipped ones")
-        p.add_argument("--plot", metavar="PNG", help="also write a before/after piano roll")
-
-
-def run(args) -> int:
-    """``rolypoly groove TOOL``: write the MIDI file, print one line about it (and the plot)."""
-    if not (np.isfinite(args.temperature) and args.temperature >= 0):
-        raise RolypolyError(f"--temperature {args.temperature:g}: must be 0 or more")
-    if args.velocity_spread is not None and not (np.isfinite(args.velocity_spread) and args.velocity_spread >= 0):
-        raise RolypolyError(f"--velocity-spread {args.velocity_spread:g}: must be 0 or more")
-    common = {"weights": args.weights, "temperature": args.temperature, "velocity_spread": args.velocity_spread,
-              "seed": args.seed}
-    if args.tool == "humanize":
-        before, after = humanize_midi(args.input, args.output, **common)
-    elif args.tool == "drumify":
-        before, after = drumify_midi(args.input, args.output, bpm=args.bpm, **common)
-    elif args.tool == "infill":
-        before, after = infill_midi(args.input, args.output, instrument=args.instrument, **common)
-    else:
-        before, after = transfer_midi(args.groove, args.score, args.output, **common)
-    for w in before.warnings:
-        print(f"rolypoly: warning: {w}", file=sys.stderr)
-    print(f"{args.output}: {args.tool}, {before.n_bars} bars: {describe(after)}")
-    if args.plot:
-        plot_groove(before, after, args.plot, labels=("taps" if args.tool == "drumify" else "before", "after"))
-        print(f"{args.plot}: before and after")
-    return 0

@@ -23,7 +23,6 @@ import pytest
 
 rtmidi = pytest.importorskip("rtmidi")
 
-from rolypoly.lab import bench_output
 from rolypoly.realtime import jack  # noqa: E402
 from rolypoly.lab.bench_output import bench_score, expected_notes, match_notes, row_times  # noqa: E402
 from rolypoly.realtime.clock import RealClock  # noqa: E402
@@ -430,9 +429,12 @@ def test_midi_port_gone_mid_take(sd, performer, osc_listener):
 
 # --- the output benchmark, quickly ----------------------------------------------------------------
 
-def test_bench_output_quick_writes_the_report(jack_server, tmp_path):
+def test_bench_output_quick_writes_the_report(jack_server, tmp_path, capsys):
+    from rolypoly.cli import main
+
     out = tmp_path / "bench_output.json"
-    report = bench_output.run(out, minutes=0.1)
+    assert main(["bench", "output", "--quick", "--json", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert set(report) >= {"what", "method", "server", "take", "notes", "emitted_minus_intended", "drift",
                            "stages_minus_intended", "jack_cycle", "clock_map", "cpu", "machine", "targets"}

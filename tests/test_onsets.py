@@ -267,9 +267,12 @@ def test_match_onsets_is_greedy_one_to_one():
     assert (s["precision"], s["recall"], s["f1"]) == (0.5, 0.5, 0.5)
 
 
-def test_bench_quick(tmp_path):
+def test_bench_quick(tmp_path, capsys):
+    from rolypoly.cli import main
+
     path = tmp_path / "onsets.json"
-    result = bench_onsets.run(json_path=str(path), quick=True)
+    assert main(["bench", "onsets", "--quick", "--json", str(path)]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert set(result) >= {"config", "fixtures", "detectors", "targets"}
     assert set(result["fixtures"]) == set(bench_onsets.QUICK_FIXTURES)
     for name in ("rolypoly", "aubio"):

@@ -95,11 +95,15 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
 @needs_gmd
 @pytest.mark.parametrize("kind", AGENT_KINDS)
 def test_smoke_pretraining_writes_weights_metadata_and_curve(kind, tmp_path, cache):
-    r = _rolypoly("pretrain", "timing", "--agent", kind, "--epochs", "1", "--limit", "6",
-                  "--out", str(tmp_path), "--quiet", env={"ROLYPOLY_CACHE": str(cache)})
+    # --out wins over $ROLYPOLY_WEIGHTS; without --out the weights go there (never into the package).
+    out = ["--out", str(tmp_path)] if kind == "lstm" else []
+    weights_env = str(tmp_path / "not-here") if out else str(tmp_path)
+    r = _rolypoly("pretrain", "timing", "--agent", kind, "--epochs", "1", "--limit", "6", *out, "--quiet",
+                  env={"ROLYPOLY_CACHE": str(cache), "ROLYPOLY_WEIGHTS": weights_env})
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["agent"] == kind
+    assert summary["agent"] == kind and summary["out"] == str(tmp_path)
+    assert not (tmp_path / "not-here").exists()
     meta = json.loads((tmp_path / f"timing_{kind}.json").read_text())
     assert meta["settings"]["lr"] == 1e-3 and len(meta["epochs"]) == 1
     assert meta["data"]["train_key"] and meta["validation"]["mse_bar"] > 0

@@ -615,18 +615,18 @@ def test_a_take_over_udp(root, weights, score):
     assert not thread.is_alive()
 
 
-def test_main_serves_until_quit(root, capsys):
-    from argparse import Namespace
-
-    from rolypoly.realtime.service import main
+def test_serve_command_serves_until_quit(root, capsys):
+    from rolypoly.cli import build_parser
+    from rolypoly.cli.live import run_serve
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a port that is free now
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     listener = Listener()
-    args = Namespace(host="127.0.0.1", port=port, reply=f"127.0.0.1:{listener.port}", sessions=str(root))
+    args = build_parser().parse_args(["serve", "--host", "127.0.0.1", "--port", str(port),
+                                      "--reply", f"127.0.0.1:{listener.port}", "--sessions", str(root)])
     done = []
-    thread = threading.Thread(target=lambda: done.append(main(args)), daemon=True)
+    thread = threading.Thread(target=lambda: done.append(run_serve(args)), daemon=True)
     thread.start()
     client = SimpleUDPClient("127.0.0.1", port)
     for _ in range(100):  # until it listens
@@ -642,11 +642,10 @@ def test_main_serves_until_quit(root, capsys):
     assert done == [0] and f"udp 127.0.0.1:{port}" in capsys.readouterr().out
 
 
-def test_main_refuses_a_bad_reply_address(root):
-    from argparse import Namespace
-
-    from rolypoly.realtime.service import main
+def test_serve_command_refuses_a_bad_reply_address(root):
+    from rolypoly.cli import build_parser
+    from rolypoly.cli.live import run_serve
     from rolypoly.errors import RolypolyError
 
     with pytest.raises(RolypolyError, match="HOST:PORT"):
-        main(Namespace(host="127.0.0.1", port=0, reply="9101", sessions=str(root)))
+        run_serve(build_parser().parse_args(["serve", "--port", "0", "--reply", "9101", "--sessions", str(root)]))

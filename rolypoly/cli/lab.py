@@ -1,0 +1,105 @@
+"""``rolypoly bench decide|onsets|finetune|output`` and ``rolypoly experiment``: the lab's measurements.
+
+Each prints its JSON report (and writes it with ``--json OUT``); the README's
+figures come from these commands.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from .common import add_agent, add_forgetting_check, add_gmd, add_json_out, forgetting_check, print_report
+
+#: The paper's between-take experiments (:mod:`rolypoly.lab.experiments`).
+EXPERIMENTS = ("morph", "tresillo", "tame")
+
+
+def add_parser(sub) -> None:
+    b = sub.add_parser("bench", help="benchmarks that print JSON")
+    what = b.add_subparsers(dest="what", metavar="WHAT", required=True)
+    d = what.add_parser("decide", help="per-hit decision latency of both agents vs the numpy floor")
+    add_json_out(d)
+    d.add_argument("--steps", type=int, default=5000, help="timed decisions per agent (>= 2000)")
+    d.set_defaults(run=run_bench_decide)
+
+    o = what.add_parser("onsets", help="onset latency and F1 of the live detector vs aubio")
+    add_json_out(o)
+    o.add_argument("--sample-rate", type=int, default=48000, metavar="HZ",
+                   help="rate the recordings are made at and both detectors run at (default 48000)")
+    o.add_argument("--quick", action="store_true", help="three short recordings only (a check, not the figures)")
+    o.add_argument("-v", "--verbose", action="store_true", help="one progress line per recording on stderr")
+    o.set_defaults(run=run_bench_onsets)
+
+    f = what.add_parser("finetune", help="fine-tuning after a 3-minute take, GMD validation included, both agents")
+    add_json_out(f)
+    f.add_argument("--repeats", type=int, default=5, help="timed runs per agent and figure")
+    add_gmd(f)
+    f.add_argument("--bpm", type=float, help="play the looped demo at this tempo (default its own, 96): more rows")
+    f.set_defaults(run=run_bench_finetune)
+
+    t = what.add_parser("output", help="drum output timing on JACK (|emitted - intended|, drift) and CPU load")
+    add_json_out(t)
+    t.add_argument("--minutes", type=float, default=5.0, help="length of the take (default 5)")
+    t.add_argument("--quick", action="store_true", help="a 6-second take (a check, not the figures)")
+    t.add_argument("--period", type=int, default=64, help="frames per cycle of a JACK server started here")
+    t.add_argument("--rate", type=int, default=48000, metavar="HZ", help="sample rate of a JACK server started here")
+    t.add_argument("--partner", choices=("clicks", "live"), default="clicks",
+                   help="clicks from a file (default), or the live JACK input (silent on the dummy backend)")
+    t.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    t.set_defaults(run=run_bench_output)
+
+    e = sub.add_parser("experiment", help="the paper's between-take experiments on the simulated clock")
+    e.add_argument("name", choices=EXPERIMENTS)
+    add_json_out(e, "the report (per-take figures)")
+    e.add_argument("--out", metavar="DIR", help="folder for the session and plots (default experiments/NAME)")
+    e.add_argument("--takes", type=int, help="fine-tuning rounds (default: 3 for the morphs, 10 for tame)")
+    add_agent(e, help="timing agent (default: the experiment's own)")
+    e.add_argument("--seed", type=int, default=0)
+    add_forgetting_check(e, "tame's forgetting check")
+    e.add_argument("--paper-ab", action="store_true",
+                   help="learn with A = B = 1 centred on all hits (the paper's defaults) instead of the design's")
+    e.set_defaults(run=run_experiment)
+
+
+def run_bench_decide(args) -> int:
+    from rolypoly.lab.bench_decide import run
+
+    print_report(run(args.json_out, steps=args.steps))
+    return 0
+
+
+def run_bench_onsets(args) -> int:
+    from rolypoly.lab.bench_onsets import run
+
+    print_report(run(args.json_out, sample_rate=args.sample_rate, quick=args.quick, verbose=args.verbose))
+    return 0
+
+
+def run_bench_finetune(args) -> int:
+    from rolypoly.lab.bench_finetune import run
+
+    print_report(run(args.json_out, repeats=args.repeats, gmd=args.gmd, tempo_bpm=args.bpm))
+    return 0
+
+
+def run_bench_output(args) -> int:
+    from rolypoly.lab.bench_output import run
+
+    print_report(run(args.json_out, minutes=0.1 if args.quick else args.minutes, period=args.period,
+                     rate=args.rate, partner=args.partner, verbose=args.verbose))
+    return 0
+
+
+def run_experiment(args) -> int:
+    from rolypoly.lab import experiments
+
+    out = args.out or f"experiments/{args.name}"
+    dataset = None if args.name != "tame" else forgetting_check(args)
+    report = experiments.run_experiment(args.name, out, takes=args.takes, agent=args.agent, seed=args.seed, dataset=dataset,
+                            paper_ab=args.paper_ab, progress=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(report["targets"], indent=1))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json_out}")
+    return 0 if report["targets"]["met"] else 1

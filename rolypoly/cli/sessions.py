@@ -1,0 +1,218 @@
+"""``rolypoly session new|pattern|list|revert|export``, ``finetune`` and ``plot``: a session between takes."""
+from __future__ import annotations
+
+import json
+import sys
+
+from .common import add_agent, add_forgetting_check, add_session, forgetting_check, print_warnings, session_folder
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("session", help="create, list, revert and export sessions")
+    what = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    n = what.add_parser("new", help="create a session from a score")
+    add_session(n)
+    n.add_argument("--score", help="the drum part, MIDI")
+    n.add_argument("--from-partner", metavar="RECORDING",
+                   help="or: a recording of the partner alone (or tapped MIDI): drumify makes the score")
+    n.add_argument("--bpm", type=float, help="the recording's tempo (default: estimated)")
+    n.add_argument("--humanize", action="store_true",
+                   help="play the score humanized by the groove model (velocities, offsets) under the agent")
+    n.add_argument("--seed", type=int, default=0, help="seed of drumify and humanize")
+    add_agent(n, default="lstm")
+    n.set_defaults(run=run_session_new)
+    pt = what.add_parser("pattern", help="play the score as written or humanized by the groove model")
+    add_session(pt)
+    pt.add_argument("--humanize", choices=("on", "off"), required=True)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--temperature", type=float, default=0.0)
+    pt.set_defaults(run=run_session_pattern)
+    ls = what.add_parser("list", help="takes and model versions with their figures")
+    add_session(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(run=run_session_list)
+    r = what.add_parser("revert", help="play an earlier model version again")
+    add_session(r)
+    r.add_argument("version", type=int)
+    r.set_defaults(run=run_session_revert)
+    x = what.add_parser("export", help="the current performance (score + agent offsets) as MIDI")
+    add_session(x)
+    x.add_argument("-o", "--output", required=True)
+    x.add_argument("--take", type=int, help="take whose partner timing feeds the agent (default: latest)")
+    x.set_defaults(run=run_session_export)
+
+    f = sub.add_parser("finetune", help="learn from a take: the next model version of a session")
+    add_session(f)
+    f.add_argument("--take", type=int, help="take number (default: the latest)")
+    f.add_argument("--epochs", type=int, default=5)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--A", type=float, help="eq. (1) weight (default: the session's, else 1)")
+    f.add_argument("--B", type=float, help="eq. (2) weight (default: the session's, else 1)")
+    f.add_argument("--cancel", action="store_true", help="A and B that cancel the variance scaling (morphing)")
+    f.add_argument("--centre", choices=("all", "beats", "downbeats", "none"), default="all",
+                   help="hits whose mean offset is the centre (eq. 2's μ_d); all = the paper")
+    f.add_argument("--margin", type=float, default=None,
+                   help="largest accepted growth of the GMD validation MSE (relative; default 0.10)")
+    add_forgetting_check(f)
+    f.add_argument("--no-plot", action="store_true", help="do not rewrite the session's plots (Fig. 1, Fig. 2)")
+    f.set_defaults(run=run_finetune)
+
+    pl = sub.add_parser("plot", help="a session's plots: each take (paper Fig. 1) and all takes (Fig. 2)")
+    add_session(pl)
+    pl.set_defaults(run=run_plot)
+
+
+def _open(args):
+    from rolypoly.session import Session
+
+    return Session(session_folder(args.session, args.sessions))
+
+
+def run_session_new(args) -> int:
+    from pathlib import Path
+
+    from rolypoly.errors import RolypolyError
+    from rolypoly.session import Session
+
+    folder = session_folder(args.session, args.sessions)
+    score = args.score
+    if (score is None) == (args.from_partner is None):
+        raise RolypolyError("session new: give a drum part (--score MIDI) or a partner recording (--from-partner)")
+    if args.from_partner is not None:
+        from rolypoly.pattern import drumify_recording
+
+        if (folder / "session.json").is_file():
+            raise RolypolyError(f"{folder}: a session already; drumify into a new one")
+        folder.mkdir(parents=True, exist_ok=True)
+        score = drumify_recording(args.from_partner, folder / "drumified.mid", bpm=args.bpm, seed=args.seed)
+        print(f"drumified {args.from_partner} -> {score}")
+    s = Session.open(folder, Path(score))
+    k = s.ensure_start(args.agent)
+    if args.humanize:
+        s.set_pattern(humanize=True, seed=args.seed)
+    print(f"session {s.folder}: score {s.meta['score']} ({len(s.score())} rows), model version {k}"
+          + (", humanized" if args.humanize else ""))
+    return 0
+
+
+def run_session_pattern(args) -> int:
+    s = _open(args)
+    s.set_pattern(humanize=args.humanize == "on", seed=args.seed, temperature=args.temperature)
+    print(f"session {s.folder}: the score plays {'humanized' if args.humanize == 'on' else 'as written'} "
+          "from the next take")
+    return 0
+
+
+def run_session_list(args) -> int:
+    from rolypoly.take import TakeError, read_take
+
+    s = _open(args)
+    current, warnings = s.current_version()
+    print_warnings(warnings)
+    takes = []
+    for d in s.take_dirs():
+        try:
+            t = read_take(d)
+        except TakeError as e:
+            takes.append({"take": int(d.name), "problem": str(e)})
+            continue
+        foot = t.end.summary if t.end is not None else {}
+        takes.append({"take": int(d.name), "rows": len(t.rows), "model_version": t.header.model_version,
+                      "clock": t.header.clock, "complete": t.complete,
+                      "hits_with_partner": foot.get("hits_with_partner"),
+                      "diff_ms_mean": foot.get("diff_ms_mean"), "diff_ms_std": foot.get("diff_ms_std"),
+                      "yhat_ms_std": foot.get("yhat_ms_std")})
+    versions = [{k: v.get(k) for k in ("version", "status", "kind", "parent", "take", "reason", "after")}
+                for v in s.versions()]
+    if args.json:
+        print(json.dumps({"session": str(s.folder), "score": s.meta.get("score"), "current": current,
+                          "A": s.ab[0], "B": s.ab[1], "takes": takes, "versions": versions}, indent=1))
+        return 0
+    print(f"session {s.folder} - score {s.meta.get('score')}, A {s.ab[0]:g}, B {s.ab[1]:g}, "
+          f"playing model version {current}")
+    print("takes:")
+    for t in takes:
+        if "problem" in t:
+            print(f"  {t['take']:3d}  {t['problem']}")
+            continue
+        print(f"  {t['take']:3d}  model v{t['model_version']}  {t['rows']} rows  {t['clock']}  "
+              f"diff {t['diff_ms_mean']} ± {t['diff_ms_std']} ms  "
+              f"{'' if t['complete'] else '(cut short)'}")
+    print("model versions:")
+    for v in versions:
+        mark = "*" if v["version"] == current else " "
+        fig = v.get("after") or {}
+        dm = fig.get("dataset_mse_bar")
+        print(f" {mark}{v['version']:3d}  {v['status']:8s}  from take {v.get('take')}  "
+              f"{'' if dm is None else f'GMD mse {dm:.3e}  '}{v.get('reason') or ''}")
+    return 0
+
+
+def run_session_revert(args) -> int:
+    s = _open(args)
+    k = s.revert(args.version)
+    print(f"session {s.folder} plays model version {k} again")
+    return 0
+
+
+def run_session_export(args) -> int:
+    s = _open(args)
+    path = s.export_midi(args.output, take=args.take)
+    print(f"wrote {path}")
+    return 0
+
+
+def run_finetune(args) -> int:
+    from tqdm import tqdm
+
+    session = _open(args)
+    dataset = forgetting_check(args)
+    bar = tqdm(total=args.epochs, desc="fine-tuning", unit="epoch", file=sys.stderr, leave=False)
+
+    def progress(epoch, epochs, loss):
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.2e}")
+
+    try:
+        report = session.finetune(args.take, epochs=args.epochs, lr=args.lr, A=args.A, B=args.B,
+                                  cancel=args.cancel, centre=args.centre, margin=args.margin,
+                                  dataset=dataset, progress=progress)
+    finally:
+        bar.close()
+    _print_finetune(report)
+    if not args.no_plot:
+        _plot_session(session.folder)
+    return 0 if report["accepted"] else 1
+
+
+def _print_finetune(report: dict) -> None:
+    for note in report.get("notes", []) + report.get("warnings", []):
+        print(f"rolypoly: note: {note}", file=sys.stderr)
+    print(f"take {report['take']}: {report['reason']}")
+    t = report.get("targets")
+    if t:
+        print(f"  targets: A {report['A']:.3g}, B {report['B']:.3g}, centre {report['centre']}, "
+              f"{t.get('n_onsets', '?')} hits with a partner onset")
+    before, after = report.get("before"), report.get("after")
+    if before and after:
+        for key in before:
+            print(f"  {key:22s} {before[key]:.3e} -> {after[key]:.3e}")
+    off = report.get("offbeat")
+    if off and (off["new"] or off["confirmed"] or off["dropped"]):
+        print(f"  off-beat rows: {len(off['new'])} new (tentative), {len(off['confirmed'])} confirmed, "
+              f"{len(off['dropped'])} dropped; score has {off['permanent']} permanent, {off['tentative']} tentative")
+    if report.get("version") is not None:
+        print(f"  wrote model version {report['version']} ({'current' if report['accepted'] else 'kept, not used'})")
+    print(f"  the session plays model version {report['current']}")
+
+
+def _plot_session(folder) -> None:
+    from rolypoly.session_plots import plot_session
+
+    for p in plot_session(folder):
+        print(f"wrote {p}")
+
+
+def run_plot(args) -> int:
+    _plot_session(session_folder(args.session, args.sessions))
+    return 0

@@ -1,0 +1,175 @@
+"""``rolypoly pretrain timing|groove``, ``evaluate timing|groove`` and ``data gmd``: models from the Groove MIDI Dataset.
+
+``pretrain`` writes where ``--out`` says, by default
+:func:`rolypoly.paths.weights_out_dir` (``$ROLYPOLY_WEIGHTS``, else the user
+data folder), never into the installed package; the shipped weights are
+remade with ``--out rolypoly/weights`` in a checkout. Several processes
+train through ``python -m rolypoly.cli``::
+
+    torchrun --nproc_per_node 4 -m rolypoly.cli pretrain timing --agent seq2seq
+"""
+from __future__ import annotations
+
+import json
+
+from rolypoly import AGENT_KINDS
+
+from .common import add_agent, add_gmd, add_json_out, print_report
+
+
+def add_parser(sub) -> None:
+    from rolypoly.groove_grid import GRIDS, GROOVE_TASKS, INSTRUMENTS
+    from rolypoly.pretrain.gmd import SPLITS
+
+    pre = sub.add_parser("pretrain", help="train models on the Groove MIDI Dataset")
+    what = pre.add_subparsers(dest="what", metavar="WHAT", required=True)
+    t = what.add_parser("timing", help="pretrain a timing agent (lstm or seq2seq)")
+    add_agent(t, required=True)
+    _add_training(t, epochs=60, writes="the weights, their metadata and the training curve")
+    t.set_defaults(run=run_pretrain_timing)
+    g = what.add_parser("groove", help="train a groove model: humanize, drumify, infill or transfer")
+    g.add_argument("--task", choices=GROOVE_TASKS, required=True)
+    g.add_argument("--grid", choices=tuple(GRIDS), default="16th",
+                   help="16th (GrooVAE) or triplet (12 steps a beat: 16ths and triplets)")
+    g.add_argument("--instrument", choices=tuple(INSTRUMENTS), default="hihat",
+                   help="infill: the instrument the model writes (default hihat: closed and open)")
+    _add_training(g, epochs=100, writes="the weights and their metadata")
+    g.add_argument("--minutes", type=float, default=14.0,
+                   help="wall-clock budget of each network (default 14); the whole run stays within 30")
+    g.add_argument("--recalibrate", metavar="WEIGHTS",
+                   help="do not train: measure the residual spreads of these trained weights again on the "
+                        "validation split and store them (weights file and its JSON)")
+    g.add_argument("--members", type=int,
+                   help="networks trained from consecutive seeds and shipped as one ensemble, two at a "
+                        "time (default 4 for humanize, 1 for the others)")
+    g.set_defaults(run=run_pretrain_groove)
+
+    ev = sub.add_parser("evaluate", help="measure models against the papers' tables")
+    what = ev.add_subparsers(dest="what", metavar="WHAT", required=True)
+    e = what.add_parser("timing", help="Table 1: timing error of baseline, LSTM and Seq2Seq")
+    add_gmd(e)
+    e.add_argument("--split", default="test", choices=SPLITS)
+    add_json_out(e)
+    for kind in AGENT_KINDS:
+        e.add_argument(f"--{kind}", metavar="WEIGHTS", help=f"{kind} weights (default: shipped)")
+    e.add_argument("--limit", type=int, help="only the first N takes of the split")
+    e.set_defaults(run=run_evaluate_timing)
+    eg = what.add_parser("groove", help="GrooVAE Table 1: quantized, KNN and the groove model of a task")
+    eg.add_argument("--task", required=True, choices=GROOVE_TASKS)
+    add_gmd(eg)
+    eg.add_argument("--split", default="test", choices=SPLITS)
+    eg.add_argument("--grid", default="16th", choices=tuple(GRIDS))
+    eg.add_argument("--limit", type=int, help="only the first N takes of each split")
+    add_json_out(eg)
+    eg.add_argument("--weights", help="the model's weights (default: shipped groove_<task>.safetensors)")
+    eg.add_argument("--instrument", default="hihat", help="infill: the instrument removed (default hihat)")
+    eg.add_argument("--bootstrap", type=int, default=200, help="resamples for 95%% intervals (0: none)")
+    eg.add_argument("--temperature", type=float, default=0.0,
+                    help="the model's sampling temperature (default 0: its most likely performance)")
+    eg.add_argument("--velocity-spread", type=float, metavar="X",
+                    help="how widely the model draws velocities around its prediction, in units of its "
+                         "validation error (default 1; the row model_velocity_mean is always spread 0)")
+    eg.set_defaults(run=run_evaluate_groove)
+
+    data = sub.add_parser("data", help="get datasets")
+    what = data.add_subparsers(dest="what", metavar="WHAT", required=True)
+    d = what.add_parser("gmd", help="download and verify the Groove MIDI Dataset (MIDI only)")
+    d.add_argument("--download", metavar="DIR", required=True,
+                   help="folder to download and unpack the MIDI-only archive into")
+    d.add_argument("--url", help="archive address (a mirror, or file:// for a local copy; default: the official one)")
+    d.add_argument("--sha256", help="expected SHA-256 of the archive (default: the official archive's)")
+    d.set_defaults(run=run_data_gmd)
+
+
+def _add_training(parser, *, epochs: int, writes: str) -> None:
+    """What both ``pretrain`` commands take: the dataset, where the weights go, how long, how repeatable."""
+    add_gmd(parser)
+    parser.add_argument("--out", metavar="DIR",
+                        help=f"folder for {writes} (default $ROLYPOLY_WEIGHTS, else weights/ in the user data "
+                             "folder; --out rolypoly/weights remakes the shipped ones)")
+    parser.add_argument("--epochs", type=int, help=f"most epochs (default {epochs}; early stopping may end sooner)")
+    parser.add_argument("--limit", type=int, help="use only the first N takes of each split (smoke runs)")
+    parser.add_argument("--seed", type=int, help="random seed (default 1234)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run_pretrain_timing(args) -> int:
+    """Train, then print the outcome as one JSON line (from the first process only, under torchrun)."""
+    from rolypoly.paths import weights_out_dir
+    from rolypoly.pretrain.train_timing import MAX_EPOCHS, SEED, is_main_process, train
+
+    out = weights_out_dir(args.out)
+    meta = train(args.agent, args.gmd, args.epochs or MAX_EPOCHS, out=out, limit=args.limit,
+                 seed=SEED if args.seed is None else args.seed, progress=not args.quiet)
+    if is_main_process():
+        v, b = meta["validation"], meta["validation_baseline"]
+        print(json.dumps({"agent": args.agent, "out": str(out),
+                          "best_epoch": meta["best_epoch"], "validation_mse_bar": v["mse_bar"],
+                          "baseline_mse_bar": b["mse_bar"], "ratio": round(v["mse_bar"] / b["mse_bar"], 4),
+                          "train_seconds": meta["train_seconds"]}))
+    return 0
+
+
+def run_pretrain_groove(args) -> int:
+    """Train (or only recalibrate), then print the outcome as one JSON line."""
+    from rolypoly.paths import weights_out_dir
+    from rolypoly.pretrain.train_groove import MAX_EPOCHS, SEED, recalibrate, train
+
+    if args.recalibrate:
+        print(json.dumps(recalibrate(args.task, args.recalibrate, args.gmd)))
+        return 0
+    out = weights_out_dir(args.out)
+    meta = train(args.task, args.gmd, out=out, grid=args.grid, instrument=args.instrument,
+                 minutes=args.minutes, epochs=args.epochs or MAX_EPOCHS, limit=args.limit,
+                 seed=SEED if args.seed is None else args.seed, progress=not args.quiet,
+                 members=args.members)
+    v = meta["validation"]
+    print(json.dumps({"task": args.task, "grid": args.grid, "out": str(out),
+                      "members": meta["members"], "best_epoch": meta["best_epoch"], "stopped": meta["stopped"],
+                      "validation_loss": round(meta["validation_loss"], 4),
+                      "offset_mse_steps": round(v["offset_mse_steps"], 4),
+                      "baseline_offset_mse_steps": round(v["baseline_offset_mse_steps"], 4),
+                      "timing_mae_ms": round(v["timing_mae_ms"], 2), "hit_f1": round(v["hit_f1"], 3),
+                      "train_seconds": meta["train_seconds"]}))
+    return 0
+
+
+def run_evaluate_timing(args) -> int:
+    from rolypoly.pretrain.evaluate import evaluate_timing
+
+    result = evaluate_timing(args.split, args.gmd, {kind: getattr(args, kind) for kind in AGENT_KINDS},
+                             limit=args.limit)
+    print_report(result, args.json_out)
+    return 0
+
+
+def run_evaluate_groove(args) -> int:
+    from pathlib import Path
+
+    from rolypoly.errors import RolypolyError
+    from rolypoly.groove_grid import instrument_classes
+    from rolypoly.pretrain.evaluate_groove import evaluate, format_table
+
+    try:
+        instrument_classes(args.instrument)
+    except ValueError as e:
+        raise RolypolyError(f"--instrument: {e}") from None
+    result = evaluate(args.task, args.split, args.gmd, args.grid, args.weights, args.limit,
+                      instrument=args.instrument, bootstrap=args.bootstrap,
+                      temperature=args.temperature, velocity_spread=args.velocity_spread)
+    print(format_table(result))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"{args.json_out}: written")
+    return 0
+
+
+def run_data_gmd(args) -> int:
+    from rolypoly.pretrain.download import GMD_SHA256, GMD_SIZE, GMD_URL, download_gmd
+
+    sha256 = args.sha256 or GMD_SHA256
+    # The published size belongs to the published archive; another checksum means another file.
+    folder = download_gmd(args.download, url=args.url or GMD_URL, sha256=sha256,
+                          size=GMD_SIZE if sha256 == GMD_SHA256 else None)
+    print(f"Groove MIDI Dataset ready in {folder} (use --gmd {folder}, or set ROLYPOLY_GMD)")
+    return 0
