@@ -37,13 +37,20 @@ system:
 	  echo "  (continuing: without JACK the live tests are skipped)"; \
 	fi
 
+# pip speaks only of errors (-qq) and build back-ends keep their warnings to themselves: set-up
+# prints what a user needs to read. torch goes first, pinned: this version is the CPU build;
+# anything else pulls gigabytes of CUDA.
+PIP := PYTHONWARNINGS=ignore $(BIN)/pip install -qq --disable-pip-version-check
+
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned: this version is the CPU build; anything else pulls GBs of CUDA.
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	@test -x $(BIN)/python || { echo "rolypoly: creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "rolypoly: installing PyTorch 2.13.0 (CPU build) into $(VENV)"
+	@$(PIP) --upgrade pip
+	@$(PIP) torch==2.13.0
+	@echo "rolypoly: installing rolypoly and its Python packages into $(VENV)"
+	@$(PIP) -e '.[test]'
 	@touch $@
+	@echo "rolypoly: ready; the command is $(BIN)/rolypoly (or: source $(VENV)/bin/activate)"
 
 demo: setup
 	$(BIN)/rolypoly demo
