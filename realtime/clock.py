@@ -17,12 +17,18 @@ nothing accumulates: a late hit never pushes the next one.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
+import sys
 import threading
 import time
 
 #: RealClock spins (instead of sleeping) for the last stretch before a deadline:
 #: the OS wakes a sleeper up to a millisecond or so late.
 SPIN_S = 0.0015
+#: While a real-clock take plays, a thread holding the interpreter lock is asked
+#: to pass it on after this long (Python's default: 5 ms).
+SWITCH_INTERVAL_S = 0.0005
 
 
 class RealClock:
@@ -92,3 +98,45 @@ class SimClock:
         ok = event.wait(max(0.0, until - self._now))
         self._now += time.perf_counter() - start
         return ok
+
+
+_steady_lock = threading.Lock()
+_steady_takes = 0
+_steady_saved = 0.005
+
+
+@contextlib.contextmanager
+def steady_interpreter():
+    """The interpreter tuned for a real-clock take while the block runs (restored after).
+
+    * Another Python thread holding the interpreter lock passes it on after
+      :data:`SWITCH_INTERVAL_S` rather than 5 ms: a hit whose thread wakes
+      while the OSC thread parses a message is not held back by it.
+    * Every object that exists when the take starts is frozen out of the
+      garbage collector (:func:`gc.freeze`): a full collection during the take
+      then scans only what the take made, not the hundreds of thousands of
+      objects torch and the score brought, which took 100 ms and more with the
+      interpreter lock held.
+
+    Process-wide settings: nested or overlapping blocks share them, and the
+    last to end restores them.
+
+    >>> with steady_interpreter():
+    ...     sys.getswitchinterval() == SWITCH_INTERVAL_S
+    True
+    """
+    global _steady_takes, _steady_saved
+    with _steady_lock:
+        if _steady_takes == 0:
+            _steady_saved = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+            gc.freeze()
+        _steady_takes += 1
+    try:
+        yield
+    finally:
+        with _steady_lock:
+            _steady_takes -= 1
+            if _steady_takes == 0:
+                gc.unfreeze()
+                sys.setswitchinterval(_steady_saved)

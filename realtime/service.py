@@ -43,10 +43,36 @@ of range, a path leaving the sessions folder, a score that does not load)
 is answered ``/rolypoly/error ADDRESS REASON`` and changes nothing: every
 handler works out the complete new state first and stores it last.
 
+**While a take plays** nothing that parses or loads runs in the service's
+own process, where it would hold the take's interpreter lock and set off
+garbage collections that delay hits:
+
+- ``finetune``, ``humanize``, ``drumify`` and ``play`` are refused
+  (``/rolypoly/error ADDRESS a take is playing; ...``);
+- ``load_score``, ``load_session`` and ``ab`` (which rewrites the session's
+  session.json) are done by a helper process
+  (:mod:`rolypoly.realtime.offload`) and answered when it is done: a second
+  or so, a few seconds for a large score, a few more the first time, while
+  the helper starts. Their reply is the usual one, only later;
+- until then the messages that come after them wait, and are answered in
+  the order they came, as if each had been handled at once; ``status``,
+  ``stop`` and ``quit`` are answered at once all the same (``status`` then
+  ends with ``pending ADDRESS waiting N``). At most 32 messages wait; more
+  are refused (``busy``). A load that fails, or whose helper process dies or
+  takes longer than two minutes, is answered ``/rolypoly/error ADDRESS REASON``
+  and changes nothing; messages still waiting at ``quit`` are answered
+  ``/rolypoly/error ADDRESS not handled: the service quit first``.
+
+Between takes every message is handled at once, its replies sent as it
+arrives. A real-clock take plays in a tuned interpreter
+(:func:`rolypoly.realtime.clock.steady_interpreter`).
+
 The core, :meth:`Service.handle`, needs no sockets; :func:`serve` wires it
 to a python-osc UDP server and sends the replies with a python-osc client.
 Takes run on their own thread through :func:`rolypoly.realtime.duet.play_take`, never
-on the thread that reads OSC, so ``stop`` and ``status`` work mid-take.
+on the thread that reads OSC, so ``stop`` and ``status`` work mid-take; replies
+that come later (``take_done``, a load done by the helper process) go out
+through :attr:`Service.emit`.
 
 Examples
 --------
@@ -58,6 +84,8 @@ Examples
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import importlib.util
 import json
 import math
@@ -75,6 +103,8 @@ from rolypoly.errors import DeviceError, RolypolyError
 from rolypoly.score import Score, at_tempo
 
 from . import duet
+from .clock import steady_interpreter
+from .offload import Worker
 
 PREFIX = "/rolypoly/"
 DEFAULT_HOST = "127.0.0.1"
@@ -88,6 +118,10 @@ CLOCKS = ("real", "sim")
 TAKE_JOIN_S = 120.0
 #: The serve loop looks for ``quit`` at least this often.
 POLL_S = 0.1
+#: Messages answered at once even while another one's work is in the worker process.
+IMMEDIATE = ("status", "stop", "quit")
+#: At most this many messages wait for work in the worker process; more are refused.
+MAX_WAITING = 32
 
 
 class Rejected(RolypolyError):
@@ -261,6 +295,8 @@ class Service:
         watches (``rolypoly.pretrain.gmd.forgetting_set``, given by the command line), called on
         the first fine-tune; None, or a RolypolyError from it: fine-tuning goes on and says the
         check was skipped
+    worker : the :class:`rolypoly.realtime.offload.Worker` that loads scores and sessions while a
+        take plays (default: a new one)
 
     Examples
     --------
@@ -272,7 +308,8 @@ class Service:
     """
 
     def __init__(self, sessions_dir=None, *, reply=DEFAULT_REPLY, weights: dict | None = None,
-                 mix: bool = True, plot: bool = True, emit=None, player=None, forgetting_set=None):
+                 mix: bool = True, plot: bool = True, emit=None, player=None, forgetting_set=None,
+                 worker: Worker | None = None):
         root = paths.sessions_dir(sessions_dir)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -291,6 +328,9 @@ class Service:
         self._dataset = None                 # GMD validation subset, loaded on the first finetune
         self._mse_cache = None               # its MSEs per model, kept across fine-tunes
         self.forgetting_set = forgetting_set
+        self.worker = worker or Worker()     # loads and parses while a take plays
+        self._job: _Job | None = None        # a message whose work is in the worker process
+        self._waiting: collections.deque = collections.deque()  # messages that came after it
         self._lock = threading.Lock()        # guards settings and the current take
         # Held while a message is handled and its replies sent, and while a take thread
         # sends its own: so /rolypoly/playing always goes out before /rolypoly/take_done.
@@ -298,11 +338,26 @@ class Service:
 
     # ------------------------------------------------------------------ entry point
     def handle(self, address, *args, sender=None) -> list[Reply]:
-        """Handle one message; the replies to send, as ``(address, [args])`` pairs.
+        """Handle one message; the replies to send now, as ``(address, [args])`` pairs.
 
         Never raises: a problem becomes ``/rolypoly/error address reason``
-        and leaves the state as it was.
+        and leaves the state as it was. While a take plays, a message whose
+        work goes to the worker process is answered later, through
+        :attr:`emit`, and so are the messages that come after it (except
+        ``status``, ``stop`` and ``quit``): the list is then empty.
         """
+        name = address[len(PREFIX):] if isinstance(address, str) and address.startswith(PREFIX) else None
+        with self._lock:
+            if (self._job is not None or self._waiting) and name not in IMMEDIATE:
+                if len(self._waiting) >= MAX_WAITING:
+                    return [_error(address, f"busy: {MAX_WAITING} messages wait for {PREFIX}{self._job_name()}; "
+                                            "send this again after its reply")]
+                self._waiting.append((address, args, sender))
+                return []
+            return self._dispatch(address, args, sender)
+
+    def _dispatch(self, address, args, sender) -> list[Reply]:
+        """Check and handle one message (with ``_lock`` held)."""
         name = address[len(PREFIX):] if isinstance(address, str) and address.startswith(PREFIX) else None
         entry = self._HANDLERS.get(name)
         if entry is None:
@@ -312,13 +367,7 @@ class Service:
         if len(args) not in counts:
             return [_error(address, f"takes {usage or 'no arguments'}, got {len(args)} argument"
                                     f"{'s' * (len(args) != 1)}")]
-        try:
-            with self._lock:
-                return getattr(self, method)(*args, sender=sender)
-        except RolypolyError as e:
-            return [_error(address, _one_line(e))]
-        except Exception as e:  # a bug must not end the service either
-            return [_error(address, f"internal error: {type(e).__name__}: {_one_line(e)}")]
+        return _answer(address, getattr(self, method), *args, sender=sender)
 
     def destination(self, sender=None):
         """(host, port) replies go to: the reply address, or the sender in sender mode."""
@@ -337,22 +386,86 @@ class Service:
                 "A": s.a, "B": s.b, "reply": s.reply, "last_take": s.last_take}
 
     def close(self, timeout: float = TAKE_JOIN_S) -> None:
-        """Stop a running take and wait until its files (and a running fine-tune) are written."""
+        """Stop a running take and wait until its files (and a running fine-tune or load) are written.
+
+        Messages still waiting for a load are answered with an error: they were not handled.
+        """
         with self._lock:
-            take, tuning = self._take, self._tuning
+            take, tuning, job = self._take, self._tuning, self._job
+            self.quitting = True  # nothing waiting starts now (see _drain)
             if take is not None:
                 take.request_stop()
         if take is not None and take.thread is not None:
             take.thread.join(timeout)
         if tuning is not None:
             tuning.join(timeout)
+        if job is not None:
+            job.thread.join(timeout)
+        self.worker.close()
+        with self.emit_lock:
+            with self._lock:
+                waiting, self._waiting = list(self._waiting), collections.deque()
+            for address, args, sender in waiting:
+                self.emit(self.destination(sender), [_error(address, "not handled: the service quit first")])
+
+    # ------------------------------------------------------------------ work off the take's process
+    def _off_take(self, what: str, job, args: tuple, apply, sender) -> list[Reply]:
+        """``apply(job(*args))``: here and now between takes, in the worker process while a take plays.
+
+        ``job`` is a module-level function doing the parsing and loading (it
+        may raise RolypolyError: the error reply), ``apply`` stores its
+        small result in the settings and returns the replies. Mid-take the
+        replies go out when the worker is done (:meth:`_run_job`); until
+        then later messages wait (:meth:`handle`).
+        """
+        if self._take is None:
+            return apply(job(*args))
+        pending = _Job(what, self.destination(sender), apply)
+        pending.thread = threading.Thread(target=self._run_job, args=(pending, job, args),
+                                          name=f"rolypoly-{what}", daemon=True)
+        self._job = pending
+        pending.thread.start()
+        return []
+
+    def _run_job(self, pending: "_Job", job, args: tuple) -> None:
+        """Body of a job's thread: the worker does the work; its result is stored and answered."""
+        address = PREFIX + pending.what
+        try:
+            result, failure = self.worker.run(job, *args), None
+        except RolypolyError as e:  # the job's own refusal, or a worker that died or hung
+            result, failure = None, _one_line(e)
+        except Exception as e:  # noqa: BLE001 -- a bug must not end the service either
+            result, failure = None, f"internal error: {type(e).__name__}: {_one_line(e)}"
+        with self.emit_lock:
+            with self._lock:
+                self._job = None
+                if failure is None:
+                    replies = _answer(address, pending.apply, result)
+                else:
+                    replies = [_error(address, failure)]
+                out = [(pending.dest, replies)] + self._drain()
+            for dest, replies in out:
+                if replies:
+                    self.emit(dest, replies)
+
+    def _drain(self) -> list:
+        """Handle the messages that waited, in order, until one goes to the worker again (``_lock`` held)."""
+        out = []
+        while self._job is None and self._waiting and not self.quitting:
+            address, args, sender = self._waiting.popleft()
+            replies = self._dispatch(address, args, sender)
+            out.append((self.destination(sender), replies))
+        return out
+
+    def _job_name(self) -> str:
+        return self._job.what if self._job is not None else "the messages before it"
 
     # ------------------------------------------------------------------ score and session
     def _load_score(self, path, *, sender) -> list[Reply]:
         midi = _inside(self.root, path)
         # A session's own score.mid reopens that session; any other file gets <sessions>/<stem>.
         own = midi.name == "score.mid" and (midi.parent / "session.json").is_file()
-        return self._open(midi.parent if own else self.root / midi.stem, midi, "load_score")
+        return self._open(midi.parent if own else self.root / midi.stem, midi, "load_score", sender=sender)
 
     def _load_session(self, name, *, sender) -> list[Reply]:
         name = _text(name, "NAME")
@@ -361,24 +474,18 @@ class Service:
         folder = _inside(self.root, name, "NAME")
         if not (folder / "score.mid").is_file():
             raise Rejected(f"no session {name} in {self.root} (a folder with score.mid)")
-        return self._open(folder, folder / "score.mid", "load_session", name=name)
+        return self._open(folder, folder / "score.mid", "load_session", name=name, sender=sender)
 
-    def _open(self, session: Path, midi: Path, what: str, name: str | None = None) -> list[Reply]:
-        from rolypoly.session import Session
+    def _open(self, session: Path, midi: Path, what: str, name: str | None = None, *, sender) -> list[Reply]:
+        def opened(result) -> list[Reply]:
+            folder, score, ab = result
+            # A new score plays at its own tempo until told otherwise.
+            self.settings = replace(self.settings, score_path=midi, score=score, session=folder,
+                                    tempo_bpm=None, a=ab[0], b=ab[1])
+            return [_ok(what, score.name, len(score), str(folder), float(score.tempo_bpm[0]), *ab)]
 
-        opened = Session.open(session, midi)  # ScoreError text goes into the reply
-        session, score = opened.folder, opened.score()
-        if name is not None:
-            score = replace(score, name=name)  # shown as the session, not as "score" (its file)
-        # The session keeps its own A and B; a new one gets the current values.
-        ab = opened.stored_ab()
-        if ab is None:
-            ab = (self.settings.a, self.settings.b)
-            opened.set_ab(*ab)
-        # A new score plays at its own tempo until told otherwise.
-        self.settings = replace(self.settings, score_path=midi, score=score, session=session,
-                                tempo_bpm=None, a=ab[0], b=ab[1])
-        return [_ok(what, score.name, len(score), str(session), float(score.tempo_bpm[0]), *ab)]
+        ab = (self.settings.a, self.settings.b)
+        return self._off_take(what, _open_session, (session, midi, name, ab), opened, sender)
 
     # ------------------------------------------------------------------ partner and clock
     def _partner_file(self, path, *, sender) -> list[Reply]:
@@ -436,12 +543,15 @@ class Service:
 
     def _ab(self, a, b, *, sender) -> list[Reply]:
         a, b = _number(a, "A"), _number(b, "B")
-        if self.settings.session is not None:
-            from rolypoly.session import Session
 
-            Session(self.settings.session).set_ab(a, b)  # first, so a failed write changes nothing
-        self.settings = replace(self.settings, a=a, b=b)
-        return [_ok("ab", a, b)]
+        def stored(_) -> list[Reply]:
+            self.settings = replace(self.settings, a=a, b=b)
+            return [_ok("ab", a, b)]
+
+        if self.settings.session is None:
+            return stored(None)
+        # Into session.json first, so a failed write changes nothing.
+        return self._off_take("ab", _set_ab, (self.settings.session, a, b), stored, sender)
 
     # ------------------------------------------------------------------ the pattern
     def _humanize(self, on, seed=0, *, sender) -> list[Reply]:
@@ -477,7 +587,7 @@ class Service:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return self._open(folder, midi, "drumify", name=name)
+        return self._open(folder, midi, "drumify", name=name, sender=sender)
 
     def _agent(self, kind, *, sender) -> list[Reply]:
         kind = _choice(kind, "AGENT", AGENTS)
@@ -503,6 +613,8 @@ class Service:
     # ------------------------------------------------------------------ takes
     def _play(self, *, sender) -> list[Reply]:
         s = self.settings
+        if self.quitting:
+            raise Rejected("the service is quitting")
         if self._take is not None:
             raise Rejected("a take is playing; send stop first")
         if self._tuning is not None:
@@ -564,7 +676,8 @@ class Service:
         """Body of the take thread: play, finish the files, report, go idle."""
         last = None
         try:
-            summary = (self.player or duet.play_take)(**kwargs)
+            with steady_interpreter() if s.clock == "real" else contextlib.nullcontext():
+                summary = (self.player or duet.play_take)(**kwargs)
             take_dir = Path(summary["take_dir"])
             _write_take_settings(take_dir, s)
             last = str(take_dir)
@@ -659,6 +772,8 @@ class Service:
                 "clock", s.clock, "partner", snap["partner"], "last_take", s.last_take]
         if self._take is not None:
             args += self._take.status()
+        if self._job is not None:
+            args += ["pending", PREFIX + self._job.what, "waiting", len(self._waiting)]
         return [("/rolypoly/status", args)]
 
     def _quit(self, *, sender) -> list[Reply]:
@@ -687,6 +802,50 @@ class Service:
         "reply_to": ("_reply_to", (1, 2), "HOST PORT (or: sender)"),
         "quit": ("_quit", (0,), ""),
     }
+
+
+class _Job:
+    """A message whose work is in the worker process: where its reply goes and how its result is stored."""
+
+    def __init__(self, what: str, dest, apply):
+        self.what, self.dest, self.apply = what, dest, apply
+        self.thread: threading.Thread | None = None
+
+
+def _open_session(session: Path, midi: Path, name: str | None, ab: tuple) -> tuple:
+    """Open (or create) a session and read its score: ``(folder, score, (A, B))``.
+
+    A job for :meth:`Service._off_take` (in the worker process while a take
+    plays). The session keeps its own A and B; a new one gets ``ab``.
+    """
+    from rolypoly.session import Session
+
+    opened = Session.open(session, midi)  # ScoreError text goes into the reply
+    score = opened.score()
+    if name is not None:
+        score = replace(score, name=name)  # shown as the session, not as "score" (its file)
+    stored = opened.stored_ab()
+    if stored is None:
+        stored = tuple(ab)
+        opened.set_ab(*stored)
+    return opened.folder, score, stored
+
+
+def _set_ab(session: Path, a: float, b: float) -> None:
+    """Store A and B in the session's session.json (a job for :meth:`Service._off_take`)."""
+    from rolypoly.session import Session
+
+    Session(session).set_ab(a, b)
+
+
+def _answer(address, handler, *args, **kwargs) -> list[Reply]:
+    """``handler(*args, **kwargs)``; a RolypolyError (or a bug) as the one error reply."""
+    try:
+        return handler(*args, **kwargs)
+    except RolypolyError as e:
+        return [_error(address, _one_line(e))]
+    except Exception as e:  # a bug must not end the service either
+        return [_error(address, f"internal error: {type(e).__name__}: {_one_line(e)}")]
 
 
 def _ok(name: str, *values) -> Reply:

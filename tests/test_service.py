@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import threading
 import time
@@ -58,7 +59,9 @@ def root(tmp_path, score):
 
 @pytest.fixture
 def svc(root, weights):
-    return Service(root, weights={"lstm": weights}, mix=False, plot=False)
+    service = Service(root, weights={"lstm": weights}, mix=False, plot=False)
+    yield service
+    service.close(timeout=10)  # a take still playing, the helper process
 
 
 def call(svc, name, *args):
@@ -354,11 +357,11 @@ class FakeEngine:
 class FakePlayer:
     """Stands in for play_take: builds an engine, plays until stopped, leaves a take folder."""
 
-    def __init__(self, fail=None, attach_after=None):
+    def __init__(self, fail=None, attach_after=None, hold_s=5.0):
         self.engine = FakeEngine()
         self.calls = []
         self.started = threading.Event()
-        self.fail, self.attach_after = fail, attach_after
+        self.fail, self.attach_after, self.hold_s = fail, attach_after, hold_s
 
     def __call__(self, **kw):
         self.calls.append(kw)
@@ -368,7 +371,7 @@ class FakePlayer:
         kw["on_engine"](self.engine)
         if self.fail:
             raise self.fail
-        assert self.engine.stopped.wait(5)
+        assert self.engine.stopped.wait(self.hold_s)
         take_dir = Path(kw["session"]) / "takes" / "000"
         take_dir.mkdir(parents=True)
         return {"take_dir": str(take_dir), "rows": 8, "misses": 1}
@@ -531,6 +534,128 @@ def test_humanize_and_drumify_swap_the_pattern_between_takes(svc, root):
     assert svc.snapshot()["session"] == str(root / "partner-drums")
     assert (root / "partner-drums" / "score.mid").is_file()
     assert call(svc, "drumify", "partner.wav", 96.0)[0][1][1] == "partner-drums-1"  # never overwrites
+
+
+# ----------------------------------------------------------------------------- control work mid-take
+
+def _playing(svc):
+    """Start a stand-in take that plays until stopped; the service is then mid-take."""
+    player = svc.player = FakePlayer(hold_s=120.0)
+    loaded(svc)
+    ok(svc, "play")
+    _wait_for(lambda: svc._take is not None and svc._take.engine is not None)
+    return player
+
+
+def _later(svc, timeout=90.0):
+    """The next replies the service sends on its own (through its outbox)."""
+    return svc.outbox.get(timeout=timeout)[1]
+
+
+def _status(svc) -> dict:
+    (address, args), = call(svc, "status")
+    return dict(zip(args[::2], args[1::2]))
+
+
+def test_loads_mid_take_are_done_by_the_worker_and_answered_in_order(svc, root):
+    from rolypoly.session import Session
+
+    write_midi(score_from_grid(np.eye(24, 9, dtype=bool), bpm=100, name="next"), root / "next.mid")
+    _playing(svc)
+    assert "outside the sessions folder" in rejected(svc, "load_score", "../outside.mid")  # checked at once
+    assert call(svc, "load_score", "next.mid") == []          # the worker parses it
+    assert call(svc, "tempo", 120.0) == []                      # waits for it: the next score's tempo
+    assert call(svc, "window", 2.5) == [] and call(svc, "ab", 0.5, 2.0) == []
+    status = _status(svc)                                       # answered at once
+    assert status["pending"] == P + "load_score" and status["waiting"] == 3 and status["score"] == "demo"
+    assert status["state"] == "playing"
+    (address, args), = _later(svc)
+    assert address == P + "ok" and args[:4] == [P + "load_score", "next", len(load_score(root / "next.mid")),
+                                                 str(root / "next")] and args[4:] == [100.0, 1.0, 1.0]
+    assert _later(svc) == [(P + "ok", [P + "tempo", 120.0, 1.2])]
+    assert _later(svc) == [(P + "ok", [P + "window", 2.5])]
+    assert _later(svc) == [(P + "ok", [P + "ab", 0.5, 2.0])]
+    assert Session(root / "next").stored_ab() == (0.5, 2.0)    # written by the worker too
+    snap = svc.snapshot()
+    assert (snap["session"], snap["tempo"], snap["window"], snap["A"]) == (str(root / "next"), 120.0, 2.5, 0.5)
+    assert "pending" not in _status(svc)
+    assert call(svc, "window", 3.0) == [(P + "ok", [P + "window", 3.0])]  # nothing waits: at once again
+
+    assert call(svc, "load_score", "broken.mid") == []          # a load that fails changes nothing
+    before = svc.snapshot()
+    (address, (echo, reason)), = _later(svc)
+    assert (address, echo) == (P + "error", P + "load_score") and "not a readable Standard MIDI File" in reason
+    assert svc.snapshot() == before and not (root / "broken").exists()
+    assert call(svc, "load_session", "demo") == []
+    assert _later(svc)[0][1][:2] == [P + "load_session", "demo"]
+    assert svc.worker.started == 1                               # one helper process for all of it
+
+
+def test_a_worker_that_hangs_or_dies_is_an_error_reply_and_the_service_goes_on(svc, root):
+    _playing(svc)
+    before = svc.snapshot()
+    svc.worker.timeout_s = 0.05  # less than the helper process needs to start
+    assert call(svc, "load_score", "demo.mid") == [] and call(svc, "window", 2.5) == []
+    (address, (echo, reason)), = _later(svc)
+    assert (address, echo) == (P + "error", P + "load_score") and "took too long" in reason
+    assert _later(svc) == [(P + "ok", [P + "window", 2.5])]     # what waited is handled all the same
+    assert svc.snapshot() == {**before, "window": 2.5}
+
+    svc.worker.timeout_s = 60.0
+    assert call(svc, "load_score", "demo.mid") == []
+    _wait_for(lambda: svc.worker.pid is not None)
+    os.kill(svc.worker.pid, signal.SIGKILL)                      # while it starts: the job is lost
+    (address, (echo, reason)), = _later(svc)
+    assert (address, echo) == (P + "error", P + "load_score") and "died" in reason
+    assert svc.snapshot() == {**before, "window": 2.5}
+    assert call(svc, "load_score", "demo.mid") == []             # a new process takes the next one
+    assert _later(svc)[0] == (P + "ok", [P + "load_score", "demo", 123, str(root / "demo"), 96.0, 1.0, 1.0])
+    assert svc.worker.started == 3
+
+
+def test_quit_answers_what_still_waits_and_ends_the_worker(svc, root):
+    _playing(svc)
+    assert call(svc, "load_score", "demo.mid") == [] and call(svc, "play") == []
+    assert call(svc, "quit") == [(P + "bye", [])]
+    svc.close(timeout=90)  # what serve() does after quit: the take's files, the load in progress
+    replies = []
+    while not svc.outbox.empty():
+        replies += svc.outbox.get()[1]
+    assert [address for address, _ in replies if address != P + "take_done"] == [P + "ok", P + "error"]
+    assert replies[-1] == (P + "error", [P + "play", "not handled: the service quit first"])
+    assert svc.worker.pid is None and not svc.playing
+
+
+def test_messages_waiting_are_bounded(svc):
+    from rolypoly.realtime.service import MAX_WAITING
+
+    _playing(svc)
+    assert call(svc, "load_score", "demo.mid") == []
+    for _ in range(MAX_WAITING):
+        assert call(svc, "agent", "seq2seq") == []
+    (address, (echo, reason)), = call(svc, "agent", "lstm")
+    assert (address, echo) == (P + "error", P + "agent") and reason.startswith("busy")
+    assert _later(svc)[0][1][0] == P + "load_score"
+    for _ in range(MAX_WAITING):
+        assert _later(svc) == [(P + "ok", [P + "agent", "seq2seq"])]
+
+
+@pytest.mark.slow
+def test_control_messages_during_a_real_clock_take_never_delay_a_hit(tmp_path):
+    """A real-clock take over UDP while a large score, a session, A/B, tempo, window, humanize,
+    drumify and status arrive: no miss, every hit within 2 ms of its intended time, as idle."""
+    from rolypoly.lab.bench_service import LATE_LIMIT_MS, make_sessions, run_take
+
+    root = make_sessions(tmp_path / "sessions", take_bars=3, large_bars=1000)
+    result = run_take(root, "control", send_at_s=0.5)
+    replies = {m["message"].split()[0]: m for m in result["messages"]}
+    for name in ("tempo", "window", "ab", "load_session", "load_score"):
+        assert replies[name]["reply"] == P + "ok", replies[name]
+    for name in ("humanize", "drumify"):
+        assert replies[name]["reply"] == P + "error" and "between takes" in replies[name]["reason"]
+    assert replies["status"]["reply"] == P + "status"
+    assert result["rows"] == 36 and result["misses"] == 0, result
+    assert result["late_ms_max"] <= LATE_LIMIT_MS, result
 
 
 def _wait_for(cond, timeout=5.0):
