@@ -59,17 +59,18 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _lowest_priority() -> None:
-    """Run this process only on CPU time nothing else wants (Linux SCHED_IDLE; else nice 19).
+def _lowest_priority(pid: int = 0) -> None:
+    """Run process ``pid`` (0: this one) only on CPU time nothing else wants (Linux SCHED_IDLE;
+    else nice 19).
 
     A take's threads then get the CPU the moment they wake, even on a
     machine whose cores are all busy.
     """
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         try:
-            os.nice(NICE)
+            os.setpriority(os.PRIO_PROCESS, pid, NICE)
         except OSError:
             pass
 
@@ -172,6 +173,9 @@ class Worker:
             raise WorkerError(f"cannot start the worker process ({_one_line(e)})") from None
         finally:
             child.close()
+        # At once, not only when the child gets there: a service playing at real-time priority
+        # would otherwise lend it that priority while Python starts.
+        _lowest_priority(process.pid)
         self._process, self._conn = process, parent
         self.started += 1
         parent.send(list(sys.path))

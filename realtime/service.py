@@ -568,13 +568,12 @@ class Service:
         return [_ok("humanize", int(on), int(seed))]
 
     def _drumify(self, path, bpm=None, *, sender) -> list[Reply]:
-        from rolypoly.pattern import drumify_recording
-
         recording = _inside(self.root, path)
         if not recording.is_file():
             raise Rejected(f"PATH {path}: no such file in {self.root}")
         if self._take is not None:
             raise Rejected("a take is playing; drumify between takes")
+        from rolypoly.pattern import drumify_recording  # torch models: imported only when used
         bpm = None if bpm is None else _number(bpm, "BPM")
         k, name = 0, f"{recording.stem}-drums"
         while (self.root / name).exists():  # never into an existing session

@@ -1,4 +1,4 @@
-"""``rolypoly bench decide|onsets|finetune|output`` and ``rolypoly experiment``: the lab's measurements.
+"""``rolypoly bench decide|onsets|finetune|output|service`` and ``rolypoly experiment``: the lab's measurements.
 
 Each prints its JSON report (and writes it with ``--json OUT``); the README's
 figures come from these commands.
@@ -48,6 +48,13 @@ def add_parser(sub) -> None:
     t.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     t.set_defaults(run=run_bench_output)
 
+    s = what.add_parser("service", help="hits of a real-clock take while rolypoly serve loads scores mid-take")
+    add_json_out(s)
+    s.add_argument("--repeats", type=int, default=1, help="takes per scenario (default 1)")
+    s.add_argument("--large-bars", type=int, default=2000, help="bars of the large score loaded mid-take")
+    s.add_argument("-v", "--verbose", action="store_true", help="one line per take on stderr")
+    s.set_defaults(run=run_bench_service)
+
     e = sub.add_parser("experiment", help="the paper's between-take experiments on the simulated clock")
     e.add_argument("name", choices=EXPERIMENTS)
     add_json_out(e, "the report (per-take figures)")
@@ -87,6 +94,17 @@ def run_bench_output(args) -> int:
 
     print_report(run(args.json_out, minutes=0.1 if args.quick else args.minutes, period=args.period,
                      rate=args.rate, partner=args.partner, verbose=args.verbose))
+    return 0
+
+
+def run_bench_service(args) -> int:
+    from rolypoly.lab.bench_service import run
+
+    def progress(take):
+        print(f"{take['scenario']}: {take['misses']} misses, max {take['late_ms_max']} ms", file=sys.stderr)
+
+    print_report(run(args.json_out, repeats=args.repeats, large_bars=args.large_bars,
+                     progress=progress if args.verbose else None))
     return 0
 
 
