@@ -39,6 +39,7 @@ import threading
 from multiprocessing.connection import Connection, Pipe
 
 from rolypoly.errors import RolypolyError
+from rolypoly.errors import one_line as _one_line
 
 #: A job not done by then is given up and its process killed.
 TIMEOUT_S = 120.0
@@ -52,11 +53,6 @@ _IDLE_EXIT = 0
 
 class WorkerError(RolypolyError):
     """A job the worker process could not do: its one-line reason."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _lowest_priority(pid: int = 0) -> None:

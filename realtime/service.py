@@ -100,6 +100,7 @@ from pathlib import Path
 
 from rolypoly import paths
 from rolypoly.errors import DeviceError, RolypolyError
+from rolypoly.errors import one_line as _one_line
 from rolypoly.score import Score, at_tempo
 
 from . import duet
@@ -168,12 +169,6 @@ def _choice(value, name: str, options) -> str:
         shown = value if isinstance(value, str) else _kind(value)
         raise Rejected(f"{name} must be {' or '.join(options)}, got {shown}")
     return value
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception as one line (the first), or its type where it has no text."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _inside(root: Path, rel, name: str = "PATH") -> Path:

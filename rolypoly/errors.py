@@ -10,6 +10,16 @@ class RolypolyError(Exception):
     """A user-facing problem: the message names the thing and what is wrong."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line (its first), or its type's name where it has no text.
+
+    >>> one_line(ValueError("bad value\\nmore detail")), one_line(KeyError())
+    ('bad value', 'KeyError')
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ScoreError(RolypolyError):
     """A drum score (MIDI file) that cannot be used."""
 
