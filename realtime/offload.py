@@ -9,11 +9,11 @@ lock held throughout) and to take the lock from the engine thread every
 priority (Linux ``SCHED_IDLE``: only on CPU time the take does not want),
 and hands back only the small result.
 
-The process is a fresh interpreter (``python -m rolypoly.realtime.offload``),
+The process is a fresh interpreter (``python -c``, calling :func:`_worker`),
 never a ``fork`` of the service, whose JACK, PortAudio and torch threads a
 forked child would inherit half-way; nor multiprocessing's ``spawn``, which
 runs the parent's main script again in the child (a script that starts the
-service without an ``if __name__ == "__main__"`` guard would fail). Jobs
+service without a main-module guard would fail). Jobs
 and results travel pickled over a socket pair
 (:class:`multiprocessing.connection.Connection`).
 
@@ -69,6 +69,11 @@ def _lowest_priority(pid: int = 0) -> None:
             os.setpriority(os.PRIO_PROCESS, pid, NICE)
         except OSError:
             pass
+
+
+def _worker(fd: int, idle_s: float) -> None:
+    """The worker process's program: jobs from the socket ``fd`` (see :meth:`Worker._ensure`)."""
+    _serve(Connection(fd), idle_s)
 
 
 def _serve(conn, idle_s: float) -> None:
@@ -162,7 +167,7 @@ class Worker:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(child.fileno()), repr(self.idle_s)],
+                [sys.executable, "-c", f"from {__name__} import _worker; _worker({child.fileno()}, {self.idle_s!r})"],
                 pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
         except OSError as e:
             parent.close()
@@ -213,6 +218,3 @@ class Worker:
         finally:
             self._lock.release()
 
-
-if __name__ == "__main__":  # python -m rolypoly.realtime.offload FD IDLE_S: the worker process
-    _serve(Connection(int(sys.argv[1])), float(sys.argv[2]))

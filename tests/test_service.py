@@ -667,13 +667,14 @@ def test_control_messages_during_a_real_clock_take_never_delay_a_hit(tmp_path):
     window, humanize, drumify and status arrive: no miss, every hit within 2 ms of its intended
     time, as when nothing arrives (before: misses, hits 100-600 ms late).
 
-    A lone late hit can be the machine's (a virtual CPU paused: idle takes show it too, about one
-    in ten here); then the take is played again and must be clean: the service's own delays repeat.
+    A lone late hit or miss can be the machine's (a virtual CPU paused, a BLAS thread of another
+    priority: idle takes show it too, about one in ten here); then the take is played again and
+    must be clean: the service's own delays repeat.
     """
     from rolypoly.lab.bench_service import LATE_LIMIT_MS, make_sessions, run_take
 
     root = make_sessions(tmp_path / "sessions", take_bars=3, large_bars=1000)
-    for attempt in (1, 2):
+    for _ in range(2):
         with _real_time_priority():
             result = run_take(root, "control", send_at_s=0.5)
         replies = {m["message"].split()[0]: m for m in result["messages"]}
@@ -681,11 +682,11 @@ def test_control_messages_during_a_real_clock_take_never_delay_a_hit(tmp_path):
             assert replies[name]["reply"] == P + "ok", replies[name]
         for name in ("humanize", "drumify"):
             assert replies[name]["reply"] == P + "error" and "between takes" in replies[name]["reason"]
-        assert replies["status"]["reply"] == P + "status"
-        assert result["rows"] == 36 and result["misses"] == 0, result
-        if result["hits_over_2ms"] == 0 or attempt == 2 or result["hits_over_2ms"] > 1:
+        assert replies["status"]["reply"] == P + "status" and result["rows"] == 36
+        clean = result["misses"] == 0 and result["hits_over_2ms"] == 0
+        if clean or result["misses"] > 1 or result["hits_over_2ms"] > 1:  # not a lone hiccup
             break
-    assert result["late_ms_max"] <= LATE_LIMIT_MS, result
+    assert result["misses"] == 0 and result["late_ms_max"] <= LATE_LIMIT_MS, result
 
 
 def _wait_for(cond, timeout=5.0):
