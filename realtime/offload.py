@@ -1,10 +1,11 @@
 """Control work off the live path: one helper process that parses and loads while a take plays.
 
 Parsing a MIDI file or opening a session makes tens of thousands of Python
-objects. In the process that plays a take that is enough to set off a full
-garbage collection (100 ms and more with torch loaded, the interpreter
-lock held throughout) and to take the lock from the engine thread every
-5 ms: hits come late and the agent misses its deadlines. A
+objects. In the process that plays a take that is enough to set off full
+garbage collections (100 ms and more with torch loaded, the interpreter
+lock held throughout), and the parsing itself keeps the lock from the
+take's threads 5 ms at a time: hits come late and the agent misses its
+deadlines. A
 :class:`Worker` runs such a job in a separate process, at the lowest
 priority (Linux ``SCHED_IDLE``: only on CPU time the take does not want),
 and hands back only the small result.
@@ -13,9 +14,8 @@ The process is a fresh interpreter (``python -c``, calling :func:`_worker`),
 never a ``fork`` of the service, whose JACK, PortAudio and torch threads a
 forked child would inherit half-way; nor multiprocessing's ``spawn``, which
 runs the parent's main script again in the child (a script that starts the
-service without a main-module guard would fail). Jobs
-and results travel pickled over a socket pair
-(:class:`multiprocessing.connection.Connection`).
+service without a main-module guard would fail). Jobs and results travel
+pickled over a socket pair (:class:`multiprocessing.connection.Connection`).
 
 Bounds: one process per worker, started on the first job and ending by
 itself after ``idle_s`` without one (or with the service); one job at a
