@@ -44,7 +44,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .agents import load_agent
 from .errors import RolypolyError
 from .jsonfile import JsonFileError, edit_json, read_json, write_json
 from .score import Score, load_score
@@ -326,6 +325,8 @@ class Session:
         version, created from the pretrained ``kind`` on first use.
         """
         if weights is not None:
+            from .agents import load_agent  # torch: only when an agent is asked for
+
             return load_agent(weights), None, []
         if self.meta.get("model") is None:
             self.ensure_start(kind or "lstm")

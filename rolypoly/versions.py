@@ -31,8 +31,10 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from .agents import default_weights, load_agent, save_agent
 from .errors import CheckpointError
+
+# The agents (and torch) are imported where a version's weights are read or written, not here:
+# opening a session to read its score or settings must not pay for torch.
 from .jsonfile import JsonFileError, finite, read_json, write_json
 
 MODELS = "models"
@@ -101,6 +103,8 @@ class ModelVersions:
             return f"{weights}: missing"
         if rec.get("sha256") and sha256_of(weights) != rec["sha256"]:
             return f"{weights}: corrupted (its SHA-256 no longer matches the one recorded)"
+        from .agents import load_agent
+
         try:
             load_agent(weights)
         except CheckpointError as e:
@@ -111,6 +115,8 @@ class ModelVersions:
         """Version 000: a copy of the pretrained agent (``weights``, else the shipped ``kind``)."""
         if self.dir(0).is_dir():
             return 0
+        from .agents import default_weights, load_agent
+
         src = Path(weights or default_weights(kind))
         agent = load_agent(src)  # refuses pickles and broken files before anything is written
         folder = self.dir(0)
@@ -122,6 +128,8 @@ class ModelVersions:
 
     def write(self, agent, record: dict, metadata: dict | None = None) -> int:
         """A new version from ``agent`` with ``record`` (status, parent, take, figures); its number."""
+        from .agents import save_agent
+
         k = (self.numbers() or [-1])[-1] + 1
         folder = self.dir(k)
         folder.mkdir(parents=True)  # never an existing one: versions are never overwritten
@@ -145,4 +153,6 @@ class ModelVersions:
         return None, warnings + [f"{self.folder.parent}: no usable model version left"]
 
     def load(self, k: int):
+        from .agents import load_agent
+
         return load_agent(self.weights(k))
