@@ -40,6 +40,8 @@ NOTE_ON = 0x99  # channel 10
 PARTNER_LATE_S = 0.008
 #: Above this share of the take lost to late JACK cycles, timing checks say nothing about rolypoly.
 MAX_STARVED = 0.05
+# More late cycles than this in one take, and lost notes say nothing about rolypoly
+MAX_XRUNS = 100
 
 
 def uniq(name: str) -> str:
@@ -267,6 +269,8 @@ def test_live_take_through_jack(jack_server, sd, performer):
     if starved > MAX_STARVED:
         pytest.skip(f"JACK lost {starved:.0%} of the take to late cycles: the machine is too busy for "
                     "a non-realtime JACK server (jackd --no-realtime) to keep time")
+    # (the log is empty for a server this session did not start: then the input's xruns tell)
+    xruns = max(jack_server.log().count("XRun") - xruns_before, result.xruns)
     assert result.misses <= len(score) // 10  # a late decision plays the previous ŷ (busy machine)
 
     # The partner was heard: every 8th note once, at the time it was played plus a constant latency.
@@ -283,10 +287,11 @@ def test_live_take_through_jack(jack_server, sd, performer):
     assert all(m[0] & 0x0F == 9 and m[0] & 0xF0 in (0x80, 0x90, 0xB0) for m, _ in msgs)
     arrivals, missing, unexpected = rows_arrived(msgs, score, result.intended)
     assert unexpected == 0
-    # (the log is empty for a server this session did not start: then the input's xruns tell)
-    xruns = max(jack_server.log().count("XRun") - xruns_before, result.xruns)
     # A non-realtime JACK server drops the MIDI of a client that misses its cycle;
     # allow that only when JACK itself reported late cycles.
+    if missing > 2 and xruns > MAX_XRUNS:
+        pytest.skip(f"JACK lost {missing} notes and reported {xruns} late cycles in an 8-second take: the "
+                    "machine is too busy for a non-realtime JACK server (jackd --no-realtime) to keep time")
     assert missing == 0 or (missing <= 2 and xruns > 0), f"{missing} notes lost, {xruns} JACK xruns"
 
     # Arrivals keep the intended spacing: JACK's period (1.3 ms) plus scheduling jitter.
