@@ -252,7 +252,10 @@ def run_experiment(name: str, out, *, takes: int | None = None, agent: str | Non
         session = Session(folder)
         played = session.score_of_hash(take.header.score_hash)
         fig = take_figures(take.rows, played)
-        fig.update(take=k, model_version=take.header.model_version,
+        # Virtual time advances by the real work done (SimClock): on a busy machine decisions come
+        # late and play the previous offset, which changes what is learned. Counted, so a run
+        # spoiled by load says so.
+        fig.update(take=k, model_version=take.header.model_version, misses=int(take.end.misses) if take.end else 0,
                    take_seconds=round(time.perf_counter() - t0, 2))
         if k < takes:
             t1 = time.perf_counter()
@@ -282,6 +285,8 @@ def _line(name: str, fig: dict) -> str:
     bits = [f"{name} take {fig['take']}", f"model v{fig['model_version']}",
             f"σ diff {fig['diff_ms_std']} ms", f"beats {fig['onbeat_yhat_ms_mean']} ms",
             f"off-beats {fig['offbeat_yhat_ms_mean']} ms"]
+    if fig.get("misses"):
+        bits.append(f"{fig['misses']} late decisions (busy machine?)")
     if ft:
         bits.append(("accepted" if ft["accepted"] else ft["reason"]) + f" ({ft['seconds']} s)")
     return " | ".join(bits)
