@@ -35,6 +35,8 @@ Examples
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from rolypoly.drum_map import DRUM_CHANNEL, N_CLASSES, OUTPUT_PITCHES
@@ -379,3 +381,56 @@ class DrumPlayer:
         return {"hits": self.played, "midi_notes": self.midi_sent, "late": self.late,
                 "late_max_ms": round(self.late_max_s * 1e3, 3), "midi_late": self.midi_late,
                 "voices": self.voices.count, "stolen": self.voices.stolen, "dropped": self.ring.dropped}
+
+
+class FrameClock:
+    """When each block of a sound card's stream sounds, on the engine clock, smoothed by a DLL.
+
+    A PortAudio callback learns the DAC time of its block (``now`` + the
+    stream's ``outputBufferDacTime - currentTime``), but ``now`` is read
+    whenever the callback happens to run: it jitters by the scheduler's
+    whims. The device's clock is steady, so a second-order delay-locked loop
+    (F. Adriaensen, "Using a DLL to filter time", 2005) follows the measured
+    block times: it keeps the block period the device really runs at and
+    takes out the jitter. A jump of more than ``reset_s`` (an xrun) restarts it.
+
+    Parameters
+    ----------
+    sample_rate : int
+    bandwidth_hz : float
+        Loop bandwidth: lower is smoother, higher follows faster.
+
+    Examples
+    --------
+    >>> clock = FrameClock(48000)
+    >>> rng = np.random.default_rng(0)
+    >>> for k in range(2000):    # 64-frame blocks, measured with 0.2 ms of jitter
+    ...     t, frame_s = clock.update(64, k * 64 / 48000 + rng.uniform(0, 2e-4))
+    >>> abs(t - 1999 * 64 / 48000 - 1e-4) < 3e-5, round(frame_s * 48000, 2)
+    (True, 1.0)
+    """
+
+    def __init__(self, sample_rate: int, bandwidth_hz: float = 0.5, reset_s: float = 0.01):
+        self.sample_rate = int(sample_rate)
+        self.bandwidth_hz = float(bandwidth_hz)
+        self.reset_s = float(reset_s)
+        self.resets = 0
+        self._t0 = self._t1 = self._e2 = None
+
+    def update(self, frames: int, measured: float) -> tuple[float, float]:
+        """Engine time of this block's first frame and seconds per frame, from a measured time."""
+        period = frames / self.sample_rate
+        if self._t1 is None or abs(measured - self._t1) > self.reset_s:
+            if self._t1 is not None:
+                self.resets += 1
+            omega = 2.0 * math.pi * self.bandwidth_hz * period
+            self._b, self._c = math.sqrt(2.0) * omega, omega * omega
+            self._e2 = period
+            self._t0 = measured
+            self._t1 = measured + period
+            return self._t0, self._e2 / frames
+        err = measured - self._t1
+        self._t0 = self._t1
+        self._t1 += self._b * err + self._e2
+        self._e2 += self._c * err
+        return self._t0, (self._t1 - self._t0) / frames

@@ -150,9 +150,11 @@ class JackIO:
         drums are placed this much earlier, onsets stamped this much earlier.
     detector : dict, optional
         :class:`~rolypoly.onsets.OnsetDetector` settings of the partner input.
-    bleed : bool
-        Take the drums' own sound out of the partner input
-        (:class:`~rolypoly.realtime.bleed.BleedCanceller`) before listening.
+    bleed : dict, optional
+        A calibration (:func:`rolypoly.realtime.calibrate.calibrate_jack`, its
+        ``response`` and ``response_lag_frames``) of the path from the drum
+        output to the partner input: the drums' own sound is taken out of
+        the input before listening (:class:`~rolypoly.realtime.bleed.BleedCanceller`).
 
     Raises
     ------
@@ -164,7 +166,7 @@ class JackIO:
     def __init__(self, *, kit=None, midi: bool = False, clock_out: bool = False, listen: bool = False,
                  clock_in: bool = False, name: str = "rolypoly", voices: int = 16, midi_latency_s: float = 0.0,
                  gate_s: float = 0.05, output_latency_s: float = 0.0, input_latency_s: float = 0.0,
-                 detector: dict | None = None, bleed: bool = False, hit_capacity: int = RING):
+                 detector: dict | None = None, bleed: dict | None = None, hit_capacity: int = RING):
         try:
             import jack
         except (ImportError, OSError) as exc:
@@ -471,7 +473,7 @@ class JackSource(PartnerSource):
     poll that found it.
     """
 
-    def __init__(self, io: JackIO, *, detector: dict | None = None, bleed: bool = False):
+    def __init__(self, io: JackIO, *, detector: dict | None = None, bleed: dict | None = None):
         from rolypoly.onsets import OnsetDetector
 
         self.io = io
@@ -482,7 +484,8 @@ class JackSource(PartnerSource):
         if bleed:
             from .bleed import BleedCanceller
 
-            self.bleed = BleedCanceller(self.sample_rate)
+            self.bleed = BleedCanceller(self.sample_rate, lag=bleed["response_lag_frames"],
+                                        taps=np.asarray(bleed["response"]))
         self._ring = OnsetRing()
         self._chunks: list[np.ndarray] = []
         self._read = 0        # ring frame index read up to

@@ -100,6 +100,7 @@ class SampleKit:
     notes : list of str
         Things the musician should know about the kit (classes filled in
         from the synthesizer...).
+    spec : what :func:`load_kit` was given (to load the kit again at another rate)
 
     Attributes
     ----------
@@ -113,7 +114,8 @@ class SampleKit:
         (9, layers) bank indices of each layer's first sample and one past its last.
     """
 
-    def __init__(self, layers, sample_rate: int, name: str = "kit", notes=None):
+    def __init__(self, layers, sample_rate: int, name: str = "kit", notes=None, spec=None):
+        self.spec = spec
         if len(layers) != N_CLASSES:
             raise ValueError(f"a kit needs {N_CLASSES} classes of layers, got {len(layers)}")
         self.sample_rate = int(sample_rate)
@@ -179,6 +181,18 @@ class SampleKit:
         """Length in samples of the class's longest layer."""
         c = _check_class(class_index)
         return int((self.ends[c] - self.starts[c]).max())
+
+    def at_rate(self, sample_rate: int) -> "SampleKit":
+        """This kit at another sample rate (loaded again from its source; itself when the rate matches).
+
+        >>> load_kit("synth", 48000).at_rate(44100).sample_rate
+        44100
+        """
+        if int(sample_rate) == self.sample_rate:
+            return self
+        if self.spec is None:
+            raise KitError(f"{self.name}: cannot be loaded again at {sample_rate} Hz (made in memory)")
+        return load_kit(self.spec, sample_rate)
 
     def describe(self) -> str:
         layers = sorted({len(v) for v in self.velocities})
@@ -268,7 +282,7 @@ def synth_kit(sample_rate: int = 48000) -> SampleKit:
 
     synth = DrumKit(sample_rate)
     layers = [[(v, synth.sample(c, v)) for v in LAYER_VELOCITIES] for c in range(N_CLASSES)]
-    return SampleKit(_normalised(layers), sample_rate, name="built-in synthesizer")
+    return SampleKit(_normalised(layers), sample_rate, name="built-in synthesizer", spec="synth")
 
 
 def default_soundfont() -> Path | None:
@@ -408,7 +422,7 @@ def soundfont_kit(path, sample_rate: int = 48000, preset: int | None = None) -> 
             if not layers[c]:
                 layers[c] = [(v, fill.layer(c, k).copy()) for k, v in enumerate(fill.velocities[c])]
         notes.append(f"{path.name}: no sound for {', '.join(silent)}; taken from the built-in synthesizer")
-    kit = SampleKit(_normalised(layers), sample_rate, name=name, notes=notes)
+    kit = SampleKit(_normalised(layers), sample_rate, name=name, notes=notes, spec=str(path))
     _soundfont_cache[key] = kit
     return kit
 
@@ -538,7 +552,7 @@ def folder_kit(folder, sample_rate: int = 48000) -> SampleKit:
             layers.append([(v, fill.layer(c, k).copy()) for k, v in enumerate(fill.velocities[c])])
     if missing:
         notes.append(f"{folder.name}: no samples for {', '.join(missing)}; taken from the built-in synthesizer")
-    return SampleKit(_normalised(layers), sample_rate, name=f"samples from {folder}", notes=notes)
+    return SampleKit(_normalised(layers), sample_rate, name=f"samples from {folder}", notes=notes, spec=str(folder))
 
 
 def _first_line(exc: BaseException) -> str:
