@@ -381,6 +381,10 @@ def soundfont_kit(path, sample_rate: int = 48000, preset: int | None = None) -> 
         return _soundfont_cache[key]
     if not path.is_file():
         raise KitError(f"{path}: no such soundfont")
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"sfbk":  # checked here: FluidSynth would print its own errors
+        raise KitError(f"{path}: not a soundfont (no RIFF sfbk header)")
     try:
         import fluidsynth
     except (ImportError, OSError) as exc:
