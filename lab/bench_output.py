@@ -940,18 +940,36 @@ def capture_times(data: dict) -> tuple[np.ndarray, dict]:
                                "cycles_skipped_by_jack": int(np.sum(steps[steps > period] // period - 1))}
 
 
+def _best_start(residual: np.ndarray, s: np.ndarray, lo: int, hi: int):
+    """Start within ``lo..hi`` where ``residual`` differs least from ``s``: (start, error / energy)."""
+    m = len(s)
+    lo, hi = max(0, lo), min(len(residual) - m, hi)
+    if hi < lo:
+        return None, np.inf
+    seg = residual[lo:hi + m]
+    energy = float(s @ s)
+    sq = np.concatenate([[0.0], np.cumsum(seg * seg)])
+    err = (sq[m:] - sq[:-m]) - 2 * np.correlate(seg, s, "valid") + energy
+    k = int(np.argmin(err))
+    return lo + k, (float(err[k] / energy) if energy > 0 else np.inf)
+
+
 def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, voices: int,
-              window: int = 480, head: int = 256, tolerance: float = 1e-4):
+              window: int = 480, head: int = 256, tolerance: float = 1e-4, late_window: int = 24000):
     """Where each row's one-shots start in a captured output, to the frame.
 
     Rows are taken in the order they were played; a row's hits all start on
     the same frame, so they are looked for together (the sum of their
     one-shots). For each row, the capture minus the one-shots already found
     (the *residual*) is compared with the row's first ``head`` samples at
-    every start within ``± window`` frames of its expected index; the start
-    where they differ least is the row's, if what is left there is below
-    ``tolerance`` of the one-shots' energy (otherwise the row is missing).
-    Then its one-shots are taken out of the residual. A voice stolen for a
+    every start within ``± window`` frames of its expected index (then up to
+    ``late_window`` later, before the next row is due: a hit handed over too
+    late starts at once); the start where they
+    differ least is the row's, if what is left there is below ``tolerance``
+    of the one-shots' energy (otherwise the row is missing). Then its
+    one-shots are taken out of the residual (those of a row missed only
+    narrowly too, so that one damaged row -- a cycle the capture lost --
+    does not spoil the rows after it). A voice stolen for a
     later hit stops at the start of that hit's block, as in the mixer
     (:class:`~rolypoly.realtime.drum_out.Voices`: ``voices`` of them, the
     oldest stolen), so its tail is put back from there.
@@ -989,20 +1007,25 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
         s = np.zeros(m)
         for x in shots:
             s[:min(m, len(x))] += x[:m]
-        lo, hi = max(0, int(at) - window), min(len(residual) - m, int(at) + window)
-        if hi < lo:
+        best = None
+        # On time, else late (handed over too late: started at once, but before the next row is due).
+        following = int(expected[r + 1]) - window if r + 1 < len(expected) else int(at) + late_window
+        for lo, hi in ((int(at) - window, int(at) + window), (int(at), min(int(at) + late_window, following))):
+            k, q = _best_start(residual, s, lo, hi)
+            if k is not None and (best is None or q < best[1]):
+                best = (k, q)
+            if best is not None and best[1] <= tolerance:
+                break
+        if best is None:
             continue
-        seg = residual[lo:hi + m]
-        energy = float(s @ s)
-        sq = np.concatenate([[0.0], np.cumsum(seg * seg)])
-        err = (sq[m:] - sq[:-m]) - 2 * np.correlate(seg, s, "valid") + energy
-        k = int(np.argmin(err))
-        q = float(err[k] / energy) if energy > 0 else np.inf
+        start, q = best
         quality[r] = max(q, 0.0)
-        if q > tolerance:
-            continue
-        start = lo + k
-        found[r] = start
+        if q <= tolerance:
+            found[r] = start
+        elif q > 0.5:
+            continue  # nothing like it there: leave the capture as it is
+        # Found, or nearly (the capture lost a cycle in its tail): take it out either way, so that
+        # one damaged row does not spoil the rows after it.
         block = start - start % period
         for shot in shots:
             active = [v for v in active if v[1] > block]  # voices whose layer ended before the block are free

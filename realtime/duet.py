@@ -46,7 +46,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     drums : an output that plays the hits placed to the sample (rolypoly.realtime.jack_io.JackIO...)
     kit : the rolypoly.kit.SampleKit the drums sound with live; ``mix.wav`` is rendered with it
         (default: :func:`rolypoly.kit.load_kit`'s kit)
-    start_at : optional callable(clock) -> engine time of the score's time zero (an incoming MIDI clock's bar)
+    start_at : optional callable(clock, score) -> engine time of the score's time zero (an incoming MIDI clock's bar)
     midi_early_s : rtmidi MIDI leaves this much early (an external synth's latency)
 
     Returns
@@ -76,7 +76,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     if on_engine is not None:
         on_engine(engine)
     try:
-        result = engine.run(start_at(clock) if start_at is not None else None)
+        result = engine.run(start_at(clock, score) if start_at is not None else None)
     except BaseException as e:
         # Whatever happened, the rows written so far stay a closed, readable take.
         take.close(TakeEnd(error=str(e).splitlines()[0] if str(e) else type(e).__name__, ended=_now()))

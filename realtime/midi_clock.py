@@ -183,3 +183,51 @@ class ClockFollower:
                 f"{self.last_tick - self._watch_from:.1f} s into the take"
             return [f"{self.source} stopped ({last}); kept playing at {tempo}"]
         return []
+
+
+class RtmidiClockIn:
+    """An incoming MIDI clock through python-rtmidi (ALSA, CoreMIDI...), for when JACK does not run.
+
+    Messages are stamped on the engine clock when rtmidi hands them over (its
+    own thread): without JACK there is no frame to place them on, so the
+    tempo fit averages the arrival jitter out over :data:`FIT_TICKS` ticks.
+
+    Parameters
+    ----------
+    port : the MIDI port sending clock (exact name or a unique part of one)
+    clock : the take's RealClock
+
+    Raises
+    ------
+    DeviceError
+        No MIDI system, or no such port (the message lists them).
+    """
+
+    def __init__(self, port: str, clock):
+        from .midi_out import _api_id, match_port, rtmidi, usable_apis
+
+        apis = usable_apis()
+        if not apis:
+            from rolypoly.errors import DeviceError
+
+            raise DeviceError("no MIDI input available for --clock-in (no JACK server, no ALSA sequencer)")
+        self._in = rtmidi.MidiIn(rtapi=_api_id(apis[0]), name="rolypoly-clock-in")
+        names = list(self._in.get_ports())
+        index = match_port(port, names, "MIDI clock port", f" on {apis[0]}")
+        self.port = names[index]
+        self._clock = clock
+        self.follower = ClockFollower(source=f"MIDI clock from {self.port}")
+        self._in.ignore_types(sysex=True, timing=False, active_sense=True)
+        self._in.set_callback(self._message)
+        self._in.open_port(index, "clock_in")
+
+    def _message(self, event, _data=None) -> None:
+        message, _delta = event
+        if message and message[0] >= 0xF0:
+            self.follower.message(bytes(message), self._clock.to_engine(time.perf_counter()))
+
+    def close(self) -> None:
+        if self._in is not None:
+            self._in.close_port()
+            self._in.delete()  # rtmidi objects are never collected
+            self._in = None

@@ -274,14 +274,9 @@ class LiveSource(PartnerSource):
         now = self._clock.to_engine(time.perf_counter())
         if status.output_underflow or status.output_overflow:
             self.xruns += 1
-        dac, current = time_info.outputBufferDacTime, time_info.currentTime
-        ahead = dac - current if dac > 0 and dac >= current else self.output_latency
-        block_time, frame_s = self._frame_clock.update(frames, now + ahead)
-        if len(self._mono) != frames:  # only when the device changes its block size
-            self._mono = np.zeros(frames, np.float32)
-        self.player.render(self._mono, block_time - self.output_latency_s, frame_s)
-        for c in range(self.out_channels):
-            outdata[:, c] = self._mono
+        self._mono = _play_block(self.player, self._frame_clock, self._mono, outdata, frames,
+                                 time_info.outputBufferDacTime, time_info.currentTime, now,
+                                 self.output_latency, self.output_latency_s)
         self._callback(indata, frames, time_info, status, now)
 
     def _callback(self, indata, frames, time_info, status, now=None) -> None:
@@ -349,14 +344,7 @@ class LiveSource(PartnerSource):
         pass
 
     def problems(self) -> list[str]:
-        st = self.player.stats() if self.player is not None else {}
-        out = []
-        if st.get("late"):
-            out.append(f"{st['late']} drum hit(s) reached the output too late to sound on time "
-                       f"(at most {st['late_max_ms']} ms)")
-        if st.get("dropped"):
-            out.append(f"{st['dropped']} drum hit(s) dropped (hit ring full)")
-        return out
+        return _player_problems(self.player)
 
     def stop(self) -> None:
         if self._stream is not None:
@@ -369,3 +357,117 @@ class LiveSource(PartnerSource):
 
     def recording(self) -> np.ndarray:
         return np.concatenate(self._recorded) if self._recorded else np.zeros(0, np.float32)
+
+
+def _play_block(player, frame_clock, mono, outdata, frames, dac, current, now, reported_latency, extra_latency):
+    """Fill a PortAudio output block with the drums; returns the mono buffer (new only if the size changed).
+
+    The block sounds at the stream's DAC time: ``now`` plus PortAudio's
+    ``outputBufferDacTime - currentTime`` (its reported latency when it gives
+    no times), smoothed by ``frame_clock``; placed ``extra_latency`` earlier
+    (calibrated). Every output channel gets the same drums.
+    """
+    ahead = dac - current if dac > 0 and dac >= current else reported_latency
+    block_time, frame_s = frame_clock.update(frames, now + ahead)
+    if len(mono) != frames:  # only when the device changes its block size
+        mono = np.zeros(frames, np.float32)
+    player.render(mono, block_time - extra_latency, frame_s)
+    for c in range(outdata.shape[1]):
+        outdata[:, c] = mono
+    return mono
+
+
+def _player_problems(player) -> list[str]:
+    st = player.stats() if player is not None else {}
+    out = []
+    if st.get("late"):
+        out.append(f"{st['late']} drum hit(s) reached the output too late to sound on time "
+                   f"(at most {st['late_max_ms']} ms)")
+    if st.get("dropped"):
+        out.append(f"{st['dropped']} drum hit(s) dropped (hit ring full)")
+    return out
+
+
+class AudioOut:
+    """Drums through a sound card's output, on their own (a recorded partner, or an input without outputs).
+
+    A PortAudio output stream on ``device`` (default: the default output)
+    whose callback plays the :class:`~rolypoly.realtime.drum_out.DrumPlayer`,
+    each hit on its frame by the block's DAC time (see :class:`LiveSource`).
+    It is the engine's ``drums``: the stream opens when the take begins and
+    plays until :meth:`close` (tails ring out).
+
+    Raises
+    ------
+    DeviceError
+        No such output device, or it cannot play at the kit's rate.
+    """
+
+    def __init__(self, player, device=None, *, sample_rate: int = DEFAULT_RATE, block: int = DEFAULT_BLOCK,
+                 output_latency_s: float = 0.0):
+        import sounddevice as sd
+
+        from .drum_out import FrameClock
+
+        self.player, self.sample_rate, self.block = player, int(sample_rate), int(block)
+        try:
+            info = sd.query_devices(device, "output")
+            sd.check_output_settings(device, channels=1, samplerate=self.sample_rate)
+        except Exception as e:
+            raise DeviceError(f"audio output {device if device is not None else '(default)'}: "
+                              f"{str(e).splitlines()[0]}") from None
+        if player.sample_rate != self.sample_rate:
+            raise DeviceError(f"the drum kit is at {player.sample_rate} Hz, the output at {self.sample_rate} Hz")
+        self.device, self.name = device, info["name"]
+        self.channels = min(2, int(info["max_output_channels"]))
+        self.output_latency_s = float(output_latency_s)
+        self._frame_clock = FrameClock(self.sample_rate)
+        self._mono = np.zeros(self.block, np.float32)
+        self._stream = None
+        self._clock = None
+        self.xruns = 0
+        self.latency = 0.0
+
+    def _callback(self, outdata, frames, time_info, status) -> None:
+        now = self._clock.to_engine(time.perf_counter())
+        if status.output_underflow:
+            self.xruns += 1
+        self._mono = _play_block(self.player, self._frame_clock, self._mono, outdata, frames,
+                                 time_info.outputBufferDacTime, time_info.currentTime, now, self.latency,
+                                 self.output_latency_s)
+
+    def begin(self, clock, t0: float, score=None) -> None:
+        import sounddevice as sd
+
+        if self._stream is not None:
+            return
+        if clock.simulated:
+            raise RolypolyError("an audio output cannot run on a simulated clock")
+        self._clock = clock
+        try:
+            self._stream = sd.OutputStream(device=self.device, channels=self.channels, samplerate=self.sample_rate,
+                                           blocksize=self.block, dtype="float32", latency="low",
+                                           callback=self._callback)
+            self.latency = float(self._stream.latency)
+            self._stream.start()
+        except Exception as e:
+            self._stream = None
+            raise DeviceError(f"cannot open audio output {self.name}: {str(e).splitlines()[0]} (busy or gone?)") from None
+
+    def schedule(self, classes, velocities, at: float) -> int:
+        return self.player.schedule(classes, velocities, at)
+
+    def end(self) -> None:
+        pass
+
+    def problems(self) -> list[str]:
+        out = _player_problems(self.player)
+        if self.xruns:
+            out.append(f"audio output {self.name}: {self.xruns} underrun(s)")
+        return out
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None

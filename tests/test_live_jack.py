@@ -460,3 +460,23 @@ def test_bench_output_quick_writes_the_report(jack_server, tmp_path, capsys):
     assert cpu["decision_step"]["n"] == notes["rows"]
     assert report["clock_map"]["jack_get_time_reads"] in ("CLOCK_MONOTONIC_RAW", "CLOCK_MONOTONIC")
     assert all(isinstance(v, bool) for k, v in report["targets"].items() if k.endswith("_met"))
+
+
+def test_bench_output_audio_quick_finds_every_hit_on_its_frame(jack_server, tmp_path):
+    out = tmp_path / "bench_output_audio.json"
+    report = bench_output.run(out, minutes=0.1, drums="audio")
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["take"]["drums"] == "audio" and report["take"]["kit"]
+    emitted = report["emitted_minus_intended"]
+    for key in ("raw", "compensated"):
+        assert {"p50_abs_ms", "p99_abs_ms", "max_abs_ms"} <= set(emitted[key])
+    notes = report["notes"]
+    assert notes["expected"] > 60 and notes["rows_matched"] >= 0.9 * notes["rows"]
+    # Placed to the frame: most hits within one frame (20.8 us) of their time on JACK's clock.
+    assert emitted["raw"]["p50_abs_ms"] <= 0.021, emitted
+    cb = report["callback"]
+    assert {"p99_us", "period_us", "voices", "voices_sounding_max"} <= set(cb)
+    assert cb["period_us"] == pytest.approx(1e6 * report["server"]["period"] / report["server"]["rate"], abs=0.1)
+    assert cb["voices_sounding_max"] == cb["voices"] == 16          # the dense loop keeps every voice busy
+    assert report["drift"]["total_over_take_ms"] is not None
+    assert all(isinstance(v, bool) for k, v in report["targets"].items() if k.endswith("_met"))
