@@ -253,3 +253,33 @@ def test_take_starts_on_the_next_bar_of_an_incoming_clock_and_survives_it_vanish
     assert result.played[0] == pytest.approx(result.intended[0]) and result.t0 == t0
     np.testing.assert_allclose(np.diff(result.notated), np.diff(score.onset_s))   # kept its tempo
     assert any("stopped" in p and "kept playing at 90.0 bpm" in p for p in result.problems), result.problems
+
+
+def test_rig_on_jack_plays_the_kit_and_listens_on_the_capture_port(jack_server, tmp_path, monkeypatch):
+    from rolypoly.realtime import jack
+    from rolypoly.realtime.rig import open_rig
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))       # no stored calibration
+    clock = RealClock()
+    try:
+        rig = open_rig(partner_device="system", channel=1, drums="both", kit="synth", name=uniq("rp-rig"),
+                       clock=clock)
+    except DeviceError as exc:
+        pytest.skip(f"JACK client not available: {exc}")
+    try:
+        io = rig.drums
+        links = jack.connections()
+        assert links[io.audio_ports[0].name] == ["system:playback_1"]
+        assert links[io.audio_ports[1].name] == ["system:playback_2"]
+        assert links[io.input_port.name] == ["system:capture_2"]          # channel 2 (0-based 1)
+        assert rig.source is io.source and io.midi_port is not None and io.clock_port is not None
+        assert rig.kit.name == "built-in synthesizer"
+        assert any("run rolypoly calibrate" in n for n in rig.notes)
+        assert any("MIDI clock out" in d for d in rig.describe)
+    finally:
+        rig.close()
+    with pytest.raises(DeviceError, match=r"MIDI port 'no-such-synth' not found on JACK; available: .*") as e:
+        open_rig(partner_device="system", drums="midi", midi="no-such-synth", name=uniq("rp-rig2"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(DeviceError, match=r"capture_9 asked for|channel 9 asked for"):
+        open_rig(partner_device="system", channel=8, name=uniq("rp-rig3"))
