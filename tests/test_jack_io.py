@@ -283,3 +283,53 @@ def test_rig_on_jack_plays_the_kit_and_listens_on_the_capture_port(jack_server, 
     assert "\n" not in str(e.value)
     with pytest.raises(DeviceError, match=r"capture_9 asked for|channel 9 asked for"):
         open_rig(partner_device="system", channel=8, name=uniq("rp-rig3"))
+
+
+DYING_SERVER = r"""
+import json, time
+from rolypoly.kit import synth_kit
+from rolypoly.realtime import jack
+from rolypoly.realtime.clock import RealClock
+from rolypoly.realtime.jack_io import JackIO
+server = jack.JackServer.private("rolypoly-doomed-io", portaudio=False)
+io = JackIO(kit=synth_kit(48000), midi=True, name=f"rolypoly-on-{server.name}")
+clock = RealClock()
+io.set_clock(clock)
+io.schedule([0], [90], clock.now() + 0.01)
+time.sleep(0.2)
+played = io.stats()["hits"]
+server.proc.terminate()  # the server goes away under a playing client
+server.proc.wait(5)
+time.sleep(0.3)
+t = time.monotonic()
+for k in range(6000):   # more than the hit ring holds
+    io.schedule([0, 2], [90, 60], clock.now() + 0.01)
+schedule_s = time.monotonic() - t
+problems = io.problems()
+t = time.monotonic()
+io.close()
+close_s = time.monotonic() - t
+server.stop()
+print(json.dumps(dict(played=played, problems=problems, schedule_s=schedule_s, close_s=close_s,
+                      dropped=io.hits_dropped)))
+"""
+
+
+def test_the_client_survives_the_jack_server_dying(jack_server):
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    try:
+        res = subprocess.run([sys.executable, "-c", DYING_SERVER], capture_output=True, text=True, timeout=60,
+                             cwd=root, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("JackIO blocked after the JACK server died")
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["played"] == 1
+    assert any("JACK server stopped" in p for p in report["problems"]), report["problems"]
+    assert any("dropped" in p for p in report["problems"]) and report["dropped"] > 0
+    assert report["schedule_s"] < 1.0 and report["close_s"] < 1.0   # nothing waits for the dead server
