@@ -40,6 +40,8 @@ TICK, START, CONTINUE, STOP, SONG_POSITION = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
 PPQN = 24
 #: Ticks the tempo is fitted on (four beats).
 FIT_TICKS = 96
+#: A tick later than this against the fitted line is left out of the fit (it arrived late).
+LATE_S = 0.0002
 #: A clock silent for this many of its ticks (and at least STALL_MIN_S) has stopped.
 STALL_TICKS = 12
 STALL_MIN_S = 0.25
@@ -120,10 +122,15 @@ class ClockFollower:
         if n < 2:
             raise ValueError("not enough clock ticks yet")
         idx = (self.received - n + np.arange(n)) % FIT_TICKS
-        pos = self.positions[idx].astype(np.float64)
+        pos = self.positions[idx].astype(np.float64) - self.positions[idx[-1]]
         t = self.times[idx]
-        slope, intercept = np.polyfit(pos - pos[-1], t, 1)
-        return float(slope), float(intercept), int(pos[-1])
+        slope, intercept = np.polyfit(pos, t, 1)
+        # A tick can only arrive late (a busy sender, a lost cycle), never early: fit again on the
+        # ticks that are not late against the first line.
+        late = t - (slope * pos + intercept) > np.median(t - (slope * pos + intercept)) + LATE_S
+        if 2 <= n - late.sum() < n:
+            slope, intercept = np.polyfit(pos[~late], t[~late], 1)
+        return float(slope), float(intercept), int(self.positions[idx[-1]])
 
     def tempo(self) -> float:
         """Quarter notes per minute of the clock now."""

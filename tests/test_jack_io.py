@@ -156,7 +156,7 @@ def take_with_partner(jackio, kit, performer, *, bleed: dict | None, name: str):
             partner.schedule([k % 9], [127], t0 + t)
         result = Engine(score, performer, io.source, clock, drums=io,
                         settings=EngineSettings()).run(start_at=t0)
-    return result, eighths, score
+    return result, eighths, io.xruns
 
 
 def match(heard: np.ndarray, notes: np.ndarray, window_s: float) -> np.ndarray:
@@ -180,19 +180,20 @@ def test_drums_bleeding_into_the_partner_input_are_not_taken_for_the_partner(jac
         calibration = calibrate_jack(io=cal_io, connect=False, clicks=4, spacing_s=0.2)
     cal_io.close()
 
-    result, notes, score = take_with_partner(jackio, kit, performer, bleed=calibration, name="rp-bleed")
+    result, notes, xruns = take_with_partner(jackio, kit, performer, bleed=calibration, name="rp-bleed")
     heard = np.sort(result.onsets)
     off = match(heard, notes, 0.005)
     # Every partner note found, where it was played (the detector places an attack within a hop)...
     assert np.isfinite(off).mean() >= 0.98, off
     assert abs(len(heard) - len(notes)) <= max(1, 0.02 * len(notes)), (len(heard), len(notes))
     assert np.nanmedian(np.abs(off)) < 0.0015
-    # ... and no drum hit taken for a partner onset: every onset heard is a partner note.
-    extra = match(notes, heard, 0.005)
-    assert np.all(np.isfinite(extra)), heard[~np.isfinite(extra)]
+    # ... and no drum hit taken for a partner onset: every onset heard is a partner note. (A cycle
+    # JACK lost -- an xrun on a busy machine -- breaks the "room" once: a click that is no drum hit.)
+    extra = ~np.isfinite(match(notes, heard, 0.005))
+    assert extra.sum() <= xruns, (heard[extra], xruns)
 
     # The same take without the canceller hears the drums: the test can fail.
-    result, notes, score = take_with_partner(jackio, kit, performer, bleed=None, name="rp-nobleed")
+    result, notes, _ = take_with_partner(jackio, kit, performer, bleed=None, name="rp-nobleed")
     heard = np.sort(result.onsets)
     assert np.sum(~np.isfinite(match(notes, heard, 0.005))) > 0.2 * len(notes)
 
