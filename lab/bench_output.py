@@ -1,14 +1,26 @@
-"""Drum output timing on JACK: when hits reach JACK against when they were meant to.
+"""Drum output timing on JACK: when hits sound (or reach JACK) against when they were meant to.
 
 One take of a looped drum score (16th-note hi-hats with kick and snare at
 120 bpm) is played by the real :class:`~rolypoly.realtime.engine.Engine` on a
 :class:`~rolypoly.realtime.clock.RealClock`, with a partner (clicks from a file, or
-the live JACK input) and :class:`~rolypoly.realtime.midi_out.MidiOut` on a JACK
-virtual port. A capture client records every MIDI event that reaches JACK,
-and each hit's *emitted* time is compared with its *intended* time (notated
-time + ŷ, :attr:`~rolypoly.realtime.engine.TakeResult.intended`)::
+the live JACK input), and each hit's *emitted* time is compared with its
+*intended* time (notated time + ŷ, :attr:`~rolypoly.realtime.engine.TakeResult.intended`)::
 
-    rolypoly bench output --json OUT [--minutes M] [--period N] [--rate HZ] [--partner clicks|live]
+    rolypoly bench output --drums audio|midi|rtmidi --json OUT [--minutes M] [--period N] [--rate HZ]
+
+Three outputs can be measured (``--drums``):
+
+* ``audio`` -- the sampled kit through rolypoly's JACK client
+  (:class:`~rolypoly.realtime.jack_io.JackIO`, its C process callback). A
+  capture client in a child process keeps every frame of the output with
+  JACK's time of each cycle, and each row's one-shots are found in the
+  capture by their known samples (:func:`find_hits`): *emitted* is the time
+  of the frame the row starts on. The loop adds a ride and a crash so that
+  all 16 voices sound; ``callback`` has the C callback's own cost per cycle.
+* ``midi`` -- the same client's MIDI port, every note written at its own
+  frame; *emitted* is the time of that frame on JACK's frame clock.
+* ``rtmidi`` -- python-rtmidi's JACK MIDI (:class:`~rolypoly.realtime.midi_out.MidiOut`),
+  every event at the start of the next cycle; *emitted* is that cycle's start.
 
 Putting JACK's times on the engine clock
 ----------------------------------------

@@ -261,7 +261,8 @@ def _portaudio_rig(rig, partner_device, partner_file, channel, sample_rate, bloc
             out = MidiOut(existing=None if midi == "virtual" else midi)
         except DeviceError as exc:
             if player is None:
-                raise
+                why = "; ".join(n for n in rig.notes if "MIDI only" in n) or "--drums midi"
+                raise DeviceError(f"nothing to play the drums through ({why}): {exc}") from None
             rig.notes.append(f"drums as audio only: {exc}")
         else:
             rig.midi = out

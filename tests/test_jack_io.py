@@ -334,3 +334,4 @@ def test_the_client_survives_the_jack_server_dying(jack_server):
     assert any("JACK server stopped" in p for p in report["problems"]), report["problems"]
     assert any("dropped" in p for p in report["problems"]) and report["dropped"] > 0
     assert report["schedule_s"] < 1.0 and report["close_s"] < 1.0   # nothing waits for the dead server
+

@@ -335,3 +335,29 @@ def test_format_devices_reports_unusable_midi():
         "jack": {"outputs": ["synth:in"], "inputs": [], "error": None}}})
     assert "MIDI alsa: no ALSA sequencer" in text
     assert "send to:     synth:in" in text and "listen to:   none" in text
+
+
+def test_play_without_jack_or_any_output_says_so_in_one_line(tmp_path):
+    """No JACK server and no sound card: no audio output, no MIDI system -- one line, exit status 2."""
+    from rolypoly.audio_io import write_wav
+    from rolypoly.score import write_midi
+
+    env = dict(os.environ, JACK_DEFAULT_SERVER="rolypoly-no-such-server", JACK_NO_START_SERVER="1")
+    probe = subprocess.run([sys.executable, "-c", "import sounddevice as sd; print(sum(d['max_output_channels'] > 0 "
+                            "for d in sd.query_devices()))"], capture_output=True, text=True, env=env)
+    if probe.returncode != 0 or probe.stdout.strip() != "0":
+        pytest.skip("this machine has an audio output (or no PortAudio): the no-output case cannot happen here")
+    if os.path.exists("/dev/snd/seq"):
+        pytest.skip("this machine has an ALSA sequencer: MIDI would play")
+    from rolypoly.lab.bench_output import bench_score
+
+    write_midi(bench_score(2.0), tmp_path / "loop.mid")
+    write_wav(tmp_path / "partner.wav", np.zeros(48000, np.float32), 48000)
+    res = subprocess.run([sys.executable, "-m", "rolypoly.cli", "play", str(tmp_path / "loop.mid"),
+                          "--partner-file", str(tmp_path / "partner.wav"), "--session", str(tmp_path / "s"),
+                          "--quiet"], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("rolypoly: nothing to play the drums through (no JACK server and no audio output "
+                               "device: drums as MIDI only): no MIDI output available")
