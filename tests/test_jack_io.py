@@ -335,3 +335,22 @@ def test_the_client_survives_the_jack_server_dying(jack_server):
     assert any("dropped" in p for p in report["problems"]) and report["dropped"] > 0
     assert report["schedule_s"] < 1.0 and report["close_s"] < 1.0   # nothing waits for the dead server
 
+
+
+def test_rolypoly_play_sounds_through_jack(jack_server, tmp_path, capsys, monkeypatch):
+    from rolypoly.audio_io import write_wav
+    from rolypoly.cli import main
+    from rolypoly.score import write_midi
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))       # no stored calibration
+    write_midi(bench_score(2.0), tmp_path / "loop.mid")
+    write_wav(tmp_path / "partner.wav", np.zeros(3 * SR, np.float32), SR)
+    status = main(["play", str(tmp_path / "loop.mid"), "--partner-file", str(tmp_path / "partner.wav"),
+                   "--session", str(tmp_path / "s"), "--quiet", "--kit", "synth", "--drums", "both"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "drums: built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz -> system:playback_1, " \
+           "system:playback_2 (JACK, placed to the frame)" in err
+    assert "(JACK, each note on its frame)" in err and "MIDI clock out:" in err
+    assert "take written to" in out and "16 hits" in out
+    assert (tmp_path / "s" / "takes" / "000" / "mix.wav").is_file()
