@@ -127,7 +127,15 @@ def load() -> ctypes.CDLL:
         return _loaded
     path = library_path()
     if not path.is_file():
-        build(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writable = os.access(path.parent, os.W_OK)
+        except OSError:
+            writable = False
+        if not writable:  # a read-only home: build beside the other temporary files
+            path = Path(tempfile.gettempdir()) / path.name
+        if not path.is_file():
+            build(path)
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
