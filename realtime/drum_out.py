@@ -3,12 +3,10 @@
 The engine decides a hit about ten milliseconds before it is due and hands
 it over at once (:meth:`DrumPlayer.schedule`: its engine time, classes and
 velocities) through a preallocated single-producer single-consumer ring,
-:class:`HitRing`. The audio callback of the output (a JACK client,
-:mod:`rolypoly.realtime.jack_io`, or a PortAudio stream,
-:mod:`rolypoly.realtime.sources`) knows, on the engine clock, when the first
-frame of the block it is filling will *sound*, and how long a frame lasts
-on the device's clock; :meth:`DrumPlayer.render` starts every hit due in the
-block at its own frame inside it and mixes the sounding voices.
+:class:`HitRing`. The audio callback knows, on the engine clock, when the
+first frame of the block it is filling will *sound*, and how long a frame
+lasts on the device's clock; :meth:`DrumPlayer.render` starts every hit due
+in the block at its own frame inside it and mixes the sounding voices.
 
 The callback's work is bounded and allocates nothing: :class:`Voices` is a
 fixed set of voices (the oldest is stolen when all sound) mixed in one
@@ -17,9 +15,13 @@ the number sounding; a hit costs two table look-ups (its layer and gain in
 the :class:`~rolypoly.kit.SampleKit`). Nothing is locked: the ring's
 counters are plain integers, written by one side only.
 
-The same placement serves MIDI on JACK (:meth:`DrumPlayer.midi_events`):
-note-ons at their frame, note-offs a gate later, shifted earlier by an
-external synth's latency.
+This is the player of the PortAudio streams (:class:`~rolypoly.realtime.sources.LiveSource`,
+:class:`~rolypoly.realtime.sources.AudioOut`, whose callbacks are Python
+anyway) and the reference of the JACK client's C callback
+(``realtime/rtcore.c``), which does the same in C and is tested against it,
+MIDI included (:meth:`DrumPlayer.midi_events`: note-ons at their frame,
+note-offs a gate later, shifted earlier by an external synth's latency).
+:class:`FrameClock` smooths a sound card's block times into the device's clock.
 
 Examples
 --------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rolypoly.audio_io import write_wav
-from rolypoly.drum_map import N_CLASSES, class_index
+from rolypoly.drum_map import CLASS_NAMES, N_CLASSES, class_index
 from rolypoly.kit import LAYER_VELOCITIES, KitError, load_kit, shape_one_shot, synth_kit
 from rolypoly.lab.soundfont import write_sf2
 from rolypoly.synth import render_hits
@@ -45,14 +45,8 @@ def test_synth_kit_has_every_class_at_every_layer(synth):
 def test_louder_velocity_is_never_quieter(synth):
     for c in range(N_CLASSES):
         level = [20 * np.log10(np.sqrt(np.mean(synth.sample(c, v)[:2400] ** 2))) for v in range(1, 128)]
-        assert np.all(np.diff(level) > -0.01), CLASS_NAME(c)
+        assert np.all(np.diff(level) > -0.01), CLASS_NAMES[c]
         assert level[-1] - level[0] > 20  # a ghost note is far softer than a full stroke
-
-
-def CLASS_NAME(c):
-    from rolypoly.drum_map import CLASS_NAMES
-
-    return CLASS_NAMES[c]
 
 
 def test_a_hit_plays_the_layer_at_or_above_its_velocity(synth):
