@@ -822,7 +822,7 @@ def _play(minutes: float, partner: str, server_period: int, rate: int, bpm: floa
     import torch
     from threadpoolctl import threadpool_limits
 
-    from rolypoly.realtime.clock import RealClock
+    from rolypoly.realtime.clock import RealClock, steady_interpreter
     from rolypoly.realtime.engine import Engine, EngineSettings
     from rolypoly.agents import Performer, make_agent
 
@@ -861,7 +861,7 @@ def _play(minutes: float, partner: str, server_period: int, rate: int, bpm: floa
         cpu = ThreadCpu()
         child_cpu0 = capture.cpu_s()
         cycles0 = io.cycles if io is not None else 0
-        with threadpool_limits(1):
+        with threadpool_limits(1), steady_interpreter():  # as rolypoly play runs a take
             cpu.start()
             result = engine.run()
             cpu_figures = cpu.stop()

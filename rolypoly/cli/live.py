@@ -139,7 +139,7 @@ def run_simulate(args) -> int:
 
 
 def run_play(args) -> int:
-    from rolypoly.realtime.clock import RealClock
+    from rolypoly.realtime.clock import RealClock, steady_interpreter
     from rolypoly.realtime.display import LiveDisplay
     from rolypoly.realtime.duet import play_take
     from rolypoly.realtime.rig import open_rig
@@ -162,10 +162,11 @@ def run_play(args) -> int:
             start_at = rig.bar_start
             print(f"following the MIDI clock at {tempo:.2f} bpm, from its next bar", file=sys.stderr)
         display = LiveDisplay(enabled=not args.quiet)
-        summary = play_take(args.score, rig.source, clock, session=_session(args), agent=args.agent,
-                            weights=args.weights, settings=_engine_settings(args), midi=rig.midi, osc=osc,
-                            on_engine=display.watch, drums=rig.drums, kit=rig.kit, tempo_bpm=tempo,
-                            start_at=start_at, midi_early_s=rig.midi_early_s)
+        with steady_interpreter():
+            summary = play_take(args.score, rig.source, clock, session=_session(args), agent=args.agent,
+                                weights=args.weights, settings=_engine_settings(args), midi=rig.midi, osc=osc,
+                                on_engine=display.watch, drums=rig.drums, kit=rig.kit, tempo_bpm=tempo,
+                                start_at=start_at, midi_early_s=rig.midi_early_s)
         summary["problems"] = summary.get("problems", []) + rig.problems(clock.now())
     finally:
         if display is not None:
