@@ -175,26 +175,26 @@ def test_mix_wav_is_rendered_with_the_kit_heard_live(tmp_path):
     import soundfile
 
     from rolypoly.audio_io import load_audio
-    from rolypoly.demo import DEMO_PARTNER, DEMO_SCORE, PARTNER_LEAD_S
+    from rolypoly.lab.bench_output import bench_score, partner_clicks
     from rolypoly.realtime.clock import SimClock
     from rolypoly.realtime.duet import play_take
-    from rolypoly.realtime.engine import EngineSettings
     from rolypoly.realtime.sources import FileSource
-    from rolypoly.score import load_score
+    from rolypoly.score import write_midi
+    from rolypoly.take import read_take
 
+    score = bench_score(4.0)
+    write_midi(score, tmp_path / "loop.mid")
+    clicks, _ = partner_clicks(score, SR)
+    write_wav(tmp_path / "partner.wav", clicks, SR)
     kit = synth_kit(44100).at_rate(SR)        # a kit made at another rate is loaded again at the take's
     assert kit.sample_rate == SR
-    summary = play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), SimClock(), session=tmp_path / "s", kit=kit,
-                        settings=EngineSettings(partner_offset_s=PARTNER_LEAD_S), plot=False)
+    summary = play_take(tmp_path / "loop.mid", FileSource(tmp_path / "partner.wav"), SimClock(),
+                        session=tmp_path / "s", kit=kit, plot=False)
     mix, sr = soundfile.read(summary["mix"], dtype="float64")
     recorded = load_audio(summary["partner"], sr)
     partner = np.zeros(len(mix))
-    start = int(round(-PARTNER_LEAD_S * sr))               # partner sample 0 on the score's time line
-    partner[:len(recorded) + start] = recorded[-start:len(mix) - start]
+    partner[:len(recorded)] = recorded[:len(mix)]
     # The drums in the mix are the kit on the take's played times (the mix may be scaled as a whole).
-    score = load_score(DEMO_SCORE)
-    from rolypoly.take import read_take
-
     take = read_take(summary["take_dir"])
     events = [(float(r["played"]), score.hits[i], score.velocities[i]) for i, r in enumerate(take.rows)]
     ref = render_hits(events, sr, len(mix), kit=kit).astype(np.float64)
