@@ -95,22 +95,29 @@ def test_drums_sound_on_their_own_frames(jackio, kit):
         out.schedule([c], [100], t)
     time.sleep(1.4)
     x, at = heard_since(cap, start)
-    assert out.stats()["late"] == 0
-    # The first hit's one-shot starts on the frame of its time (the nearest frame: +-10.4 us)...
-    k = int(np.argmin(np.abs(at - times[0])))
-    assert np.all(x[:k] == 0) and x[k] != 0
-    # ... and every hit is on the frame its time falls on (on JACK's clock: frames last what the
-    # device's clock says, not exactly 1/48000 s), sample for sample: the capture is the mix.
-    ref = np.zeros(len(x) - k)
-    for t, c in zip(times, classes):
-        s0 = int(np.argmin(np.abs(at[k:] - t)))
-        shot = kit.sample(c, 100)
-        ref[s0:s0 + len(shot)] += shot[:len(ref) - s0]
     cycles = cap.cycle_ring[:int(cap.state.cycles_written)]
     steps = np.diff(cycles[cycles[:, 0] >= start, 3])
-    if np.any(steps != cap.period):
-        pytest.skip(f"JACK skipped {int(np.sum(steps != cap.period))} cycle(s) (busy machine): the capture has gaps")
-    np.testing.assert_allclose(x[k:], ref, atol=1e-5)
+    skipped = int(np.sum(steps != cap.period))
+    try:
+        # No hit late: each was handed over 50 ms or more ahead.
+        assert out.stats()["late"] == 0
+        # The first hit's one-shot starts on the frame of its time (the nearest frame: +-10.4 us)...
+        k = int(np.argmin(np.abs(at - times[0])))
+        assert np.all(x[:k] == 0) and x[k] != 0
+        # ... and every hit is on the frame its time falls on (on JACK's clock: frames last what the
+        # device's clock says, not exactly 1/48000 s), sample for sample: the capture is the mix.
+        ref = np.zeros(len(x) - k)
+        for t, c in zip(times, classes):
+            s0 = int(np.argmin(np.abs(at[k:] - t)))
+            shot = kit.sample(c, 100)
+            ref[s0:s0 + len(shot)] += shot[:len(ref) - s0]
+        np.testing.assert_allclose(x[k:], ref, atol=1e-5)
+    except AssertionError as exc:
+        # A cycle JACK skips is skipped by every client; a hit due in it starts late, in the next one.
+        if skipped:
+            pytest.skip(f"JACK skipped {skipped} cycle(s) (busy machine) while the hits played: "
+                        f"{str(exc).strip().splitlines()[0]}")
+        raise
 
 
 def test_calibration_measures_a_known_delay(jackio, jack_server):
