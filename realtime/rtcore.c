@@ -403,7 +403,8 @@ int rt_process(nframes_t n, void *arg)
     if (s->out_port[0]) {
         drums = (float *)s->get_buffer(s->out_port[0], n);
         if (timed) {
-            double sounding_at = s->cycle_time + s->playback_latency * s->frame_s - s->output_latency_s;
+            /* frame 0 sounds after JACK's playback latency and the calibrated extra: hits go that much earlier */
+            double sounding_at = s->cycle_time + s->playback_latency * s->frame_s + s->output_latency_s;
             render(s, drums, n, sounding_at);
         } else {
             memset(drums, 0, n * sizeof(float));

@@ -371,7 +371,7 @@ def _play_block(player, frame_clock, mono, outdata, frames, dac, current, now, r
     block_time, frame_s = frame_clock.update(frames, now + ahead)
     if len(mono) != frames:  # only when the device changes its block size
         mono = np.zeros(frames, np.float32)
-    player.render(mono, block_time - extra_latency, frame_s)
+    player.render(mono, block_time + extra_latency, frame_s)  # sounds later still: hits go earlier
     for c in range(outdata.shape[1]):
         outdata[:, c] = mono
     return mono

@@ -265,3 +265,35 @@ def test_c_core_keeps_the_input_and_the_drums_side_by_side(kit):
     cycles = np.frombuffer((ctypes.c_double * 20).from_address(s.cycle_ring)).reshape(4, 5)
     np.testing.assert_allclose(cycles[:, 0], [0, 64, 128, 192])               # ring index of each cycle
     np.testing.assert_allclose(cycles[:, 1], np.arange(4) * N / SR, atol=1e-6)  # when it was played
+
+
+def test_c_core_places_drums_ahead_of_the_output_latency_and_stamps_input_before_the_capture_latency(kit):
+    # Calibrated: frame 0 of a cycle sounds JACK's playback latency (2 periods here) plus 1 ms later than the
+    # cycle's time, so a hit due at 5 ms starts that much earlier in the output ...
+    fake = FakeJack(kit, listen=True)
+    s = fake.s
+    s.playback_latency, s.output_latency_s = 2 * N, 0.001
+    s.capture_latency, s.input_latency_s = N, 0.0005
+    fake.schedule(0.005, 0, 100)
+    out = fake.run(8)
+    assert int(np.flatnonzero(out)[0]) == round((0.005 - 2 * N / SR - 0.001) * SR)   # frame 64, not 304
+    # ... and what the input hears was played one capture latency plus 0.5 ms before its cycle's time.
+    cycles = np.frombuffer((ctypes.c_double * 40).from_address(s.cycle_ring)).reshape(8, 5)
+    np.testing.assert_allclose(cycles[:, 1], np.arange(8) * N / SR - N / SR - 0.0005, atol=1e-6)
+
+
+def test_portaudio_block_places_drums_ahead_of_the_output_latency(kit):
+    from rolypoly.realtime.drum_out import FrameClock
+    from rolypoly.realtime.sources import _play_block
+
+    # A sound card says its block sounds 2 ms after the callback (DAC time); calibration adds 1 ms.
+    player, clock = DrumPlayer(kit), FrameClock(SR)
+    player.schedule([0], [100], at=0.005)
+    mono, out = np.zeros(N, np.float32), []
+    for k in range(8):
+        block = np.zeros((N, 2), np.float32)
+        now = k * N / SR
+        mono = _play_block(player, clock, mono, block, N, 10.002 + now, 10.0 + now, now, 0.0, 0.001)
+        assert np.array_equal(block[:, 0], block[:, 1])
+        out.append(block[:, 0])
+    assert int(np.flatnonzero(np.concatenate(out))[0]) == round((0.005 - 0.002 - 0.001) * SR)   # frame 96
