@@ -20,7 +20,10 @@ the engine gets -- the best way this machine allows:
 
 What cannot be had is said in one line each (:attr:`Rig.notes`) and the take
 goes on without it: no audio output means MIDI only; no MIDI system means
-audio only.
+audio only. When nothing at all can sound the drums (or, live, hear the
+partner), one :class:`~rolypoly.errors.DeviceError` line says exactly what
+to do -- start JACK, or ``--midi off``, or ``--partner-file`` -- before
+anything slow (a kit, the onset detector, the agent) is made.
 
 Examples
 --------
@@ -219,18 +222,68 @@ def _match(spec: str, names: list[str], what: str) -> str:
     return names[match_port(spec, names, what, " on JACK")]
 
 
+#: What to start when nothing on this machine can sound the drums or hear the partner.
+START_JACK = ("start JACK and run again (jackd -d alsa -r 48000 -p 64 &; to try it without a sound card: "
+              "jackd -d dummy -r 48000 -p 64 &)")
+
+
+def _start_jack() -> str:
+    """The clause saying how to get JACK going (installing it first where jackd is missing)."""
+    import shutil
+
+    return START_JACK if shutil.which("jackd") else f"install JACK (apt-get install jackd2), then {START_JACK}"
+
+
+def nothing_sounds(drums: str, audio_output: bool, midi_problem: str) -> str:
+    """The one line for a take nothing can sound: why, and exactly what to do.
+
+    >>> nothing_sounds("both", False, "no MIDI output available")  # doctest: +ELLIPSIS
+    'nothing here can sound the drums (no JACK server, no audio output device, no MIDI output available): ...'
+    >>> nothing_sounds("midi", True, "no MIDI output available")  # doctest: +ELLIPSIS
+    '--drums midi, but no MIDI output available: start JACK ..., or use --drums audio (the sampled kit)'
+    """
+    if drums == "midi" and audio_output:
+        return f"--drums midi, but {midi_problem}: {_start_jack()}, or use --drums audio (the sampled kit)"
+    return (f"nothing here can sound the drums (no JACK server, no audio output device, {midi_problem}): "
+            f"{_start_jack()}, or add --midi off to play the take and hear the drums afterwards, in mix.wav")
+
+
 def _portaudio_rig(rig, partner_device, partner_file, channel, sample_rate, block, drums, kit, midi,
                    midi_latency_ms, clock_in, clock) -> None:
     from .devices import audio_devices
     from .drum_out import DrumPlayer
     from .sources import AudioOut, FileSource, LiveSource
 
+    devices = audio_devices()
+    if partner_file is None and partner_device is None and not any(d["inputs"] > 0 for d in devices):
+        raise DeviceError(f"no audio input to hear the partner on (no JACK server, no input device): "
+                          f"{_start_jack()}, or play with a recording: --partner-file FILE")
     audio = drums in ("audio", "both")
-    outputs = [d for d in audio_devices() if d["outputs"] > 0] if audio else []
-    if audio and not outputs:
-        rig.notes.append("no JACK server and no audio output device: drums as MIDI only")
-        audio = False
-    player = DrumPlayer(_load_kit(kit, sample_rate, rig)) if audio else None
+    audio_output = any(d["outputs"] > 0 for d in devices)
+    no_audio_output = audio and not audio_output
+    # MIDI first: when nothing at all can sound, that is said before a kit or an onset detector is made.
+    want_midi = drums in ("midi", "both") or no_audio_output
+    if want_midi and midi != "off":
+        from .midi_out import MidiOut
+
+        try:
+            out = MidiOut(existing=None if midi == "virtual" else midi)
+        except DeviceError as exc:
+            if not audio or no_audio_output:
+                raise DeviceError(nothing_sounds(drums, audio_output, str(exc))) from None
+            rig.notes.append(f"drums as audio only: {exc}")
+        else:
+            rig.midi = out
+            rig._closers.append(out.close)
+            rig.midi_early_s = midi_latency_ms / 1e3
+            rig.describe.append(f"drums MIDI: {out.describe()}" + (f", {midi_latency_ms:g} ms early"
+                                                                      if midi_latency_ms else ""))
+            if no_audio_output:
+                rig.notes.append("no JACK server and no audio output device: drums as MIDI only")
+    elif no_audio_output:
+        rig.notes.append("no JACK server, no audio output device and --midi off: the drums sound only "
+                         "afterwards, in mix.wav")
+    player = DrumPlayer(_load_kit(kit, sample_rate, rig)) if audio and not no_audio_output else None
     if partner_file is None:
         source = None
         if player is not None:
@@ -253,23 +306,6 @@ def _portaudio_rig(rig, partner_device, partner_file, channel, sample_rate, bloc
         rig.drums = out
         rig._closers.append(out.close)
         rig.describe.append(f"drums: {rig.kit.describe()} through {out.name}")
-    want_midi = drums in ("midi", "both") or player is None
-    if want_midi and midi != "off":
-        from .midi_out import MidiOut
-
-        try:
-            out = MidiOut(existing=None if midi == "virtual" else midi)
-        except DeviceError as exc:
-            if player is None:
-                why = "; ".join(n for n in rig.notes if "MIDI only" in n) or "--drums midi"
-                raise DeviceError(f"nothing to play the drums through ({why}): {exc}") from None
-            rig.notes.append(f"drums as audio only: {exc}")
-        else:
-            rig.midi = out
-            rig._closers.append(out.close)
-            rig.midi_early_s = midi_latency_ms / 1e3
-            rig.describe.append(f"drums MIDI: {out.describe()}" + (f", {midi_latency_ms:g} ms early"
-                                                                      if midi_latency_ms else ""))
     if clock_in is not None:
         from .midi_clock import RtmidiClockIn
 

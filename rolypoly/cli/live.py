@@ -140,19 +140,21 @@ def run_simulate(args) -> int:
 
 def run_play(args) -> int:
     from rolypoly.realtime.clock import RealClock, steady_interpreter
-    from rolypoly.realtime.display import LiveDisplay
-    from rolypoly.realtime.duet import play_take
     from rolypoly.realtime.rig import open_rig
 
     clock = RealClock()
     _, osc = _outputs(args, midi=False)
-    # What this machine allows: a JACK client for everything, else PortAudio and rtmidi (realtime/rig.py).
+    # What this machine allows: a JACK client for everything, else PortAudio and rtmidi (realtime/rig.py);
+    # opened before the agent (torch) is imported, so that "nothing can sound here" comes at once.
     rig = open_rig(partner_device=args.partner_device, partner_file=args.partner_file, channel=args.channel - 1,
                    sample_rate=args.sample_rate, block=args.block, drums=args.drums, kit=args.kit, midi=args.midi,
                    midi_latency_ms=args.midi_latency_ms, clock_in=args.clock_in,
                    calibration=not args.no_calibration, clock=clock)
     display = None
     try:
+        from rolypoly.realtime.display import LiveDisplay
+        from rolypoly.realtime.duet import play_take
+
         print_warnings(rig.notes)
         for line in rig.describe:
             print(line, file=sys.stderr)
