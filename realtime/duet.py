@@ -30,7 +30,8 @@ from rolypoly.take import TAKE_FILE, Take, TakeEnd, TakeHeader, TakeWriter
 
 def play_take(score_path, source, clock, *, session=None, agent: str | None = None, weights=None,
               settings: EngineSettings | None = None, tempo_bpm: float | None = None, midi=None,
-              osc=None, on_engine=None, mix: bool = True, plot: bool = True) -> dict:
+              osc=None, on_engine=None, mix: bool = True, plot: bool = True, drums=None, kit=None,
+              start_at=None, midi_early_s: float = 0.0) -> dict:
     """Play one take and keep everything it leaves behind.
 
     Parameters
@@ -42,6 +43,11 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     agent, weights : which timing agent; the shipped weights where ``weights`` is omitted
     tempo_bpm : play at this tempo instead of the score's (later tempo changes keep their ratio)
     on_engine : optional callable(engine) called before the take starts (live displays)
+    drums : an output that plays the hits placed to the sample (rolypoly.realtime.jack_io.JackIO...)
+    kit : the rolypoly.kit.SampleKit the drums sound with live; ``mix.wav`` is rendered with it
+        (default: :func:`rolypoly.kit.load_kit`'s kit)
+    start_at : optional callable(clock, score) -> engine time of the score's time zero (an incoming MIDI clock's bar)
+    midi_early_s : rtmidi MIDI leaves this much early (an external synth's latency)
 
     Returns
     -------
@@ -65,11 +71,12 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     take = TakeWriter(take_dir / TAKE_FILE, header)
     hits = []
     engine = Engine(score, Performer(model), source, clock, midi=midi, osc=osc, take=take,
-                    settings=settings, on_hit=lambda t, at: hits.append((t, at)))
+                    settings=settings, on_hit=lambda t, at: hits.append((t, at)), drums=drums,
+                    midi_early_s=midi_early_s)
     if on_engine is not None:
         on_engine(engine)
     try:
-        result = engine.run()
+        result = engine.run(start_at(clock, score) if start_at is not None else None)
     except BaseException as e:
         # Whatever happened, the rows written so far stay a closed, readable take.
         take.close(TakeEnd(error=str(e).splitlines()[0] if str(e) else type(e).__name__, ended=_now()))
@@ -108,12 +115,15 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         drums = score.head(int(played.sum()))
     write_midi(drums, take_dir / "drums.mid", offsets=offsets[:len(drums)])
     if mix:
+        from rolypoly.kit import load_kit
         from rolypoly.synth import render_hits
 
         events = [(at, score.hits[t], score.velocities[t]) for t, at in hits]
         start = int(round(-settings.partner_offset_s * sr))  # partner sample 0 on the score's time line
         length = max(len(partner) + start, int((max((at for _, at in hits), default=0) + 2.0) * sr))
-        drum_audio = render_hits(events, sr, length)
+        # The kit heard live, at the recording's rate: what was heard and what is kept sound alike.
+        kit = load_kit(None, sr) if kit is None else kit.at_rate(sr)
+        drum_audio = render_hits(events, sr, length, kit=kit)
         write_wav(take_dir / "mix.wav", _mix(drum_audio, partner, start), sr, subtype="PCM_16")
         summary["mix"] = str(take_dir / "mix.wav")
     if plot:

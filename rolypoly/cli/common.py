@@ -112,7 +112,7 @@ def print_take(summary: dict) -> None:
     print(f"take written to {summary['take_dir']}: {summary['rows']} hits, "
           f"partner heard on {summary['hits_with_partner']}, deadline misses {summary['misses']}, "
           f"xruns {summary['xruns']}")
-    for key in ("drums", "partner", "mix", "plot"):
+    for key in ("drums", "partner", "mix", "plot", "heard"):
         if key in summary:
             print(f"  {key:8s} {summary[key]}")
     print_warnings(summary.get("problems", []))

@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     t.add_argument("--rate", type=int, default=48000, metavar="HZ", help="sample rate of a JACK server started here")
     t.add_argument("--partner", choices=("clicks", "live"), default="clicks",
                    help="clicks from a file (default), or the live JACK input (silent on the dummy backend)")
+    t.add_argument("--drums", choices=("audio", "midi", "rtmidi"), default="midi",
+                   help="the sampled kit on a JACK audio port (found in a capture by its samples), MIDI written "
+                        "on its frames (default), or python-rtmidi's JACK MIDI (every event at the next cycle)")
+    t.add_argument("--kit", metavar="FILE.sf2|DIR", help="drum kit of --drums audio (default: the installed GM soundfont)")
     t.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     t.set_defaults(run=run_bench_output)
 
@@ -93,7 +97,7 @@ def run_bench_output(args) -> int:
     from rolypoly.lab.bench_output import run
 
     print_report(run(args.json_out, minutes=0.1 if args.quick else args.minutes, period=args.period,
-                     rate=args.rate, partner=args.partner, verbose=args.verbose))
+                     rate=args.rate, partner=args.partner, verbose=args.verbose, drums=args.drums, kit=args.kit))
     return 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rolypoly import AGENT_KINDS
 
-from .common import add_agent, add_gmd, add_sessions, print_take, session_folder
+from .common import add_agent, add_gmd, add_sessions, print_take, print_warnings, session_folder
 
 #: Addresses that only this machine can reach: serving on any other warns.
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -25,6 +25,15 @@ def add_parser(sub) -> None:
             p.add_argument("--sample-rate", type=int, default=48000)
             p.add_argument("--block", type=int, default=64, help="audio block size in frames")
             p.add_argument("--quiet", action="store_true", help="no live display")
+            p.add_argument("--drums", choices=("audio", "midi", "both"), default="both",
+                           help="the sampled kit through the audio output, MIDI, or both (default; with no audio "
+                                "output: MIDI only)")
+            p.add_argument("--midi-latency-ms", type=float, default=0.0, metavar="MS",
+                           help="an external synth's latency: the drums' MIDI leaves this much earlier (default 0)")
+            p.add_argument("--clock-in", metavar="PORT",
+                           help="follow this MIDI clock: the take starts on its next bar, at its tempo")
+            p.add_argument("--no-calibration", action="store_true",
+                           help="ignore the stored calibration (rolypoly calibrate) of the audio ports")
         else:
             p.add_argument("--partner-file", metavar="FILE", required=True, help="WAV/FLAC recording of the partner")
         p.add_argument("--session", metavar="DIR",
@@ -39,6 +48,10 @@ def add_parser(sub) -> None:
         p.add_argument("--midi", default="virtual" if name == "play" else "off",
                        help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
         p.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
+        p.add_argument("--kit", metavar="FILE.sf2|DIR",
+                       help="the drum kit heard live and in mix.wav: a soundfont's drum kit (.sf2/.sf3), a folder "
+                            "of samples (kick.wav, snare_40.wav, 42.wav ...) or 'synth' (default: the installed "
+                            "General MIDI soundfont, else the built-in synthesizer)")
         p.set_defaults(run=run_play if name == "play" else run_simulate)
 
     p = sub.add_parser("serve", help="a long-lived service controlled over OSC (load, play, stop, tempo...)")
@@ -79,17 +92,18 @@ def _engine_settings(args):
                           partner_offset_s=args.partner_offset)
 
 
-def _outputs(args):
-    midi = osc = None
-    if args.midi != "off":
+def _outputs(args, midi: bool = True):
+    """The rtmidi output (``--midi``; not for play, whose rig has its own) and OSC (``--osc``)."""
+    midi_out = osc = None
+    if midi and args.midi != "off":
         from rolypoly.realtime.midi_out import MidiOut
 
-        midi = MidiOut(existing=None if args.midi == "virtual" else args.midi)
+        midi_out = MidiOut(existing=None if args.midi == "virtual" else args.midi)
     if args.osc:
         from rolypoly.realtime.osc_out import OscOut
 
         osc = OscOut(*host_port(args.osc, "--osc", default_host="127.0.0.1"))
-    return midi, osc
+    return midi_out, osc
 
 
 def _session(args):
@@ -106,35 +120,60 @@ def run_simulate(args) -> int:
     from rolypoly.realtime.duet import play_take
     from rolypoly.realtime.sources import FileSource
 
+    kit = None
+    if args.kit is not None:
+        from rolypoly.kit import load_kit
+
+        kit = load_kit(args.kit)
+        print_warnings(kit.notes)
     midi, osc = _outputs(args)
-    summary = play_take(args.score, FileSource(args.partner_file), SimClock(), session=_session(args),
-                        agent=args.agent, weights=args.weights, settings=_engine_settings(args),
-                        midi=midi, osc=osc)
+    try:
+        summary = play_take(args.score, FileSource(args.partner_file), SimClock(), session=_session(args),
+                            agent=args.agent, weights=args.weights, settings=_engine_settings(args),
+                            midi=midi, osc=osc, kit=kit)
+    finally:
+        if midi is not None:
+            midi.close()
     print_take(summary)
     return 0
 
 
 def run_play(args) -> int:
-    from rolypoly.realtime.clock import RealClock
-    from rolypoly.realtime.display import LiveDisplay
-    from rolypoly.realtime.duet import play_take
-    from rolypoly.realtime.sources import FileSource, LiveSource
+    from rolypoly.realtime.clock import RealClock, steady_interpreter
+    from rolypoly.realtime.rig import open_rig
 
-    if args.partner_file:
-        source = FileSource(args.partner_file)
-    else:
-        source = LiveSource(args.partner_device, channel=args.channel - 1, sample_rate=args.sample_rate,
-                            block=args.block)
-    midi, osc = _outputs(args)
-    display = LiveDisplay(enabled=not args.quiet)
+    clock = RealClock()
+    _, osc = _outputs(args, midi=False)
+    # What this machine allows: a JACK client for everything, else PortAudio and rtmidi (realtime/rig.py);
+    # opened before the agent (torch) is imported, so that "nothing can sound here" comes at once.
+    rig = open_rig(partner_device=args.partner_device, partner_file=args.partner_file, channel=args.channel - 1,
+                   sample_rate=args.sample_rate, block=args.block, drums=args.drums, kit=args.kit, midi=args.midi,
+                   midi_latency_ms=args.midi_latency_ms, clock_in=args.clock_in,
+                   calibration=not args.no_calibration, clock=clock)
+    display = None
     try:
-        summary = play_take(args.score, source, RealClock(), session=_session(args), agent=args.agent,
-                            weights=args.weights, settings=_engine_settings(args), midi=midi, osc=osc,
-                            on_engine=display.watch)
+        from rolypoly.realtime.display import LiveDisplay
+        from rolypoly.realtime.duet import play_take
+
+        print_warnings(rig.notes)
+        for line in rig.describe:
+            print(line, file=sys.stderr)
+        tempo = start_at = None
+        if args.clock_in is not None:
+            tempo = rig.wait_for_clock()
+            start_at = rig.bar_start
+            print(f"following the MIDI clock at {tempo:.2f} bpm, from its next bar", file=sys.stderr)
+        display = LiveDisplay(enabled=not args.quiet)
+        with steady_interpreter():
+            summary = play_take(args.score, rig.source, clock, session=_session(args), agent=args.agent,
+                                weights=args.weights, settings=_engine_settings(args), midi=rig.midi, osc=osc,
+                                on_engine=display.watch, drums=rig.drums, kit=rig.kit, tempo_bpm=tempo,
+                                start_at=start_at, midi_early_s=rig.midi_early_s)
+        summary["problems"] = summary.get("problems", []) + rig.problems(clock.now())
     finally:
-        display.close()
-        if midi is not None:
-            midi.close()
+        if display is not None:
+            display.close()
+        rig.close()
     print_take(summary)
     return 0
 
