@@ -16,17 +16,50 @@ Examples
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from pathlib import Path
 
 import numpy as np
 
 from rolypoly.agents import Performer
+from rolypoly.errors import RolypolyError
+from rolypoly.limits import MAX_AUDIO_SECONDS, MAX_MIX_SECONDS
 from rolypoly.score import write_midi
 from rolypoly import paths
 from rolypoly.session import Session
 
 from .engine import Engine, EngineSettings
 from rolypoly.take import TAKE_FILE, Take, TakeEnd, TakeHeader, TakeWriter
+
+#: The range of each engine setting a take accepts (the command line's options, the service's messages).
+SETTING_RANGES = {
+    "budget_ms": (0.0, 1000.0),          # decide up to a second ahead
+    "window_factor": (1.0, 100.0),       # window hit ± duration / factor: > 1 keeps it inside the gap
+    "clamp_factor": (2.0, 100.0),        # ŷ within gap / factor: >= 2 keeps neighbouring hits in order
+    "lead_in_s": (0.0, 60.0),
+    "partner_offset_s": (-MAX_AUDIO_SECONDS, MAX_AUDIO_SECONDS),
+}
+
+
+def check_settings(settings: EngineSettings) -> EngineSettings:
+    """``settings``, each a finite number in :data:`SETTING_RANGES`; else a RolypolyError naming it.
+
+    >>> check_settings(EngineSettings(window_factor=2.5)).window_factor
+    2.5
+    >>> check_settings(EngineSettings(window_factor=1e39))
+    Traceback (most recent call last):
+    ...
+    rolypoly.errors.RolypolyError: window_factor 1e+39 is outside 1-100
+    """
+    for name, (lo, hi) in SETTING_RANGES.items():
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RolypolyError(f"{name} must be a finite number, got {value!r}")
+        left_open = name == "window_factor"
+        if not ((lo < value) if left_open else (lo <= value)) or value > hi:
+            raise RolypolyError(f"{name} {value:g} is outside {lo:g}-{hi:g}")
+    return settings
+
 
 def play_take(score_path, source, clock, *, session=None, agent: str | None = None, weights=None,
               settings: EngineSettings | None = None, tempo_bpm: float | None = None, midi=None,
@@ -47,7 +80,7 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     -------
     dict : a summary of the take, also stored in the take's closing line
     """
-    settings = settings or EngineSettings()
+    settings = check_settings(settings or EngineSettings())
     name = Path(score_path).stem
     sess = Session.open(session or paths.sessions_dir() / name, score_path)
     score = sess.score(tempo_bpm)
@@ -113,6 +146,9 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         events = [(at, score.hits[t], score.velocities[t]) for t, at in hits]
         start = int(round(-settings.partner_offset_s * sr))  # partner sample 0 on the score's time line
         length = max(len(partner) + start, int((max((at for _, at in hits), default=0) + 2.0) * sr))
+        if length > MAX_MIX_SECONDS * sr:  # the partner and drums are kept whole; the mix is a preview
+            length = int(MAX_MIX_SECONDS * sr)
+            summary["problems"].append(f"mix.wav cut at {MAX_MIX_SECONDS / 60:.0f} minutes (the longest mix)")
         drum_audio = render_hits(events, sr, length)
         write_wav(take_dir / "mix.wav", _mix(drum_audio, partner, start), sr, subtype="PCM_16")
         summary["mix"] = str(take_dir / "mix.wav")
@@ -136,7 +172,7 @@ def _r(x) -> float:
 
 def _mix(drums: np.ndarray, partner: np.ndarray, partner_start: int) -> np.ndarray:
     """Drums plus partner, the partner placed at its sample on the score's time line."""
-    out = drums.astype(np.float32)
+    out = drums.astype(np.float32, copy=False)  # in place: a long take's mix is hundreds of MB
     a = max(0, partner_start)
     b = min(len(out), partner_start + len(partner))
     if b > a:
