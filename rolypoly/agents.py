@@ -257,8 +257,8 @@ def build_checked(path, header: dict, tensors: dict, make, what: str) -> nn.Modu
         if expected.get(key) != held.get(key):
             says = "no such tensor" if key not in expected else f"shape {expected[key]}"
             has = "no such tensor" if key not in held else f"shape {held[key]}"
-            raise CheckpointError(f"{path}: its config does not match its weights ({key}: the config "
-                                  f"says {says}, the file holds {has})")
+            raise CheckpointError(f"{path}: not a {what}: its config does not match its weights "
+                                  f"({key}: the config says {says}, the file holds {has})")
     model = build()
     model.load_state_dict(tensors, strict=True)
     return model
