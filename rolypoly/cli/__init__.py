@@ -67,5 +67,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("rolypoly: stopped", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
