@@ -241,6 +241,8 @@ def build_checked(path, header: dict, tensors: dict, make, what: str) -> nn.Modu
             raise ValueError("config is not a JSON object")
         for key in ("layers", "members"):  # each layer is objects even on the meta device
             if key in config:
+                if not (isinstance(config[key], int) and not isinstance(config[key], bool)):
+                    raise ValueError(f"{key} must be a whole number, not {config[key]!r:.40}")
                 check_count(key, config[key], MAX_MODEL_DEPTH, path, error=CheckpointError)
         build = make(config)
         with torch.device("meta"):

@@ -67,7 +67,7 @@ def load_audio(path, sample_rate: int = 48000, *, channel: int | None = None) ->
     if not lo <= file_rate <= hi:
         raise LimitError(f"{name}: sample rate {file_rate} Hz, outside the {lo}-{hi} Hz rolypoly accepts")
     check_count("channels", channels, MAX_AUDIO_CHANNELS, name)
-    check_seconds(frames / file_rate, name)
+    check_seconds(frames / file_rate, name, limit=MAX_AUDIO_SECONDS)
     check_count("samples per channel", frames, MAX_AUDIO_FRAMES, name)
     if channel is not None and not 0 <= int(channel) < channels:
         raise RolypolyError(f"{name}: no channel {int(channel) + 1} (the file has {channels})")

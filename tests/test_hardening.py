@@ -8,7 +8,6 @@ behaviour fails fast instead of taking the machine with it.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 
 from rolypoly.errors import CheckpointError, RolypolyError, ScoreError
 from rolypoly.paths import DEMO_PARTNER, DEMO_SCORE
-from rolypoly.score import load_score, write_midi
+from rolypoly.score import load_score
 from rolypoly.session import Session, SessionError
 
 from .midi_factory import write_drum_midi
@@ -182,36 +181,6 @@ def test_a_weights_header_that_does_not_match_its_tensors_names_the_first_differ
 
 # ----------------------------------------------------------------------------- session.json
 
-@pytest.fixture(scope="module")
-def played_session(tmp_path_factory):
-    """A session folder with one take on the simulated clock (copied by each test)."""
-    from rolypoly.lab.experiments import straight_eighths
-    from rolypoly.lab.virtual_partner import VirtualPartner
-    from rolypoly.realtime.clock import SimClock
-    from rolypoly.realtime.duet import play_take
-    from rolypoly.realtime.engine import EngineSettings
-
-    root = tmp_path_factory.mktemp("played")
-    song = root / "eighths.mid"
-    write_midi(straight_eighths(bars=4, bpm=120), song)
-    folder = root / "s"
-    score = Session.open(folder, song).score()
-    partner = VirtualPartner(score, classes=["closed_hihat"], partner_offset_s=0.3, offset_ms=15, jitter_ms=3, seed=1)
-    play_take(song, partner, SimClock(), session=folder, mix=False, plot=False,
-              settings=EngineSettings(partner_offset_s=0.3))
-    return folder, song
-
-
-def _copy(played, tmp_path) -> Path:
-    import shutil
-
-    folder = tmp_path / "s"
-    shutil.copytree(played[0], folder)
-    for p in folder.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return folder
-
-
 def _tree(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -235,8 +204,9 @@ BAD_FIELDS = [
 
 @pytest.mark.parametrize("change,message", BAD_FIELDS, ids=[next(iter(c)) + str(i) for i, (c, _) in
                                                             enumerate(BAD_FIELDS)])
-def test_a_bad_session_json_field_is_one_line_and_nothing_is_written(played_session, tmp_path, change, message):
-    folder = _copy(played_session, tmp_path)
+def test_a_bad_session_json_field_is_one_line_and_nothing_is_written(played_session, fresh_session, change,
+                                                                     message):
+    folder = fresh_session
     meta = json.loads((folder / "session.json").read_text())
     meta.update(change)
     (folder / "session.json").write_text(json.dumps(meta))  # NaN as JSON's NaN, as a careless edit leaves it
@@ -249,8 +219,8 @@ def test_a_bad_session_json_field_is_one_line_and_nothing_is_written(played_sess
     assert _tree(folder) == before
 
 
-def test_a_deleted_session_json_is_not_started_over(played_session, tmp_path):
-    folder = _copy(played_session, tmp_path)
+def test_a_deleted_session_json_is_not_started_over(played_session, fresh_session):
+    folder = fresh_session
     (folder / "session.json").unlink()
     before = _tree(folder)
     with pytest.raises(SessionError, match="session.json is missing but the folder holds a session "
@@ -259,8 +229,8 @@ def test_a_deleted_session_json_is_not_started_over(played_session, tmp_path):
     assert _tree(folder) == before
 
 
-def test_bad_values_are_not_stored(played_session, tmp_path):
-    folder = _copy(played_session, tmp_path)
+def test_bad_values_are_not_stored(fresh_session):
+    folder = fresh_session
     before = _tree(folder)
     for a, b in ((float("nan"), 1.0), (1e39, 1.0), (1.0, -1e4)):
         with pytest.raises(SessionError, match="must be a finite number within"):
@@ -268,8 +238,8 @@ def test_bad_values_are_not_stored(played_session, tmp_path):
     assert _tree(folder) == before
 
 
-def test_export_says_when_it_plays_another_version_than_the_current(played_session, tmp_path):
-    folder = _copy(played_session, tmp_path)
+def test_export_says_when_it_plays_another_version_than_the_current(fresh_session, tmp_path):
+    folder = fresh_session
     s = Session(folder)
     assert s.finetune()["current"] == 1
     (folder / "models" / "001" / "weights.safetensors").write_bytes(b"broken")

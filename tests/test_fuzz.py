@@ -1,0 +1,254 @@
+"""The fuzz harness: hostile MIDI files, session.json files, weights headers and OSC messages.
+
+Each part draws its cases from :mod:`rolypoly.lab.fuzz` by seed (seeds 0..N-1, N bounded so the
+whole harness runs in well under a minute), runs them through what reads them, and collects every
+case that ends in anything but success or one clear line (a RolypolyError): a traceback, an
+exception of another kind, memory past a cap, or a case that takes too long. A failure names its
+seed; that seed then goes into the REGRESSION list of its part, which runs every time.
+
+``ROLYPOLY_FUZZ_SCALE=10`` (an environment variable) runs ten times as many cases, for a longer
+hunt outside ``make test``; ``ROLYPOLY_FUZZ_FIRST=K`` starts at seed K.
+
+Everything stays on this machine: files in a temporary folder, OSC on the loopback interface.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import resource
+import shutil
+import socket
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rolypoly.errors import RolypolyError
+from rolypoly.lab import fuzz
+from rolypoly.limits import MAX_ROWS, MAX_SCORE_SECONDS
+from rolypoly.paths import DEMO_PARTNER, DEMO_SCORE
+
+SCALE = int(os.environ.get("ROLYPOLY_FUZZ_SCALE", "1"))
+FIRST = int(os.environ.get("ROLYPOLY_FUZZ_FIRST", "0"))
+#: Memory a fuzz case may take on top of the test process's (address space: what is mapped).
+CASE_MEMORY = 1 << 30
+#: Longest a case may take (a loaded 2-core machine: well above what any case needs).
+CASE_SECONDS = 10.0
+
+
+def seeds(n: int, regressions=()) -> list[int]:
+    """The seeds of a part: its regression seeds, then ``n`` × SCALE fresh ones from FIRST."""
+    return list(regressions) + [s for s in range(FIRST, FIRST + n * SCALE) if s not in regressions]
+
+
+@contextlib.contextmanager
+def memory_cap(extra: int = CASE_MEMORY):
+    """Cap this process's address space at what it maps now plus ``extra``: past it, MemoryError."""
+    with open("/proc/self/status") as f:
+        size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = size + extra if hard == resource.RLIM_INFINITY else min(hard, size + extra)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+class Failures:
+    """The cases of a part that failed: (seed, what happened), reported together at the end."""
+
+    def __init__(self, part: str):
+        self.part, self.items = part, []
+
+    @contextlib.contextmanager
+    def case(self, seed, what: str):
+        """Run a case: a RolypolyError is its one clear line; anything else, or taking too long, fails it."""
+        start = time.perf_counter()
+        try:
+            yield
+        except RolypolyError:
+            pass
+        except Exception as e:  # noqa: BLE001 -- exactly what the harness looks for
+            traceback.clear_frames(e.__traceback__)  # what a MemoryError's frames held goes now
+            self.items.append((seed, f"{what}: {type(e).__name__}: {str(e).strip()[:200]}"))
+        took = time.perf_counter() - start
+        if took > CASE_SECONDS:
+            self.items.append((seed, f"{what}: took {took:.1f} s"))
+
+    def check(self):
+        lines = "\n".join(f"  seed {s}: {w}" for s, w in self.items)
+        assert not self.items, f"{self.part}: {len(self.items)} failing case(s) (add the seed to the regressions):\n" \
+                               f"{lines}"
+
+
+# ----------------------------------------------------------------------------- MIDI files
+
+#: MIDI seeds that once failed (none yet).
+MIDI_REGRESSIONS: list[int] = []
+
+
+def _corpus():
+    return [DEMO_SCORE.read_bytes()]
+
+
+def test_fuzz_midi_readers(tmp_path):
+    """Every reader of drum MIDI (score, groove grid on both grids, taps with and without a tempo)."""
+    from rolypoly.groove import read_taps
+    from rolypoly.groove_grid import read_groove, windows
+    from rolypoly.score import load_score
+
+    failures, corpus, accepted = Failures("MIDI readers"), _corpus(), 0
+    with memory_cap():
+        for seed in seeds(300, MIDI_REGRESSIONS):
+            path = tmp_path / f"case{seed}.mid"
+            path.write_bytes(fuzz.midi_case(seed, corpus))
+            with failures.case(seed, "load_score"):
+                score = load_score(path)
+                accepted += 1
+                assert len(score) <= MAX_ROWS and score.onset_s[-1] <= MAX_SCORE_SECONDS
+                assert np.all(np.isfinite(score.onset_s)) and np.all(score.duration_ms >= 0), "bad rows"
+            for grid in ("16th", "triplet"):
+                with failures.case(seed, f"read_groove {grid}"):
+                    windows(read_groove(path, grid=grid))
+            with failures.case(seed, "read_taps"):
+                read_taps(path)
+            with failures.case(seed, "read_taps at 20 bpm"):
+                windows(read_taps(path, bpm=20.0))
+            path.unlink()
+    failures.check()
+    assert accepted > 20  # the generator makes usable files too, not only junk
+
+
+def _run_cli(argv) -> tuple[int, str]:
+    """``rolypoly ARGV`` in this process: exit status and stderr."""
+    from rolypoly.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        status = main([str(a) for a in argv])
+    return status, err.getvalue()
+
+
+def test_fuzz_midi_commands(tmp_path):
+    """Every command that reads a drum MIDI file, on accepted and refused fuzz files: 0, or 2 and one line."""
+    from rolypoly.score import load_score
+
+    failures, corpus = Failures("MIDI commands"), _corpus()
+    picked = {"accepted": [], "refused": []}
+    for seed in seeds(200, MIDI_REGRESSIONS):  # the first few of each kind (refused ones are cheap)
+        path = tmp_path / f"case{seed}.mid"
+        path.write_bytes(fuzz.midi_case(seed, corpus))
+        try:
+            kind = "accepted" if load_score(path).onset_s[-1] < 30 else None
+        except RolypolyError:
+            kind = "refused"
+        if kind and len(picked[kind]) < (1 if kind == "accepted" else 6) * SCALE:
+            picked[kind].append((seed, path))
+    assert len(picked["accepted"]) == SCALE and len(picked["refused"]) == 6 * SCALE
+    for seed, path in picked["accepted"] + picked["refused"]:
+        out = tmp_path / f"out{seed}"
+        commands = {
+            "humanize": ["humanize", path, "-o", f"{out}-h.mid"],
+            "groove humanize": ["groove", "humanize", path, "-o", f"{out}-gh.mid"],
+            "groove drumify": ["groove", "drumify", path, "-o", f"{out}-gd.mid"],
+            "groove infill": ["groove", "infill", path, "-o", f"{out}-gi.mid"],
+            "groove transfer": ["groove", "transfer", "--groove", path, "--score", path, "-o", f"{out}-gt.mid"],
+            "simulate": ["simulate", path, "--partner-file", DEMO_PARTNER, "--session", f"{out}-sim"],
+            "session new": ["session", "new", f"{out}-new", "--score", path],
+        }
+        for name, argv in commands.items():
+            with failures.case(seed, name):
+                status, err = _run_cli(argv)
+                lines = [line for line in err.splitlines() if line.strip()]
+                if status not in (0, 2) or "Traceback" in err or any(not x.startswith(("rolypoly:", "  "))
+                                                                      for x in lines):
+                    raise AssertionError(f"exit {status}: {err.strip()[-300:]}")
+                if status == 2 and len([x for x in lines if not x.startswith("rolypoly: warning:")]) != 1:
+                    raise AssertionError(f"exit 2 with {len(lines)} lines: {err.strip()[-300:]}")
+    failures.check()
+
+
+# ----------------------------------------------------------------------------- session.json
+
+#: session.json seeds that once failed (none yet).
+SESSION_REGRESSIONS: list[int] = []
+
+
+def _listing(folder: Path) -> set:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_fuzz_session_json(fresh_session):
+    """A session whose session.json was mangled: every use of it works, or one line and nothing written."""
+    from rolypoly.session import Session, check_meta
+
+    folder, failures = fresh_session, Failures("session.json")
+    meta_path = folder / "session.json"
+    original = json.loads(meta_path.read_text())
+    files = _listing(folder)
+    tuned = 0
+    with memory_cap():
+        for seed in seeds(120, SESSION_REGRESSIONS):
+            data = fuzz.session_json_case(original, seed)
+            meta_path.write_bytes(data)
+            with failures.case(seed, "session"):
+                try:
+                    s = Session(folder)
+                    s.score(), s.current_version(), s.ab, s.pattern, s.ledger(), s.versions()
+                    s.agent()
+                    s.set_ab(0.5, 0.25)
+                    s.revert(0)
+                    if tuned < 2 * SCALE:  # a fine-tune costs a second: only the first few that open
+                        tuned += 1
+                        s.finetune(epochs=1)
+                    check_meta(json.loads(meta_path.read_text()), meta_path, s.base_score)
+                except RolypolyError:
+                    if meta_path.read_bytes() != data or _listing(folder) != files:
+                        raise AssertionError("refused, but something was written") from None
+                    raise
+            with failures.case(seed, "session list"):
+                status, err = _run_cli(["session", "list", folder])
+                if status not in (0, 2) or "Traceback" in err:
+                    raise AssertionError(f"exit {status}: {err.strip()[-300:]}")
+            # The next case starts from the session as it was.
+            for extra in sorted(_listing(folder) - files, reverse=True):
+                p = folder / extra
+                p.chmod(0o755)
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    failures.check()
+
+
+# ----------------------------------------------------------------------------- weights files
+
+#: Weights seeds that once failed (none yet).
+WEIGHTS_REGRESSIONS: list[int] = []
+
+
+def test_fuzz_weights_headers(tmp_path):
+    """Hostile safetensors headers and bodies: a model that loads and plays, or one line."""
+    from rolypoly.agents import Performer, default_weights, load_agent
+    from rolypoly.features import N_FEATURES
+    from rolypoly.groove_model import default_groove_weights, load_groove_model
+
+    failures = Failures("weights")
+    bases = {"lstm": default_weights("lstm").read_bytes(), "transfer": default_groove_weights("transfer").read_bytes()}
+    path = tmp_path / "case.safetensors"
+    with memory_cap():
+        for seed in seeds(60, WEIGHTS_REGRESSIONS):
+            kind = ("lstm", "transfer")[seed % 2]
+            path.write_bytes(fuzz.safetensors_case(bases[kind], seed))
+            with failures.case(seed, f"load {kind}"):
+                if kind == "lstm":
+                    p = Performer(load_agent(path))
+                    p.prime(np.zeros((4, N_FEATURES), np.float32))
+                    assert np.isfinite(p.step(np.zeros(N_FEATURES, np.float32)))
+                else:
+                    model = load_groove_model("transfer", path)
+                    H = np.zeros((1, 32, 9), np.float32)
+                    model.generate(H, H, H, z_from=(H, H, H))
+    failures.check()
