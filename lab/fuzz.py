@@ -45,6 +45,11 @@ from rolypoly.drum_map import OUTPUT_PITCHES
 SERVICE_ADDRESSES = ("load_score", "load_session", "partner_file", "partner_device", "clock", "play", "stop",
                      "tempo", "window", "ab", "finetune", "humanize", "drumify", "agent", "status", "reply_to",
                      "quit")
+#: How many arguments each address takes (its documented usage): the fuzzer mostly sends that many.
+SERVICE_ARITY = {"load_score": (1,), "load_session": (1,), "partner_file": (1,), "partner_device": (1,),
+                 "clock": (1,), "play": (0,), "stop": (0,), "tempo": (1,), "window": (1,), "ab": (2,),
+                 "finetune": (0, 1, 2, 3), "humanize": (1, 2), "drumify": (1, 2), "agent": (1,), "status": (0,),
+                 "reply_to": (1, 2), "quit": (0,)}
 #: Numbers at the edges of what a file or a message can hold.
 EDGE_FLOATS = (0.0, -0.0, 1e-45, 1e-300, 0.5, 1.0, -1.0, 2.5, 3.0, 400.0, 1e39, -1e39, 3.4e38, 1e308,
                float("nan"), float("inf"), float("-inf"))
@@ -323,9 +328,9 @@ def _osc_string(s: bytes) -> bytes:
     return s + b"\0" * (-len(s) % 4)
 
 
-def _osc_arg(rng) -> tuple[bytes, bytes]:
-    """(type tag, encoded value) of one random argument."""
-    tag = _pick(rng, "ifdsbhtTFNIc")
+def _osc_arg(rng, tags: str = "ifdsbhtTFNIc") -> tuple[bytes, bytes]:
+    """(type tag, encoded value) of one random argument, its type one of ``tags``."""
+    tag = _pick(rng, tags)
     if tag == "i":
         return b"i", struct.pack(">i", int(np.clip(_pick(rng, EDGE_INTS), -2 ** 31, 2 ** 31 - 1)))
     if tag == "h":
@@ -352,15 +357,23 @@ def _osc_arg(rng) -> tuple[bytes, bytes]:
 def osc_message(rng, *, addresses=SERVICE_ADDRESSES) -> bytes:
     """One OSC message: a rolypoly address (mostly) or junk, 0-4 random arguments."""
     u = rng.random()
+    name = None
     if u < 0.8:
-        address = b"/rolypoly/" + _pick(rng, addresses).encode()
+        name = _pick(rng, addresses)
+        address = b"/rolypoly/" + name.encode()
     elif u < 0.9:
         address = _pick(rng, (b"/", b"/rolypoly", b"/rolypoly/", b"/other/thing", b"/rolypoly/x" * 50, b"//"))
     else:
         address = b"/" + rng.integers(33, 127, int(rng.integers(1, 30)), dtype=np.uint8).tobytes()
+    # Mostly as many arguments as the address takes, mostly numbers: what gets past the count
+    # and type checks is where a bad value can be stored.
+    if name in SERVICE_ARITY and rng.random() < 0.75:
+        count, kinds = int(_pick(rng, SERVICE_ARITY[name])), ("fdi" if rng.random() < 0.7 else "ifdsbhTFN")
+    else:
+        count, kinds = int(rng.integers(0, 5)), "ifdsbhtTFNIc"
     tags, values = b",", b""
-    for _ in range(int(rng.integers(0, 5))):
-        t, v = _osc_arg(rng)
+    for _ in range(count):
+        t, v = _osc_arg(rng, kinds)
         tags += t
         values += v
     if rng.random() < 0.05:

@@ -20,12 +20,12 @@ import os
 import resource
 import shutil
 import socket
+import threading
 import time
 import traceback
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from rolypoly.errors import RolypolyError
 from rolypoly.lab import fuzz
@@ -38,6 +38,7 @@ FIRST = int(os.environ.get("ROLYPOLY_FUZZ_FIRST", "0"))
 CASE_MEMORY = 1 << 30
 #: Longest a case may take (a loaded 2-core machine: well above what any case needs).
 CASE_SECONDS = 10.0
+P = "/rolypoly/"
 
 
 def seeds(n: int, regressions=()) -> list[int]:
@@ -252,3 +253,110 @@ def test_fuzz_weights_headers(tmp_path):
                     H = np.zeros((1, 32, 9), np.float32)
                     model.generate(H, H, H, z_from=(H, H, H))
     failures.check()
+
+
+# ----------------------------------------------------------------------------- OSC messages
+
+#: OSC seeds that once failed (none yet).
+OSC_REGRESSIONS: list[int] = []
+#: Addresses the fuzzer leaves out: quit ends the service, reply_to would send its answers elsewhere.
+OSC_SPARED = ("quit", "reply_to")
+
+
+class _Replies:
+    """The controller's side: every reply the service sends, kept in order."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.seen: list = []
+
+    def until(self, address: str, timeout: float = 30.0, count: int = 1):
+        """Wait until ``count`` replies at ``address`` were seen; the last one's args (None: timed out)."""
+        from pythonosc.osc_message import OscMessage
+
+        deadline = time.monotonic() + timeout
+        while sum(a == address for a, _ in self.seen) < count:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                msg = OscMessage(self.sock.recv(65536))
+            except socket.timeout:
+                return None
+            self.seen.append((msg.address, list(msg.params)))
+        return [args for a, args in self.seen if a == address][count - 1]
+
+
+def test_fuzz_osc_messages_during_a_take(tmp_path):
+    """Random OSC at the service while a simulated take plays: status still answers, the take ends."""
+    from pythonosc.udp_client import SimpleUDPClient
+
+    from rolypoly.audio_io import write_wav
+    from rolypoly.lab.experiments import straight_eighths
+    from rolypoly.lab.partner_audio import clicks
+    from rolypoly.realtime.service import serve
+    from rolypoly.score import write_midi
+    from rolypoly.session import Session
+
+    root = tmp_path / "sessions"
+    root.mkdir()
+    song = straight_eighths(bars=48, bpm=120)  # 96 s of music: a few seconds on the simulated clock
+    write_midi(song, root / "song.mid")
+    write_wav(root / "partner.wav", clicks(song.onset_s[::2] + 0.01, sample_rate=48000), 48000)
+    write_midi(straight_eighths(bars=2, bpm=100), root / "demo.mid")
+    Session.open(root / "demo", root / "demo.mid")
+    replies = _Replies()
+    bound, ready = [], threading.Event()
+    thread = threading.Thread(target=serve, daemon=True, kwargs=dict(
+        host="127.0.0.1", port=0, reply=("127.0.0.1", replies.port), sessions_dir=root, mix=False, plot=False,
+        ready=lambda addr: (bound.append(addr), ready.set())))
+    thread.start()
+    assert ready.wait(30)
+    client = SimpleUDPClient(*bound[0])
+    for k, msg in enumerate((("load_score", "song.mid"), ("partner_file", "partner.wav"), ("clock", "sim"))):
+        client.send_message(P + msg[0], list(msg[1:]))
+        assert replies.until(P + "ok", count=k + 1) is not None, replies.seen
+    client.send_message(P + "play", [])
+    assert replies.until(P + "playing") is not None
+    addresses = tuple(a for a in fuzz.SERVICE_ADDRESSES if a not in OSC_SPARED)
+    cases = seeds(300, OSC_REGRESSIONS)
+    problems, asked, burst = [], 0, []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+        for k, seed in enumerate(cases, 1):
+            raw.sendto(fuzz.osc_datagram(seed, addresses=addresses), bound[0])
+            burst.append(seed)
+            if k % 20 == 0 or k == len(cases):
+                # status must answer after every burst: one bad value stored must not silence it.
+                client.send_message(P + "status", [])
+                asked += 1
+                if replies.until(P + "status", timeout=30, count=asked) is None:
+                    problems.append(f"status unanswered after seeds {burst[0]}..{burst[-1]}")
+                    asked = sum(a == P + "status" for a, _ in replies.seen)
+                burst = []
+    # Every take that started (the fuzzer may stop one and play another) ends and is reported.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        replies.until(P + "status", timeout=0.5, count=10 ** 9)  # collect what came
+        started = sum(a == P + "playing" for a, _ in replies.seen)
+        ended = sum(a == P + "take_done" or (a == P + "error" and args[:1] == [P + "play"]
+                                             and "take failed" in str(args)) for a, args in replies.seen)
+        if ended >= started:
+            break
+    else:
+        problems.append(f"{started} takes started, {ended} ended")
+    asked = sum(a == P + "status" for a, _ in replies.seen) + 1
+    client.send_message(P + "status", [])  # after the take(s) too
+    status = replies.until(P + "status", timeout=30, count=asked)
+    if status is None:
+        problems.append("status went unanswered after the fuzz")
+    for address, args in replies.seen:
+        if address == P + "error" and len(args) > 1 and "internal error" in str(args[1]):
+            problems.append(f"internal error: {args}")
+        if address == P + "error" and "take failed" in str(args):
+            problems.append(f"a take failed: {args}")
+    client.send_message(P + "quit", [])
+    thread.join(60)
+    replies.sock.close()
+    assert not thread.is_alive(), "the service did not quit"
+    assert not problems, f"OSC fuzz (seeds {cases[0]}..{cases[-1]}): " + "; ".join(problems[:10])
