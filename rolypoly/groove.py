@@ -13,7 +13,9 @@ Examples
 """
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -108,12 +110,26 @@ def perform(model, groove: Groove, *, inputs=None, H_target=None, z_from=None,
 
 
 def _model(task: str, weights=None, grid: str | None = None):
-    from .groove_model import load_groove_model  # torch: only when a model plays
+    from .groove_model import default_groove_weights
 
-    model = load_groove_model(task, weights)
+    path = Path(weights or default_groove_weights(task))
+    try:
+        stat = path.stat()
+        key = (task, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:  # missing: the loader says so in its own words
+        key = (task, str(path), 0, 0)
+    model = _loaded(*key)
     if grid is not None and grid != model.grid:
         raise RolypolyError(f"the {task} model plays the {model.grid} grid, not {grid}")
     return model
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(task: str, path: str, mtime_ns: int, size: int):
+    """A groove model, loaded once per process and file version (the model only plays: never changed)."""
+    from .groove_model import load_groove_model  # torch: only when a model plays
+
+    return load_groove_model(task, path)
 
 
 def humanize_midi(in_path, out_path, *, weights=None, temperature: float = 0.0,
@@ -138,16 +154,15 @@ def humanize_midi(in_path, out_path, *, weights=None, temperature: float = 0.0,
     -------
     before, after : Groove
     """
-    read = read_drum_notes(in_path)  # a file that cannot be played is refused before a model loads
     model = _model("humanize", weights)
-    before = read_groove(in_path, grid=model.grid, notes=read)
+    before = read_groove(in_path, grid=model.grid)
     after = perform(model, before, temperature=temperature, velocity_spread=velocity_spread, seed=seed)
     write_groove(after, out_path)
     return before, after
 
 
-def audio_tap_notes(path, *, bpm: float | None = None):
-    """A partner's recording as tap notes ``(notes, tempo map, warnings)``: one tap per detected onset.
+def taps_from_audio(path, *, bpm: float | None = None, grid: str = "16th") -> Groove:
+    """A partner's recording as taps on a grid: one tap per detected onset.
 
     Onsets come from the project's live onset detector (as
     :func:`rolypoly.onsets.detect_file`), loudness from the peak of the
@@ -179,7 +194,7 @@ def audio_tap_notes(path, *, bpm: float | None = None):
     ticks = (onsets - onsets[0]) * bpm / 60.0 * TICKS_PER_BEAT
     tmap = TempoMap(TICKS_PER_BEAT, tempi=[(0, int(round(60e6 / bpm)))], meters=[(0, 4, 4)])
     notes = np.stack([ticks, np.full(len(ticks), 2), np.rint(vel)], axis=1)
-    return notes, tmap, []
+    return groove_from_notes(notes, tmap, grid=grid, name=os.path.splitext(os.path.basename(name))[0])
 
 
 def _check_bpm(bpm) -> None:
@@ -191,26 +206,16 @@ def _check_bpm(bpm) -> None:
 
 
 def read_taps(path, *, bpm: float | None = None, grid: str = "16th") -> Groove:
-    """Taps from a MIDI file (every note of any channel) or from a recording (see :func:`audio_tap_notes`).
+    """Taps from a MIDI file (every note of any channel) or from a recording (see :func:`taps_from_audio`).
 
     ``bpm`` sets the tempo of a recording, or replaces the tempo of a MIDI file.
     """
-    return _taps_groove(path, tap_notes(path, bpm=bpm), grid)
-
-
-def tap_notes(path, *, bpm: float | None = None):
-    """The taps of :func:`read_taps` as notes ``(notes, tempo map, warnings)``, before any grid."""
     if os.fspath(path).lower().endswith(AUDIO_SUFFIXES):
-        return audio_tap_notes(path, bpm=bpm)
+        return taps_from_audio(path, bpm=bpm, grid=grid)
     notes, tmap, warnings = read_drum_notes(path, taps=True)
     if bpm is not None:
         _check_bpm(bpm)
         tmap = TempoMap(tmap.ticks_per_beat, tempi=[(0, int(round(60e6 / bpm)))], meters=tmap.meters)
-    return notes, tmap, warnings
-
-
-def _taps_groove(path, read, grid: str) -> Groove:
-    notes, tmap, warnings = read
     taps = groove_from_notes(notes, tmap, grid=grid, name=os.path.splitext(os.path.basename(os.fspath(path)))[0])
     taps.warnings = warnings
     return taps
@@ -225,9 +230,8 @@ def drumify_midi(in_path, out_path, *, bpm: float | None = None, weights=None, t
     -------
     taps, drums : Groove
     """
-    read = tap_notes(in_path, bpm=bpm)
     model = _model("drumify", weights)
-    taps = _taps_groove(in_path, read, model.grid)
+    taps = read_taps(in_path, bpm=bpm, grid=model.grid)
     drums = perform(model, taps, temperature=temperature, velocity_spread=velocity_spread, seed=seed)
     write_groove(drums, out_path)
     return taps, drums
@@ -241,13 +245,12 @@ def infill_midi(in_path, out_path, *, instrument: str = "hihat", weights=None, t
     The instrument's hits in the input are replaced; the other instruments
     are kept as played. The model must have been trained for that instrument.
     """
-    read = read_drum_notes(in_path)
     model = _model("infill", weights)
     if instrument != model.instrument:
         raise RolypolyError(f"the infill model adds the {model.instrument}, not the {instrument}; train one with "
                             f"rolypoly pretrain groove --task infill --instrument {instrument} --out DIR "
                             "and pass --weights DIR/groove_infill.safetensors")
-    before = read_groove(in_path, grid=model.grid, notes=read)
+    before = read_groove(in_path, grid=model.grid)
     after = perform(model, before, temperature=temperature, velocity_spread=velocity_spread, seed=seed)
     write_groove(after, out_path)
     return before, after
@@ -266,10 +269,9 @@ def transfer_midi(groove_path, score_path, out_path, *, weights=None, temperatur
     -------
     score, performed : Groove
     """
-    reads = read_drum_notes(groove_path), read_drum_notes(score_path)
     model = _model("transfer", weights)
-    clip = read_groove(groove_path, grid=model.grid, notes=reads[0])
-    score = read_groove(score_path, grid=model.grid, notes=reads[1])
+    clip = read_groove(groove_path, grid=model.grid)
+    score = read_groove(score_path, grid=model.grid)
     H, V, O = windows(score)
     clip_windows = windows(clip)
     if clip_windows[0].shape[1] != H.shape[1]:

@@ -221,18 +221,16 @@ def groove_from_notes(notes, tempo_map: TempoMap, *, grid: str = "16th", name: s
     return Groove(H, V, O, bar_starts, step_tick, step_ticks, tempo_map, grid, name)
 
 
-def read_groove(path, *, grid: str = "16th", name: str | None = None, notes=None) -> Groove:
+def read_groove(path, *, grid: str = "16th", name: str | None = None) -> Groove:
     """Read a drum MIDI file onto the grid.
 
     Raises :class:`~rolypoly.errors.ScoreError` (one line naming the file)
     for a file that is not a usable drum part, as :func:`rolypoly.score.load_score`.
-    ``notes``: the file as :func:`~rolypoly.score.read_drum_notes` read it
-    already (checked before a model was loaded), not read again.
 
     >>> groove = read_groove("beat.mid", grid="triplet")   # doctest: +SKIP
     """
     path = os.fspath(path)
-    notes, tmap, warnings = read_drum_notes(path) if notes is None else notes
+    notes, tmap, warnings = read_drum_notes(path)
     groove = groove_from_notes(notes, tmap, grid=grid,
                                name=name or os.path.splitext(os.path.basename(path))[0])
     groove.warnings = warnings

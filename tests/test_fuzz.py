@@ -36,8 +36,9 @@ SCALE = int(os.environ.get("ROLYPOLY_FUZZ_SCALE", "1"))
 FIRST = int(os.environ.get("ROLYPOLY_FUZZ_FIRST", "0"))
 #: Memory a fuzz case may take on top of the test process's (address space: what is mapped).
 CASE_MEMORY = 1 << 30
-#: Longest a case may take (a loaded 2-core machine: well above what any case needs).
-CASE_SECONDS = 10.0
+#: Longest a case may take (a loaded 2-core machine: well above what any case needs); a command
+#: case includes loading its model and, the first time, importing PyTorch.
+CASE_SECONDS, COMMAND_SECONDS = 10.0, 60.0
 P = "/rolypoly/"
 
 
@@ -67,8 +68,8 @@ class Failures:
         self.part, self.items = part, []
 
     @contextlib.contextmanager
-    def case(self, seed, what: str):
-        """Run a case: a RolypolyError is its one clear line; anything else, or taking too long, fails it."""
+    def case(self, seed, what: str, limit_s: float = CASE_SECONDS):
+        """Run a case: a RolypolyError is its one clear line; anything else, or taking over ``limit_s``, fails it."""
         start = time.perf_counter()
         try:
             yield
@@ -78,7 +79,7 @@ class Failures:
             traceback.clear_frames(e.__traceback__)  # what a MemoryError's frames held goes now
             self.items.append((seed, f"{what}: {type(e).__name__}: {str(e).strip()[:200]}"))
         took = time.perf_counter() - start
-        if took > CASE_SECONDS:
+        if took > limit_s:
             self.items.append((seed, f"{what}: took {took:.1f} s"))
 
     def check(self):
@@ -148,9 +149,9 @@ def test_fuzz_midi_commands(tmp_path):
             kind = "accepted" if load_score(path).onset_s[-1] < 30 else None
         except RolypolyError:
             kind = "refused"
-        if kind and len(picked[kind]) < (1 if kind == "accepted" else 6) * SCALE:
+        if kind and len(picked[kind]) < (1 if kind == "accepted" else 4) * SCALE:
             picked[kind].append((seed, path))
-    assert len(picked["accepted"]) == SCALE and len(picked["refused"]) == 6 * SCALE
+    assert len(picked["accepted"]) == SCALE and len(picked["refused"]) == 4 * SCALE
     for seed, path in picked["accepted"] + picked["refused"]:
         out = tmp_path / f"out{seed}"
         commands = {
@@ -163,7 +164,7 @@ def test_fuzz_midi_commands(tmp_path):
             "session new": ["session", "new", f"{out}-new", "--score", path],
         }
         for name, argv in commands.items():
-            with failures.case(seed, name):
+            with failures.case(seed, name, COMMAND_SECONDS):
                 status, err = _run_cli(argv)
                 lines = [line for line in err.splitlines() if line.strip()]
                 if status not in (0, 2) or "Traceback" in err or any(not x.startswith(("rolypoly:", "  "))
@@ -194,7 +195,7 @@ def test_fuzz_session_json(fresh_session):
     files = _listing(folder)
     tuned = 0
     with memory_cap():
-        for seed in seeds(120, SESSION_REGRESSIONS):
+        for seed in seeds(80, SESSION_REGRESSIONS):
             data = fuzz.session_json_case(original, seed)
             meta_path.write_bytes(data)
             with failures.case(seed, "session"):
@@ -204,7 +205,7 @@ def test_fuzz_session_json(fresh_session):
                     s.agent()
                     s.set_ab(0.5, 0.25)
                     s.revert(0)
-                    if tuned < 2 * SCALE:  # a fine-tune costs a second: only the first few that open
+                    if tuned < SCALE:  # a fine-tune costs a second: only the first that opens
                         tuned += 1
                         s.finetune(epochs=1)
                     check_meta(json.loads(meta_path.read_text()), meta_path, s.base_score)

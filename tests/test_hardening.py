@@ -301,3 +301,144 @@ def test_a_recording_past_the_limits_is_refused_from_its_header(tmp_path):
         f.write(np.zeros(4000, np.int16))
     with pytest.raises(RolypolyError, match="sample rate 4000 Hz, outside the 8000-384000 Hz"):
         load_audio(path)
+
+
+# ----------------------------------------------------------------------------- the OSC service
+
+P = "/rolypoly/"
+
+
+@pytest.fixture
+def service_root(tmp_path):
+    """A sessions folder with a short score and a partner recording, and a folder outside it."""
+    from rolypoly.audio_io import write_wav
+    from rolypoly.lab.experiments import straight_eighths
+    from rolypoly.lab.partner_audio import clicks
+    from rolypoly.score import write_midi
+
+    root = tmp_path / "sessions"
+    root.mkdir()
+    song = straight_eighths(bars=2, bpm=120)
+    write_midi(song, root / "song.mid")
+    write_wav(root / "partner.wav", clicks(song.onset_s + 0.01, sample_rate=48000), 48000)
+    (tmp_path / "outside").mkdir()
+    return root
+
+
+class _Udp:
+    """A service on a loopback port and the controller's socket its replies come to."""
+
+    def __init__(self, root):
+        import socket
+        import threading
+
+        from pythonosc.udp_client import SimpleUDPClient
+
+        from rolypoly.realtime.service import serve
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        bound, ready = [], threading.Event()
+        self.thread = threading.Thread(target=serve, daemon=True, kwargs=dict(
+            host="127.0.0.1", port=0, reply=("127.0.0.1", self.sock.getsockname()[1]), sessions_dir=root,
+            mix=False, plot=False, ready=lambda a: (bound.append(a), ready.set())))
+        self.thread.start()
+        assert ready.wait(30)
+        self.address = bound[0]
+        self.client = SimpleUDPClient(*bound[0])
+
+    def send_raw(self, name, *typed):
+        """A message with explicit OSC types: ``("d", 1e39)``..."""
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        b = OscMessageBuilder(P + name)
+        for tag, value in typed:
+            b.add_arg(value, tag)
+        self.client.send(b.build())
+
+    def ask(self, name, *args, timeout=10.0):
+        """Send a message; its reply (address, args), or None when none comes."""
+        self.client.send_message(P + name, list(args))
+        return self.reply(timeout)
+
+    def reply(self, timeout=10.0):
+        import socket
+
+        from pythonosc.osc_message import OscMessage
+
+        self.sock.settimeout(timeout)
+        try:
+            msg = OscMessage(self.sock.recv(65536))
+        except socket.timeout:
+            return None
+        return msg.address, list(msg.params)
+
+    def close(self):
+        self.client.send_message(P + "quit", [])
+        self.thread.join(30)
+        self.sock.close()
+
+
+def test_a_number_too_large_for_a_reply_is_refused_and_status_still_answers(service_root):
+    udp = _Udp(service_root)
+    try:
+        assert udp.ask("load_score", "song.mid")[0] == P + "ok"
+        # Before: accepted without a reply, and no status answered afterwards (1e39 is no float32).
+        udp.send_raw("window", ("d", 1e39))
+        got = udp.reply()
+        assert got is not None and got[0] == P + "error" and got[1][0] == P + "window", got
+        udp.send_raw("tempo", ("d", 1e39))
+        assert udp.reply()[0] == P + "error"
+        status = udp.ask("status")
+        assert status is not None and status[0] == P + "status"
+        # Before: A = 1e39 went into session.json, and every later load_session went unanswered.
+        udp.send_raw("ab", ("d", 1e39), ("f", 1.0))
+        got = udp.reply()
+        assert got is not None and got[0] == P + "error" and got[1][0] == P + "ab", got
+        assert json.loads((service_root / "song" / "session.json").read_text())["A"] == 1.0
+        got = udp.ask("load_session", "song")
+        assert got is not None and got[0] == P + "ok", got
+    finally:
+        udp.close()
+
+
+def test_a_reply_that_cannot_be_sent_becomes_an_error_reply(service_root):
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+
+    from rolypoly.realtime.service import Replier
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(10)
+        replier = Replier()
+        replier.send(("127.0.0.1", sock.getsockname()[1]), [("/rolypoly/ok", ["/rolypoly/window", 1e39])])
+        msg = OscMessage(sock.recv(65536))
+        replier.close()
+    assert msg.address == P + "error" and msg.params[0] == P + "window"
+    assert "could not be sent" in msg.params[1], msg.params
+
+
+def test_a_symlinked_session_folder_is_not_written_through(service_root, tmp_path):
+    from rolypoly.realtime.service import Service
+
+    outside = tmp_path / "outside"
+    (service_root / "sym").symlink_to(outside, target_is_directory=True)
+    (service_root / "sym.mid").write_bytes((service_root / "song.mid").read_bytes())
+    svc = Service(service_root, reply=None, mix=False, plot=False)
+    # Before: session.json and score.mid were created in the folder the link points to.
+    replies = svc.handle(P + "load_score", "sym.mid")
+    assert replies[0][0] == P + "error" and "outside the sessions folder" in replies[0][1][1], replies
+    assert list(outside.iterdir()) == []
+    assert svc.handle(P + "ab", 0.5, 0.5)[0][0] == P + "ok"  # no session loaded: nothing written anywhere
+    assert list(outside.iterdir()) == []
+
+
+def test_an_over_long_path_in_a_message_is_named(service_root):
+    from rolypoly.realtime.service import Service
+
+    svc = Service(service_root, reply=None, mix=False, plot=False)
+    for name in ("load_score", "partner_file", "drumify", "load_session"):
+        (address, (what, reason)), = svc.handle(P + name, "x" * 1000 + ".mid")
+        assert address == P + "error" and "internal error" not in reason and "too long" in reason, reason
