@@ -102,7 +102,7 @@ def checked_path(path, what: str = "path") -> Path:
     >>> checked_path("x" * 300 + ".mid", "score")
     Traceback (most recent call last):
     ...
-    rolypoly.errors.RolypolyError: score xxxxxxxxxxxxxxxxxxxx...: a name of 304 bytes, longer than the 255 a file name may have
+    rolypoly.errors.RolypolyError: score xxxxxxxxxxxxxxxxxxxx...: file name too long (304 bytes, at most 255)
     """
     from .errors import RolypolyError
 
@@ -112,10 +112,10 @@ def checked_path(path, what: str = "path") -> Path:
     if b"\0" in text:
         raise RolypolyError(f"{what} {shown!r}: contains a NUL byte")
     if len(text) > PATH_MAX:
-        raise RolypolyError(f"{what} {shown}: {len(text)} bytes, longer than the {PATH_MAX} a path may have")
+        raise RolypolyError(f"{what} {shown}: path too long ({len(text)} bytes, at most {PATH_MAX})")
     for part in path.parts:
         if len(os.fsencode(part)) > NAME_MAX:
-            raise RolypolyError(f"{what} {shown}: a name of {len(os.fsencode(part))} bytes, longer than the "
-                                f"{NAME_MAX} a file name may have")
+            raise RolypolyError(f"{what} {shown}: file name too long ({len(os.fsencode(part))} bytes, at most "
+                                f"{NAME_MAX})")
     return path
 
