@@ -96,9 +96,14 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         settings=settings.as_dict(), source=source.name, sample_rate=source.sample_rate,
         clock="simulated" if clock.simulated else "real", started=_now())
     take = TakeWriter(take_dir / TAKE_FILE, header)
-    hits = []
+    # When each row's hit sounded (NaN: not played): filled in place, nothing kept per hit.
+    sounded = np.full(len(score), np.nan)
+
+    def on_hit(t, at):
+        sounded[t] = at
+
     engine = Engine(score, Performer(model), source, clock, midi=midi, osc=osc, take=take,
-                    settings=settings, on_hit=lambda t, at: hits.append((t, at)))
+                    settings=settings, on_hit=on_hit)
     if on_engine is not None:
         on_engine(engine)
     try:
@@ -143,9 +148,11 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     if mix:
         from rolypoly.synth import render_hits
 
-        events = [(at, score.hits[t], score.velocities[t]) for t, at in hits]
+        rows = np.flatnonzero(np.isfinite(sounded))
+        events = [(sounded[t], score.hits[t], score.velocities[t]) for t in rows]
         start = int(round(-settings.partner_offset_s * sr))  # partner sample 0 on the score's time line
-        length = max(len(partner) + start, int((max((at for _, at in hits), default=0) + 2.0) * sr))
+        last = float(sounded[rows].max()) if len(rows) else 0.0
+        length = max(len(partner) + start, int((last + 2.0) * sr))
         if length > MAX_MIX_SECONDS * sr:  # the partner and drums are kept whole; the mix is a preview
             length = int(MAX_MIX_SECONDS * sr)
             summary["problems"].append(f"mix.wav cut at {MAX_MIX_SECONDS / 60:.0f} minutes (the longest mix)")
