@@ -23,10 +23,10 @@ session for the next take, in turn) and waits for each reply; a sampler
 reads this process's resident memory (RSS) and CPU time every
 ``sample_s`` seconds.
 
-Figures: ``rss_growth_mb`` (last sample of the take minus the first after
-the warm-up, the first tenth of the take or a minute, whichever is
-shorter: buffers sized for the whole take are touched before it starts,
-so what grows is what leaks), ``misses`` and ``xruns`` (the take's),
+Figures: ``rss_growth_mb`` (the last sample during the take minus the
+first after the warm-up, the first tenth of the take or a minute,
+whichever is shorter: buffers sized for the whole take are touched before
+it starts, so what grows is what leaks), ``misses`` and ``xruns`` (the take's),
 ``max_late_ms`` (the largest emitted − intended of any hit, JACK's period
 wait included), ``drift`` and ``notes`` (as ``bench output`` works them
 out) and ``control`` (messages sent, answered, refused, reply times).
@@ -294,12 +294,17 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
 
 
 def _growth(samples: list[dict], minutes: float) -> dict:
-    """RSS growth over the take after its warm-up (see the module docstring)."""
+    """RSS growth over the take after its warm-up (see the module docstring).
+
+    The last sample, taken once the take is over and its files written, is
+    reported (``after_take``) but not counted: writing partner.wav is not the live path.
+    """
     warmup = min(60.0, minutes * 6.0)  # a tenth of the take, at most a minute
-    during = [s for s in samples if s["t_s"] >= warmup] or samples[-1:]
+    during = [s for s in samples[:-1] if s["t_s"] >= warmup] or samples[-2:-1] or samples[-1:]
     rss = [s["rss_mb"] for s in samples]
     return {"rss_growth_mb": round(during[-1]["rss_mb"] - during[0]["rss_mb"], 2),
-            "rss_mb": {"start": rss[0], "after_warmup": during[0]["rss_mb"], "end": rss[-1], "max": max(rss)},
+            "rss_mb": {"start": rss[0], "after_warmup": during[0]["rss_mb"], "end_of_take": during[-1]["rss_mb"],
+                       "after_take": rss[-1], "max": max(rss)},
             "warmup_s": warmup}
 
 

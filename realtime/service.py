@@ -19,8 +19,8 @@ message                    effect
 ``stop``                   end the current take after the current hit
 ``tempo BPM``              next takes at BPM (20-400): the score's first tempo
                            becomes BPM, later tempo changes keep their ratio
-``window FACTOR``          partner onset window: hit ± duration / FACTOR (> 1)
-``ab A B``                 learning-step weights, kept in the session's session.json
+``window FACTOR``          partner onset window: hit ± duration / FACTOR (above 1, at most 100)
+``ab A B``                 learning-step weights (within ±1000), kept in the session's session.json
 ``finetune [TAKE [EPOCHS [LR]]]``  learn from a take (default: the latest; TAKE -1 too)
                            between takes, on a thread: ``/rolypoly/finetuning`` now,
                            ``/rolypoly/finetune_progress EPOCH EPOCHS LOSS`` per epoch,
@@ -41,7 +41,13 @@ A setting that is accepted is acknowledged as ``/rolypoly/ok ADDRESS ...``.
 Anything malformed (unknown address, wrong argument count or type, NaN, out
 of range, a path leaving the sessions folder, a score that does not load)
 is answered ``/rolypoly/error ADDRESS REASON`` and changes nothing: every
-handler works out the complete new state first and stores it last.
+handler works out the complete new state first and stores it last. Ranges
+are checked on the way in, so nothing stored can make a later reply
+unsendable; a reply that still cannot be packed as OSC is sent as an error
+reply, never dropped. Every path the service writes through -- the ones a
+message names and the session folders it works out from them (``<stem>``,
+``<stem>-drums``) with what it writes in them -- must resolve inside the
+sessions folder, symlinks followed.
 
 **While a take plays** nothing that parses or loads runs in the service's
 own process, where it would hold the take's interpreter lock and set off
@@ -100,10 +106,10 @@ from pathlib import Path
 
 from rolypoly import paths
 from rolypoly.errors import DeviceError, RolypolyError
-from rolypoly.paths import checked_path
-from rolypoly.session import AB_LIMIT
 from rolypoly.errors import one_line as _one_line
+from rolypoly.paths import checked_path
 from rolypoly.score import Score, at_tempo
+from rolypoly.session import AB_LIMIT
 
 from . import duet
 from .clock import steady_interpreter
@@ -556,7 +562,8 @@ class Service:
         factor = _number(factor, "FACTOR")
         lo, hi = duet.SETTING_RANGES["window_factor"]  # the range a take accepts, checked on the way in
         if not lo < factor <= hi:
-            raise Rejected(f"FACTOR {factor:g} must be > {lo:g} and at most {hi:g} (window: hit ± duration / FACTOR)")
+            raise Rejected(f"FACTOR {factor:g} must be > {lo:g} and at most {hi:g} "
+                           "(window: hit ± duration / FACTOR)")
         self.settings = replace(self.settings, window=factor)
         return [_ok("window", factor)]
 
