@@ -1,33 +1,33 @@
 """The largest inputs rolypoly accepts: one place for every size that comes from a file.
 
-A 63-byte MIDI file can put two notes a day apart, and a 3 MB weights file
-can say its network is 12,000 units wide: sizes that come from a file are
-checked here *before* anything is allocated for them, and a file past a
-limit is refused with one line naming it and the limit (a
-:class:`LimitError`, which the command line prints and exits 2 on). Each
-limit is far above what a musician's material needs (the Groove MIDI
-Dataset's longest take is under 6 minutes and 156 kB; the shipped models
-have at most 3.9 million parameters) and far below what would hurt the
-machine (the largest take, mix and model allowed fit in a few hundred MB).
+A 36-byte MIDI file can put two notes 194 hours apart, and a 3 MB weights
+file can say its network is 12,000 units wide: sizes that come from a file
+are checked here *before* anything is allocated for them, and a file past
+a limit is refused with one line naming it and the limit (a
+:class:`LimitError`, or the ScoreError / CheckpointError / SessionError of
+the reader, which the command line prints and exits 2 on). Each limit is
+far above what a musician's material needs (the Groove MIDI Dataset's
+longest take is under 6 minutes and 156 kB; the shipped models have at
+most 3.9 million parameters) and far below what would hurt the machine.
 
-=====================  =============================  ==========================================
-what                   limit                          why this value
-=====================  =============================  ==========================================
-MIDI file              4 MiB                          25x the largest GMD take; mido turns
-                                                      every byte into Python objects
-score length           1 hour (last event)            a whole set; a take's mix is then at most
-                                                      691 MB of float32 at 48 kHz
-bars                   10,000                         1 hour of 4/4 at 166 bpm, or of 6/8 at
-                                                      250 bpm
-rows                   100,000                        1 hour of 16ths at 208 bpm
-groove windows         4 million steps (all windows)  the groove model's input stays < 500 MB
-recording              1 hour, 8-384 kHz, 64 channels  as long as the longest score
-weights file           256 MiB                        16x the largest shipped (15 MB)
-model                  32 million parameters          8x the largest shipped (3.9 M)
-JSON file              16 MiB (session.json,          a session's history grows by ~200 bytes a
-                       version.json)                  fine-tune
-take file              256 MiB (take.jsonl)           ~600 bytes a row: 100,000 rows is 60 MB
-=====================  =============================  ==========================================
+=====================  ==================================  =====================================
+what                   limit                               why this value
+=====================  ==================================  =====================================
+MIDI file              4 MiB                               27x the largest GMD take; mido turns
+                                                           every byte into Python objects
+score                  1 hour to its last event            a whole set
+bars                   10,000                              an hour of 4/4 at 400 bpm is 6,000
+rows                   100,000                             an hour of 16ths at 400 bpm: 96,000
+groove model input     1 million steps (all windows)       an hour at 400 bpm on the triplet
+                                                           grid is 576,000; at most 108 MB
+recording              1 hour, 172.8 M samples a channel,  as long as the longest score: 691 MB
+                       8-384 kHz, 64 channels              of mono float32 at 48 kHz
+mix                    61 minutes                          the longest score and a last decay
+weights file           256 MiB                             17x the largest shipped (15 MB)
+model                  32 million parameters, 16 layers    8x the largest shipped (3.9 M)
+JSON file              16 MiB (session.json, version.json) ~200 bytes a fine-tune
+take file              256 MiB (take.jsonl)                ~600 bytes a row: 100,000 rows: 60 MB
+=====================  ==================================  =====================================
 
 Examples
 --------
