@@ -23,10 +23,11 @@ session for the next take, in turn) and waits for each reply; a sampler
 reads this process's resident memory (RSS) and CPU time every
 ``sample_s`` seconds.
 
-Figures: ``rss_growth_mb`` (the last sample during the take minus the
-first after the warm-up, the first tenth of the take or a minute,
-whichever is shorter: buffers sized for the whole take are touched before
-it starts, so what grows is what leaks), ``misses`` and ``xruns`` (the take's),
+Figures: ``rss_growth_mb`` (the last sample while the engine still plays
+minus the first after the warm-up, the first tenth of the take or a
+minute, whichever is shorter: buffers sized for the whole take are touched
+before it starts, so what grows is what leaks; the take's files written
+after its last hit do not count), ``misses`` and ``xruns`` (the take's),
 ``max_late_ms`` (the largest emitted − intended of any hit, JACK's period
 wait included), ``drift`` and ``notes`` (as ``bench output`` works them
 out) and ``control`` (messages sent, answered, refused, reply times).
@@ -293,14 +294,23 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
             "partner_problems": list(hooked["partner"].problems)}
 
 
-def _growth(samples: list[dict], minutes: float) -> dict:
+def _growth(samples: list[dict], minutes: float, last_row: int) -> dict:
     """RSS growth over the take after its warm-up (see the module docstring).
 
-    The last sample, taken once the take is over and its files written, is
-    reported (``after_take``) but not counted: writing partner.wav is not the live path.
+    Only samples taken while the engine still plays count (its row before
+    ``last_row``, the take's last): once the last hit is out the take
+    writes its files (partner.wav, the rows), which is not the live path;
+    those samples are reported (``after_take``, ``max``) but not counted.
+
+    >>> rows = [{"t_s": 0, "rss_mb": 500.0, "row": None}, {"t_s": 70, "rss_mb": 600.0, "row": 10},
+    ...         {"t_s": 80, "rss_mb": 601.0, "row": 98}, {"t_s": 90, "rss_mb": 700.0, "row": 99},
+    ...         {"t_s": 91, "rss_mb": 610.0, "row": 99}]
+    >>> _growth(rows, 10.0, 99)["rss_growth_mb"]
+    1.0
     """
     warmup = min(60.0, minutes * 6.0)  # a tenth of the take, at most a minute
-    during = [s for s in samples[:-1] if s["t_s"] >= warmup] or samples[-2:-1] or samples[-1:]
+    playing = [s for s in samples if s["row"] is not None and s["row"] < last_row]
+    during = [s for s in playing if s["t_s"] >= warmup] or playing[-1:] or samples[-1:]
     rss = [s["rss_mb"] for s in samples]
     return {"rss_growth_mb": round(during[-1]["rss_mb"] - during[0]["rss_mb"], 2),
             "rss_mb": {"start": rss[0], "after_warmup": during[0]["rss_mb"], "end_of_take": during[-1]["rss_mb"],
@@ -361,7 +371,7 @@ def _report(soak: dict, server: dict, minutes: float, bpm: float, control_s: flo
             load_before) -> dict:
     take, figures = soak["take"], soak["figures"]
     raw = figures["emitted_minus_intended"]["raw"]
-    growth = _growth(soak["samples"], minutes)
+    growth = _growth(soak["samples"], minutes, len(take.rows) - 1)
     control = _control(soak["sent"], soak["answers"])
     end = take.end
     misses = int(end.misses) if end is not None else None
