@@ -19,8 +19,8 @@ message                    effect
 ``stop``                   end the current take after the current hit
 ``tempo BPM``              next takes at BPM (20-400): the score's first tempo
                            becomes BPM, later tempo changes keep their ratio
-``window FACTOR``          partner onset window: hit ± duration / FACTOR (> 1)
-``ab A B``                 learning-step weights, kept in the session's session.json
+``window FACTOR``          partner onset window: hit ± duration / FACTOR (above 1, at most 100)
+``ab A B``                 learning-step weights (within ±1000), kept in the session's session.json
 ``finetune [TAKE [EPOCHS [LR]]]``  learn from a take (default: the latest; TAKE -1 too)
                            between takes, on a thread: ``/rolypoly/finetuning`` now,
                            ``/rolypoly/finetune_progress EPOCH EPOCHS LOSS`` per epoch,
@@ -41,7 +41,13 @@ A setting that is accepted is acknowledged as ``/rolypoly/ok ADDRESS ...``.
 Anything malformed (unknown address, wrong argument count or type, NaN, out
 of range, a path leaving the sessions folder, a score that does not load)
 is answered ``/rolypoly/error ADDRESS REASON`` and changes nothing: every
-handler works out the complete new state first and stores it last.
+handler works out the complete new state first and stores it last. Ranges
+are checked on the way in, so nothing stored can make a later reply
+unsendable; a reply that still cannot be packed as OSC is sent as an error
+reply, never dropped. Every path the service writes through -- the ones a
+message names and the session folders it works out from them (``<stem>``,
+``<stem>-drums``) with what it writes in them -- must resolve inside the
+sessions folder, symlinks followed.
 
 **While a take plays** nothing that parses or loads runs in the service's
 own process, where it would hold the take's interpreter lock and set off
@@ -101,7 +107,9 @@ from pathlib import Path
 from rolypoly import paths
 from rolypoly.errors import DeviceError, RolypolyError
 from rolypoly.errors import one_line as _one_line
+from rolypoly.paths import checked_path
 from rolypoly.score import Score, at_tempo
+from rolypoly.session import AB_LIMIT
 
 from . import duet
 from .clock import steady_interpreter
@@ -115,6 +123,8 @@ DEFAULT_REPLY = ("127.0.0.1", 9101)
 TEMPO_LIMITS = (20.0, 400.0)
 AGENTS = ("lstm", "seq2seq")
 CLOCKS = ("real", "sim")
+#: Largest whole number a message may give as a seed, device or take (an OSC int32).
+MAX_INDEX = 2 ** 31 - 1
 #: How long ``quit`` waits for a stopped take to write its files.
 TAKE_JOIN_S = 120.0
 #: The serve loop looks for ``quit`` at least this often.
@@ -181,6 +191,7 @@ def _inside(root: Path, rel, name: str = "PATH") -> Path:
     '/srv/sessions/song/score.mid'
     """
     rel = _text(rel, name)
+    checked_path(root / rel, name)  # a name too long for the system: said so, not an OSError later
     try:
         path = (root / rel).resolve()  # an absolute rel replaces root here
     except (OSError, RuntimeError, ValueError) as e:  # symlink loops, odd bytes
@@ -188,6 +199,23 @@ def _inside(root: Path, rel, name: str = "PATH") -> Path:
     if path != root and root not in path.parents:
         raise Rejected(f"{name} {rel}: outside the sessions folder {root}")
     return path
+
+
+#: What the service writes in a session folder (rolypoly.session, rolypoly.realtime.duet, session_plots).
+SESSION_ENTRIES = ("session.json", "score.mid", "takes", "models", "plots")
+
+
+def _confined(root: Path, folder: Path) -> Path:
+    """A session folder the service derived (from a file's name, a recording's), checked as :func:`_inside`
+    checks the paths it is given: the folder and everything it writes there must resolve inside ``root``.
+
+    One rule for every path: ``<sessions>/sym`` linking elsewhere is refused
+    whether a message names it or the service works it out.
+    """
+    for path in (folder, *(folder / entry for entry in SESSION_ENTRIES)):
+        if path is folder or os.path.lexists(path):
+            _inside(root, os.path.relpath(path, root), "session folder")
+    return folder
 
 
 def _synth_available() -> bool:
@@ -460,13 +488,14 @@ class Service:
         midi = _inside(self.root, path)
         # A session's own score.mid reopens that session; any other file gets <sessions>/<stem>.
         own = midi.name == "score.mid" and (midi.parent / "session.json").is_file()
-        return self._open(midi.parent if own else self.root / midi.stem, midi, "load_score", sender=sender)
+        folder = _confined(self.root, midi.parent if own else self.root / midi.stem)
+        return self._open(folder, midi, "load_score", sender=sender)
 
     def _load_session(self, name, *, sender) -> list[Reply]:
         name = _text(name, "NAME")
         if name in (".", "..") or "/" in name or (os.altsep and os.altsep in name) or os.sep in name:
             raise Rejected(f"NAME {name}: a session is a folder name, without / or ..")
-        folder = _inside(self.root, name, "NAME")
+        folder = _confined(self.root, _inside(self.root, name, "NAME"))
         if not (folder / "score.mid").is_file():
             raise Rejected(f"no session {name} in {self.root} (a folder with score.mid)")
         return self._open(folder, folder / "score.mid", "load_session", name=name, sender=sender)
@@ -499,8 +528,8 @@ class Service:
     def _partner_device(self, device, *, sender) -> list[Reply]:
         if isinstance(device, bool) or not isinstance(device, (int, str)):
             raise Rejected(f"DEV must be a device index or name, got {_kind(device)}")
-        if isinstance(device, int) and device < 0:
-            raise Rejected(f"DEV {device}: device indices start at 0")
+        if isinstance(device, int) and not 0 <= device <= MAX_INDEX:
+            raise Rejected(f"DEV {device}: a device index is 0-{MAX_INDEX}")
         if isinstance(device, str):
             device = _text(device, "DEV")
         if self.settings.clock == "sim":
@@ -531,13 +560,17 @@ class Service:
 
     def _window(self, factor, *, sender) -> list[Reply]:
         factor = _number(factor, "FACTOR")
-        if not factor > 1:
-            raise Rejected(f"FACTOR {factor:g} must be > 1 (window: hit ± duration / FACTOR)")
+        lo, hi = duet.SETTING_RANGES["window_factor"]  # the range a take accepts, checked on the way in
+        if not lo < factor <= hi:
+            raise Rejected(f"FACTOR {factor:g} must be > {lo:g} and at most {hi:g} "
+                           "(window: hit ± duration / FACTOR)")
         self.settings = replace(self.settings, window=factor)
         return [_ok("window", factor)]
 
     def _ab(self, a, b, *, sender) -> list[Reply]:
         a, b = _number(a, "A"), _number(b, "B")
+        if not (abs(a) <= AB_LIMIT and abs(b) <= AB_LIMIT):  # what session.json may hold
+            raise Rejected(f"A {a:g} and B {b:g} must be within ±{AB_LIMIT:g}")
 
         def stored(_) -> list[Reply]:
             self.settings = replace(self.settings, a=a, b=b)
@@ -557,8 +590,8 @@ class Service:
         if self._take is not None:
             raise Rejected("a take is playing; change the pattern between takes")
         on, seed = _number(on, "ON"), _number(seed, "SEED")
-        if on not in (0.0, 1.0) or seed != int(seed):
-            raise Rejected("ON must be 0 or 1 and SEED a whole number")
+        if on not in (0.0, 1.0) or seed != int(seed) or not 0 <= seed <= MAX_INDEX:
+            raise Rejected(f"ON must be 0 or 1 and SEED a whole number 0-{MAX_INDEX}")
         Session(self.settings.session).set_pattern(humanize=bool(on), seed=int(seed))
         return [_ok("humanize", int(on), int(seed))]
 
@@ -570,11 +603,13 @@ class Service:
             raise Rejected("a take is playing; drumify between takes")
         from rolypoly.pattern import drumify_recording  # torch models: imported only when used
         bpm = None if bpm is None else _number(bpm, "BPM")
+        if bpm is not None and not TEMPO_LIMITS[0] <= bpm <= TEMPO_LIMITS[1]:
+            raise Rejected(f"BPM {bpm:g} is outside {TEMPO_LIMITS[0]:g}-{TEMPO_LIMITS[1]:g}")
         k, name = 0, f"{recording.stem}-drums"
-        while (self.root / name).exists():  # never into an existing session
+        while os.path.lexists(self.root / name):  # never into an existing session (nor through a link)
             k += 1
             name = f"{recording.stem}-drums-{k}"
-        folder = self.root / name
+        folder = _confined(self.root, self.root / name)
         folder.mkdir()
         try:
             midi = drumify_recording(recording, folder / "drumified.mid", bpm=bpm)
@@ -698,6 +733,8 @@ class Service:
         if self._tuning is not None:
             raise Rejected("already fine-tuning; wait for /rolypoly/finetuned")
         take = int(_number(take, "TAKE"))
+        if not -1 <= take <= MAX_INDEX:
+            raise Rejected(f"TAKE {take} must be a take number, or -1 for the latest")
         epochs = EPOCHS if epochs is None else int(_number(epochs, "EPOCHS"))
         lr = LEARNING_RATE if lr is None else _number(lr, "LR")
         if not 1 <= epochs <= 200:
@@ -838,6 +875,9 @@ def _answer(address, handler, *args, **kwargs) -> list[Reply]:
         return handler(*args, **kwargs)
     except RolypolyError as e:
         return [_error(address, _one_line(e))]
+    except OSError as e:  # a file the system refuses: name it and the problem
+        where = f"{e.filename}: " if e.filename else ""
+        return [_error(address, f"{where}{e.strerror or _one_line(e)}")]
     except Exception as e:  # a bug must not end the service either
         return [_error(address, f"internal error: {type(e).__name__}: {_one_line(e)}")]
 
@@ -882,13 +922,32 @@ class Replier:
                 self.failures += len(replies)
                 return
         for address, args in replies:
-            if not out.send(address, [_packable(a) for a in args]):
+            args = [_packable(a) for a in args]
+            problem = _unsendable(address, args)
+            if problem:  # a reply that cannot be sent is said, never dropped in silence
+                about = args[0] if address in (PREFIX + "ok", PREFIX + "error") and args else address
+                address, args = _error(about, f"the reply {address} could not be sent as OSC ({problem})")
+            if not out.send(address, args):
                 self.failures += 1
 
     def close(self) -> None:
         for out in self._outs.values():
             out.close()
         self._outs.clear()
+
+
+def _unsendable(address, args) -> str | None:
+    """Why a reply cannot be packed as an OSC message (a float past float32, an int past int64), or None."""
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    try:
+        builder = OscMessageBuilder(address=address)
+        for a in args:
+            builder.add_arg(a)
+        builder.build()
+    except Exception as e:  # python-osc raises struct.error, OverflowError, BuildError...
+        return _one_line(e)
+    return None
 
 
 def _packable(value):

@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .drum_map import CLASS_NAMES, N_CLASSES, class_index
-from .score import TempoMap, read_drum_notes, write_drum_notes
+from .errors import ScoreError
+from .limits import MAX_BARS, MAX_GROOVE_WINDOW_STEPS, check_count
+from .score import TempoMap, check_length, read_drum_notes, write_drum_notes
 
 #: Steps per quarter note of each grid. "triplet" (12) holds 16ths (3 steps),
 #: 8th-note triplets (4) and 16th-note triplets (2) together. R-VAE uses 24 to
@@ -176,6 +178,10 @@ def groove_from_notes(notes, tempo_map: TempoMap, *, grid: str = "16th", name: s
     ticks, classes, vels = notes[:, 0], notes[:, 1].astype(np.int64), notes[:, 2]
     whole = 4 * tempo_map.ticks_per_beat
     last_tick = ticks.max() if len(ticks) else 0.0
+    # Taps at another tempo, or onsets of a recording, have not been through the score's check.
+    check_length(name, tempo_map, last_tick)
+    if n_bars is not None:
+        check_count("bars", n_bars, MAX_BARS, name, error=ScoreError)
     starts, lengths, steps = bar_layout(tempo_map, last_tick + 2 * 16 * whole, grid)
 
     bar = np.clip(np.searchsorted(starts, ticks, side="right") - 1, 0, None)
@@ -289,6 +295,10 @@ def windows(groove: Groove, *, bars: int = WINDOW_BARS, hop: int = HOP_BARS):
     T = int(max(b - a for a, b in bounds))
     if groove.n_bars < bars:  # pad a short piece to a whole window of its own bar length
         T = int(groove.steps_per_bar[-1]) * bars
+    # Every window is as long as the longest: one very long bar among many short ones would
+    # make the padding, not the music, fill the memory.
+    check_count(f"grid steps in its {len(bounds)} windows of {T} steps", len(bounds) * T,
+                MAX_GROOVE_WINDOW_STEPS, groove.name, error=ScoreError)
     out = [np.zeros((len(bounds), T, N_CLASSES), np.float32) for _ in range(3)]
     for k, (a, b) in enumerate(bounds):
         for dst, src in zip(out, (groove.H, groove.V, groove.O)):

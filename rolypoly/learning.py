@@ -162,10 +162,18 @@ def export_performance(session, path, *, take: int | None = None) -> Path:
 
     The agent decides each hit as it would live, its partner columns fed
     from the latest take (or ``take``) where that take has the row, so what
-    it learnt from the partner shows; silent rows are left out.
+    it learnt from the partner shows; silent rows are left out. When the
+    current version cannot be played and an earlier one stands in, a
+    UserWarning says so.
     """
     score = session.score()
-    agent, _, _ = session.agent()
+    agent, version, problems = session.agent()
+    if problems:
+        # The performance is not the one the player chose: say which version plays it and why.
+        import warnings
+
+        warnings.warn(f"exporting with model version {version}, not the session's current "
+                      f"{session.meta.get('model')}: {'; '.join(problems)}", UserWarning, stacklevel=2)
     X = score_features(score)
     if session.take_dirs():
         from .session import score_hash

@@ -38,6 +38,7 @@ import numpy as np
 from .drum_map import DRUM_CHANNEL, N_CLASSES, OUTPUT_PITCHES, class_of_pitch
 from .errors import ScoreError
 from .grid import STEPS_PER_BAR, timesig_value
+from .limits import MAX_BARS, MAX_MIDI_BYTES, MAX_ROWS, check_count, check_file_size, check_seconds
 
 #: Tempi outside this range (quarter notes per minute) are taken as a broken file.
 TEMPO_RANGE_BPM = (20.0, 400.0)
@@ -94,6 +95,20 @@ class TempoMap:
                 values.append(timesig_value(num, den) if this == length else this / whole)
                 t += this
         return np.array(starts), np.array(lengths), np.array(values)
+
+    def n_bars(self, end_tick: float) -> int:
+        """How many bars :meth:`bars` gives up to ``end_tick``, counted without making them.
+
+        >>> TempoMap(480, meters=[(0, 4, 4), (3840, 3, 4)]).n_bars(3840 + 10 * 1440)
+        13
+        """
+        whole = 4 * self.ticks_per_beat
+        n = 0
+        for k, (tick, num, den) in enumerate(self.meters):
+            last = k + 1 == len(self.meters)
+            stop = max(end_tick, tick) + 1 if last else self.meters[k + 1][0]
+            n += math.ceil((stop - tick) / (num * whole / den))
+        return n
 
 
 @dataclass
@@ -169,6 +184,7 @@ def _read_midi(path) -> mido.MidiFile:
         raise _fail(path, "is a folder, not a MIDI file")
     if os.path.getsize(path) == 0:
         raise _fail(path, "file is empty")
+    check_file_size(path, MAX_MIDI_BYTES, "MIDI file", error=ScoreError)
     try:
         return mido.MidiFile(path, clip=True)
     except Exception as e:  # mido raises OSError, EOFError, KeyError, ValueError... for junk
@@ -263,7 +279,20 @@ def read_drum_notes(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, 
     meters.setdefault(0, (4, 4))
     tmap = TempoMap(ticks_per_beat=midi.ticks_per_beat, tempi=sorted(tempi.items()),
                     meters=[(t, n, d) for t, (n, d) in sorted(meters.items())])
-    return np.array(notes, dtype=np.float64), tmap, warnings
+    notes = np.array(notes, dtype=np.float64)
+    check_length(path, tmap, max(float(notes[:, 0].max()), max(tempi), max(meters)))
+    return notes, tmap, warnings
+
+
+def check_length(path, tmap: TempoMap, last_tick: float) -> None:
+    """Refuse a piece whose last event is too far in, before any bar or row is made for it.
+
+    Two notes 2^27 ticks apart are a 63-byte file and days of music: everything
+    after reading (rows, bars, grid windows, a take's mix) grows with the length.
+    """
+    check_seconds(float(tmap.seconds(last_tick)), path, what=f"its last event (tick {int(last_tick)}) is at",
+                  error=ScoreError)
+    check_count("bars", tmap.n_bars(last_tick), MAX_BARS, path, error=ScoreError)
 
 
 def load_score(path, *, name: str | None = None) -> Score:
@@ -290,6 +319,7 @@ def load_score(path, *, name: str | None = None) -> Score:
     path = os.fspath(path)
     notes, tmap, warnings = read_drum_notes(path)
     score = _rows_from_notes(notes, tmap)
+    check_count("rows", len(score), MAX_ROWS, path, error=ScoreError)
     score.name = name or os.path.splitext(os.path.basename(path))[0]
     score.warnings = warnings
     return score

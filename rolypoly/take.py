@@ -364,6 +364,9 @@ def read_take(path) -> Take:
         path = path / TAKE_FILE
     if not path.is_file():
         raise TakeError(f"{path}: no such take")
+    from .limits import MAX_TAKE_BYTES, check_file_size
+
+    check_file_size(path, MAX_TAKE_BYTES, "take file", error=TakeError)
     header, records, end, dropped, problems = None, [], None, 0, []
     try:
         with open(path, encoding="utf-8", errors="replace") as f:

@@ -21,7 +21,7 @@ COMMANDS = ("demo", "play", "simulate", "serve",
             "humanize", "groove humanize", "groove drumify", "groove infill", "groove transfer",
             "pretrain timing", "pretrain groove", "evaluate timing", "evaluate groove", "data gmd",
             "devices", "calibrate", "onsets", "bench decide", "bench onsets", "bench finetune", "bench output",
-            "bench service", "experiment")
+            "bench service", "bench soak", "experiment")
 
 
 def _subcommands(parser, path=()):

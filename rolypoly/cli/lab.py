@@ -1,4 +1,4 @@
-"""``rolypoly bench decide|onsets|finetune|output|service`` and ``rolypoly experiment``: the lab's measurements.
+"""``rolypoly bench decide|onsets|finetune|output|service|soak`` and ``rolypoly experiment``: the lab's measurements.
 
 Each prints its JSON report (and writes it with ``--json OUT``); the README's
 figures come from these commands.
@@ -59,6 +59,17 @@ def add_parser(sub) -> None:
     s.add_argument("-v", "--verbose", action="store_true", help="one line per take on stderr")
     s.set_defaults(run=run_bench_service)
 
+    k = what.add_parser("soak", help="a long real-clock take on JACK through the service, with a virtual partner and "
+                                     "control traffic: memory growth, misses, lateness, drift")
+    add_json_out(k)
+    k.add_argument("--minutes", type=float, default=30.0, help="length of the take (default 30)")
+    k.add_argument("--control-every", type=float, default=3.0, metavar="S",
+                   help="seconds between control messages (default 3)")
+    k.add_argument("--sample-every", type=float, default=10.0, metavar="S",
+                   help="seconds between memory and CPU samples (default 10)")
+    k.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    k.set_defaults(run=run_bench_soak)
+
     e = sub.add_parser("experiment", help="the paper's between-take experiments on the simulated clock")
     e.add_argument("name", choices=EXPERIMENTS)
     add_json_out(e, "the report (per-take figures)")
@@ -110,6 +121,17 @@ def run_bench_service(args) -> int:
     print_report(run(args.json_out, repeats=args.repeats, large_bars=args.large_bars,
                      progress=progress if args.verbose else None))
     return 0
+
+def run_bench_soak(args) -> int:
+    from rolypoly.errors import RolypolyError
+    from rolypoly.lab.bench_soak import run
+
+    if not (args.minutes > 0 and args.control_every > 0 and args.sample_every > 0):
+        raise RolypolyError("bench soak: --minutes, --control-every and --sample-every must be above 0")
+    report = run(args.json_out, minutes=args.minutes, control_s=args.control_every, sample_s=args.sample_every,
+                 verbose=args.verbose)
+    print_report(report)
+    return 0 if report["targets"]["all_met"] else 1
 
 
 def run_experiment(args) -> int:
