@@ -1,9 +1,10 @@
-"""``rolypoly session new|pattern|list|revert|export``, ``finetune`` and ``plot``: a session between takes."""
+"""``rolypoly session new|pattern|list|revert|export|run``, ``finetune`` and ``plot``: a session between takes."""
 from __future__ import annotations
 
 import json
 import sys
 
+from .run import add_session_run
 from .common import add_agent, add_forgetting_check, add_session, forgetting_check, print_warnings, session_folder
 
 
@@ -40,6 +41,7 @@ def add_parser(sub) -> None:
     x.add_argument("-o", "--output", required=True)
     x.add_argument("--take", type=int, help="take whose partner timing feeds the agent (default: latest)")
     x.set_defaults(run=run_session_export)
+    add_session_run(what)
 
     f = sub.add_parser("finetune", help="learn from a take: the next model version of a session")
     add_session(f)
