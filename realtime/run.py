@@ -353,7 +353,15 @@ class Runner:
             self._say("quitting once learning is done")
 
     def _call(self, name: str, *args) -> list:
+        """Send the service a message; its replies are handled here and go on to ``forward``.
+
+        A message that waits behind a load or revert done by the worker process is answered
+        later, through the service's ``emit``: its replies come back as events.
+        """
         replies = self.service.handle(PREFIX + name, *args)
+        if replies and self.forward is not None:
+            with self.service.emit_lock:
+                self.forward(self.service.destination(), replies)
         for address, values in replies:
             self._reply(address, list(values))
         return replies
@@ -361,15 +369,15 @@ class Runner:
     def _play(self) -> None:
         self.report, self.progress = [], ""
         self._version = self.version()
-        take = self.next_take()
-        replies = self._call("play")
-        if replies and replies[0][0] == PREFIX + "playing":
-            self.state, self._playing_take = "playing", take
-            self._say(f"take {take} playing, model version {self._version}")
+        self._playing_take = self.next_take()
+        self._call("play")
 
     # -- what the service says
     def _reply(self, address: str, args: list) -> None:
-        if address == PREFIX + "take_done":
+        if address == PREFIX + "playing":
+            self.state = "playing"
+            self._say(f"take {self._playing_take} playing, model version {self._version}")
+        elif address == PREFIX + "take_done":
             self._take_done(Path(args[0]), int(args[1]))
         elif address == PREFIX + "finetune_progress":
             self.progress = f"learning: epoch {args[0]} of {args[1]}"
@@ -404,9 +412,8 @@ class Runner:
             return
         self.state = "learning"
         self.progress = "learning"
-        if self._call("finetune")[0][0] != PREFIX + "finetuning":
-            self.state = "ready"
-            self._ready()
+        # /rolypoly/finetuning, or an error (see _error); none yet when it waits behind the worker.
+        self._call("finetune")
 
     def _learned(self) -> None:
         learned = self.service.last_learning
