@@ -235,6 +235,8 @@ class Runner:
         self.messages: list[str] = []
         self._version: int | None = None
         self._playing_take = 0
+        #: why a run of ``takes`` takes ended early (a take that could not start or failed)
+        self.failure: str | None = None
 
     # -- inputs (any thread)
     def command(self, name: str) -> None:
@@ -391,8 +393,10 @@ class Runner:
 
     def _error(self, address: str, reason: str) -> None:
         self._say(f"{address.removeprefix(PREFIX)}: {reason}")
-        if address == PREFIX + "play" and self.state == "playing":  # the take failed
+        if address == PREFIX + "play":  # refused, or the take failed
             self.state = "ready"
+            if self.takes is not None:  # no one is there to try again: the run ends, saying why
+                self.failure, self.quitting = reason, True
         elif address == PREFIX + "finetune" and self.state == "learning":
             self.state = "ready"
             self._ready()

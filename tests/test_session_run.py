@@ -317,3 +317,14 @@ def test_foot_switch_options():
     for bad in ("x", "64:dance", "-1"):
         with pytest.raises(RolypolyError, match="--foot"):
             parse_foot([bad])
+
+
+def test_a_run_whose_take_cannot_start_ends_in_one_line(piece, tmp_path):
+    args = run_args(piece, tmp_path / "sessions", "--control-port", "off", "--takes", "2")
+    k = args.index("--partner")
+    args[k:k + 2] = ["--partner-device", "99"]
+    args[args.index("--clock") + 1] = "real"
+    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("rolypoly: session run: 0 of 2 takes played: ")
+    assert "99" in done.stderr

@@ -354,4 +354,6 @@ def run_session_run(args) -> int:
 
     print(f"session run: {played} take{'s' * (played != 1)} played; {folder} plays model version "
           f"{Session(folder).meta.get('model')}")
+    if runner.failure is not None:
+        raise RolypolyError(f"session run: {played} of {args.takes} takes played: {runner.failure}")
     return 0
