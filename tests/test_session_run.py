@@ -36,6 +36,9 @@ def piece(tmp_path_factory):
     score = demo_score().head(ROWS)
     write_midi(score, folder / "song.mid")
     write_wav(folder / "bass.wav", clicks(score.onset_s + 0.012, sample_rate=SR), SR)
+    whole = demo_score()  # 123 rows, 40 s: a real-clock take long enough to be stopped however busy the machine
+    write_midi(whole, folder / "long.mid")
+    write_wav(folder / "long.wav", clicks(whole.onset_s + 0.012, sample_rate=SR), SR)
     return folder
 
 
@@ -184,6 +187,8 @@ def test_osc_next_stop_revert_quit(piece, tmp_path):
     # The real clock: the take lasts long enough to be stopped.
     args = run_args(piece, sessions, "--control-port", "0", "--reply", f"127.0.0.1:{listener.port}")
     args[args.index("--clock") + 1] = "real"
+    args[args.index("--score") + 1] = str(piece / "long.mid")
+    args[args.index("--partner") + 1] = str(piece / "long.wav")
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = Output(lambda: os.read(proc.stdout.fileno(), 4096))
     try:
@@ -197,14 +202,14 @@ def test_osc_next_stop_revert_quit(piece, tmp_path):
         assert listener.until(P + "ok") == [P + "run/next"]
         out.wait_for("take 0 playing")
         row = -1
-        while row < ROWS // 2:                                        # half-way through the take
+        while row < ROWS // 2:                                        # a third of the way through the take
             client.send_message(P + "status", [])
             status = listener.until(P + "status")
             row = dict(zip(status[::2], status[1::2])).get("row", -1)
             time.sleep(0.2)
         client.send_message(P + "run/stop", [])
         take_dir, rows, _ = listener.until(P + "take_done")
-        assert Path(take_dir).parent == sessions / "song" / "takes" and 0 < rows < ROWS  # cut short
+        assert Path(take_dir).parent == sessions / "song" / "takes" and ROWS // 2 <= rows < 123  # cut short
         accepted, version, current, reason, take = listener.until(P + "finetuned")
         assert (accepted, version, current, take) == (1, 1, 1, 0), reason
         client.send_message(P + "run/revert", [])
