@@ -32,6 +32,12 @@ message                    effect
                            sessions folder) becomes a drum score by the drumify model, in a
                            new session ``<stem>-drums`` that is loaded for the next take
 ``agent lstm|seq2seq``     the timing agent
+``revert [VERSION]``       the session plays model version VERSION from the next take
+                           (default: the version the current one learnt from);
+                           ``/rolypoly/ok /rolypoly/revert VERSION``
+``run/next``, ``run/stop``,  the keys of ``rolypoly session run`` (enter, space, r, q):
+``run/revert``, ``run/quit``  next take, stop the take and learn, revert, quit; refused
+                           (an error reply) when no session run owns the service
 ``status``                 ``/rolypoly/status key value ...``
 ``reply_to HOST PORT``     send replies there (``reply_to sender``: to each sender)
 ``quit``                   end the service (a running take is stopped and kept)
@@ -130,7 +136,9 @@ TAKE_JOIN_S = 120.0
 #: The serve loop looks for ``quit`` at least this often.
 POLL_S = 0.1
 #: Messages answered at once even while another one's work is in the worker process.
-IMMEDIATE = ("status", "stop", "quit")
+IMMEDIATE = ("status", "stop", "quit", "run/stop", "run/quit")
+#: The commands of ``rolypoly session run`` (:mod:`rolypoly.realtime.run`), as ``run/<command>``.
+RUN_COMMANDS = ("next", "stop", "revert", "quit")
 #: At most this many messages wait for work in the worker process; more are refused.
 MAX_WAITING = 32
 
@@ -244,6 +252,8 @@ class Settings:
     b: float = 1.0
     reply: tuple | None = DEFAULT_REPLY   # None: reply to each message's sender
     last_take: str = ""
+    # A partner source made by the local command line for each take (use_partner); None: from ``partner``.
+    make_source: object = None
 
     @property
     def bpm(self) -> float:
@@ -320,6 +330,10 @@ class Service:
         check was skipped
     worker : the :class:`rolypoly.realtime.offload.Worker` that loads scores and sessions while a
         take plays (default: a new one)
+    midi, osc : outputs every take plays through (a MidiOut, an OscOut; default none: the take's
+        files only); the caller closes them
+    engine : EngineSettings every take starts from (budget, partner offset); the ``window``
+        message sets its window
 
     Examples
     --------
@@ -332,7 +346,7 @@ class Service:
 
     def __init__(self, sessions_dir=None, *, reply=DEFAULT_REPLY, weights: dict | None = None,
                  mix: bool = True, plot: bool = True, emit=None, player=None, forgetting_set=None,
-                 worker: Worker | None = None):
+                 worker: Worker | None = None, midi=None, osc=None, engine=None):
         root = paths.sessions_dir(sessions_dir)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -342,6 +356,11 @@ class Service:
         self.settings = Settings(reply=tuple(reply) if reply is not None else None)
         self.weights = dict(weights or {})
         self.mix, self.plot = mix, plot
+        self.midi, self.osc, self.engine_settings = midi, osc, engine
+        #: callable(command) taking the ``run/<command>`` messages (set by a session run), else None
+        self.on_run = None
+        #: what the latest fine-tune returned (rolypoly.learning.learn_from_take), for a session run's report
+        self.last_learning: dict | None = None
         self.outbox: queue.Queue = queue.Queue()
         self.emit = emit or (lambda dest, replies: self.outbox.put((dest, replies)))
         self.player = player
@@ -399,6 +418,27 @@ class Service:
     @property
     def playing(self) -> bool:
         return self._take is not None
+
+    @property
+    def engine(self):
+        """The engine of the take playing now, or None: for displays, which only read its ``status``."""
+        take = self._take
+        return take.engine if take is not None else None
+
+    @property
+    def tuning(self) -> bool:
+        return self._tuning is not None
+
+    def use_partner(self, kind: str, label: str, make) -> None:
+        """The partner of the next takes, from the local command line: ``make()`` gives each take its source.
+
+        The command line may name any file or device (and its channel, rate,
+        block), where a message may only name files in the sessions folder;
+        ``kind`` ("file" or "device") keeps the clock checks.
+        """
+        with self._lock:
+            self.settings = replace(self.settings, partner=(_choice(kind, "KIND", ("file", "device")), label),
+                                    make_source=make)
 
     def snapshot(self) -> dict:
         """Settings as plain values (for tests and logs)."""
@@ -522,7 +562,7 @@ class Service:
             info = soundfile.info(str(wav))
         except Exception as e:  # libsndfile's errors come in several types
             raise Rejected(f"PATH {path}: not a readable audio file ({_one_line(e)})") from None
-        self.settings = replace(self.settings, partner=("file", wav))
+        self.settings = replace(self.settings, partner=("file", wav), make_source=None)
         return [_ok("partner_file", str(wav), float(info.duration))]
 
     def _partner_device(self, device, *, sender) -> list[Reply]:
@@ -535,7 +575,7 @@ class Service:
         if self.settings.clock == "sim":
             raise Rejected("a live input needs the real clock; send clock real first")
         # The device itself is opened at play: it may be plugged in meanwhile.
-        self.settings = replace(self.settings, partner=("device", device))
+        self.settings = replace(self.settings, partner=("device", device), make_source=None)
         return [_ok("partner_device", device)]
 
     def _clock(self, kind, *, sender) -> list[Reply]:
@@ -679,6 +719,8 @@ class Service:
     def _source(self, s: Settings):
         from .sources import FileSource, LiveSource
 
+        if s.make_source is not None:
+            return s.make_source()
         kind, where = s.partner
         if kind == "file":
             return FileSource(where)  # unreadable audio: RolypolyError, the error reply
@@ -696,9 +738,10 @@ class Service:
     def _take_kwargs(self, s: Settings, source, clock, weights: Path | None, take: _Take) -> dict:
         from .engine import EngineSettings
 
+        settings = replace(self.engine_settings or EngineSettings(), window_factor=s.window)
         return dict(score_path=s.score_path, source=source, clock=clock, session=s.session,
-                    agent=s.agent, weights=weights, settings=EngineSettings(window_factor=s.window),
-                    tempo_bpm=s.tempo_bpm if s.tempo_factor != 1.0 else None,
+                    agent=s.agent, weights=weights, settings=settings,
+                    tempo_bpm=s.tempo_bpm if s.tempo_factor != 1.0 else None, midi=self.midi, osc=self.osc,
                     on_engine=take.attach, mix=self.mix and _synth_available(), plot=self.plot)
 
     def _run_take(self, take: _Take, s: Settings, kwargs: dict) -> None:
@@ -763,6 +806,7 @@ class Service:
                 from rolypoly.session_plots import plot_session
 
                 plot_session(session.folder)
+            self.last_learning = report
             reason = report["reason"] + (f" ({note})" if note else "")
             version = -1 if report["version"] is None else int(report["version"])
             replies = [("/rolypoly/finetuned", [int(bool(report["accepted"])), version,
@@ -794,6 +838,39 @@ class Service:
             raise Rejected("no take is playing")
         self._take.request_stop()
         return [("/rolypoly/stopping", [])]
+
+    def _revert(self, version=None, *, sender) -> list[Reply]:
+        if self.settings.session is None:
+            raise Rejected("no session: send load_score PATH or load_session NAME first")
+        if version is not None:
+            version = _number(version, "VERSION")
+            if version != int(version) or version < 0:
+                raise Rejected(f"VERSION must be a model version number (0, 1, ...), got {version:g}")
+            version = int(version)
+
+        def reverted(k) -> list[Reply]:
+            return [_ok("revert", k)]
+
+        # Reading version records and checking weights loads torch: off the take's process mid-take.
+        return self._off_take("revert", _revert_session, (self.settings.session, version), reverted, sender)
+
+    def _run(self, command: str, sender) -> list[Reply]:
+        if self.on_run is None:
+            raise Rejected("no session run here (rolypoly session run NAME takes these)")
+        self.on_run(command)
+        return [_ok(f"run/{command}")]
+
+    def _run_next(self, *, sender) -> list[Reply]:
+        return self._run("next", sender)
+
+    def _run_stop(self, *, sender) -> list[Reply]:
+        return self._run("stop", sender)
+
+    def _run_revert(self, *, sender) -> list[Reply]:
+        return self._run("revert", sender)
+
+    def _run_quit(self, *, sender) -> list[Reply]:
+        return self._run("quit", sender)
 
     def _status(self, *, sender) -> list[Reply]:
         s, snap = self.settings, self.snapshot()
@@ -832,6 +909,8 @@ class Service:
         "status": ("_status", (0,), ""),
         "reply_to": ("_reply_to", (1, 2), "HOST PORT (or: sender)"),
         "quit": ("_quit", (0,), ""),
+        "revert": ("_revert", (0, 1), "[VERSION]"),
+        **{f"run/{c}": (f"_run_{c}", (0,), "") for c in RUN_COMMANDS},
     }
 
 
@@ -860,6 +939,25 @@ def _open_session(session: Path, midi: Path, name: str | None, ab: tuple) -> tup
         stored = tuple(ab)
         opened.set_ab(*stored)
     return opened.folder, score, stored
+
+
+def _revert_session(session: Path, version: int | None) -> int:
+    """Make ``version`` (None: the one the current version learnt from) current; the version now played.
+
+    A job for :meth:`Service._off_take` (in the worker process while a take plays).
+    """
+    from rolypoly.session import Session
+
+    opened = Session(session)
+    if version is None:
+        current, _ = opened.current_version()
+        if current is None:
+            raise Rejected("the session has no model version yet: play a take first")
+        record = next((r for r in opened.versions() if r["version"] == current), {})
+        if record.get("parent") is None:
+            raise Rejected(f"model version {current} is where the session started; nothing earlier to revert to")
+        version = int(record["parent"])
+    return opened.revert(version)
 
 
 def _set_ab(session: Path, a: float, b: float) -> None:

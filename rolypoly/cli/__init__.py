@@ -11,7 +11,7 @@ module             commands
 =================  ===========================================================
 ``demo``           demo
 ``live``           play, simulate, serve
-``sessions``       session new|pattern|list|revert|export, finetune, plot
+``sessions``       session new|pattern|list|revert|export|run, finetune, plot
 ``groove``         humanize, groove humanize|drumify|infill|transfer
 ``training``       pretrain timing|groove, evaluate timing|groove, data gmd
 ``devices``        devices, onsets

@@ -41,13 +41,7 @@ def add_parser(sub) -> None:
         add_sessions(p)
         add_agent(p, help="agent kind of a new session (default lstm); a session keeps its own")
         p.add_argument("--weights", help="agent weights (.safetensors); default: the shipped ones")
-        p.add_argument("--window", type=float, default=3.0, help="partner window: hit ± duration / WINDOW")
-        p.add_argument("--budget-ms", type=float, default=10.0, help="decide this long before a hit may sound")
-        p.add_argument("--partner-offset", type=float, default=0.0,
-                       help="seconds into the partner recording where the score starts")
-        p.add_argument("--midi", default="virtual" if name == "play" else "off",
-                       help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
-        p.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
+        add_take_options(p, midi="virtual" if name == "play" else "off")
         p.add_argument("--kit", metavar="FILE.sf2|DIR",
                        help="the drum kit heard live and in mix.wav: a soundfont's drum kit (.sf2/.sf3), a folder "
                             "of samples (kick.wav, snare_40.wav, 42.wav ...) or 'synth' (default: the installed "
@@ -66,6 +60,16 @@ def add_parser(sub) -> None:
     p.add_argument("--no-mix", action="store_true", help="do not write each take's mix.wav")
     p.add_argument("--no-plot", action="store_true", help="do not plot each take")
     p.set_defaults(run=run_serve)
+
+
+def add_take_options(p, midi: str) -> None:
+    """The engine's knobs and the outputs of a take (``play``, ``simulate``, ``session run``)."""
+    p.add_argument("--window", type=float, default=3.0, help="partner window: hit ± duration / WINDOW")
+    p.add_argument("--budget-ms", type=float, default=10.0, help="decide this long before a hit may sound")
+    p.add_argument("--partner-offset", type=float, default=0.0,
+                   help="seconds into the partner recording where the score starts")
+    p.add_argument("--midi", default=midi, help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
+    p.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
 
 
 def host_port(text: str, option: str, default_host: str | None = None) -> tuple[str, int]:
@@ -136,6 +140,16 @@ def run_simulate(args) -> int:
             midi.close()
     print_take(summary)
     return 0
+
+
+def partner_source(args):
+    """A new partner source for one take: ``--partner-file``, else the live input ``--partner-device``."""
+    from rolypoly.realtime.sources import FileSource, LiveSource
+
+    if args.partner_file:
+        return FileSource(args.partner_file)
+    return LiveSource(args.partner_device, channel=args.channel - 1, sample_rate=args.sample_rate,
+                      block=args.block)
 
 
 def run_play(args) -> int:
