@@ -172,6 +172,9 @@ class Engine:
         self.rows["row"] = np.arange(len(score))
         self.rows["bar"], self.rows["step"] = score.bar, score.step
         self._messages = row_midi(score)
+        # The sampled kit (rolypoly.realtime.drum_out) still plays by class.
+        self._classes = [np.flatnonzero(h).tolist() for h in score.hits]
+        self._velocities = [score.velocities[r, c].tolist() for r, c in enumerate(self._classes)]
         self._on_times = np.zeros(ONSET_MEMORY)
         self._on_desc = np.zeros(ONSET_MEMORY, np.float32)
         self._on_count = 0
