@@ -696,15 +696,11 @@ def drift_stats(t_s: np.ndarray, err_ms: np.ndarray) -> dict:
 
 def expected_notes(score, rows: int) -> list[tuple[int, int, int]]:
     """(row, pitch, velocity) of every note-on the first ``rows`` rows send, in order."""
-    from rolypoly.drum_map import OUTPUT_PITCHES
+    from rolypoly.score import played_notes
 
-    out = []
-    for r in range(rows):
-        for c in np.flatnonzero(score.hits[r]):
-            v = int(round(float(score.velocities[r, c])))
-            if v > 0:
-                out.append((r, OUTPUT_PITCHES[int(c)], min(v, 127)))
-    return out
+    notes = played_notes(score)
+    notes = notes[(notes["row"] < rows) & (notes["velocity"] > 0)]
+    return [(int(n["row"]), int(n["pitch"]), int(n["velocity"])) for n in notes]
 
 
 def match_notes(expected, intended_s: np.ndarray, notes: np.ndarray, at_s: np.ndarray, window_s: float):

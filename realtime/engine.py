@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rolypoly.features import fill_partner, score_features
+from rolypoly.score import played_notes
 from rolypoly.take import MAX_HEARD, empty_rows
 
 #: The engine checks the partner and releases MIDI notes at least this often while waiting.
@@ -77,6 +78,19 @@ class TakeResult:
     stopped_early: bool = False
     t0: float = 0.0              # engine-clock time of the score's time zero
     problems: list[str] = field(default_factory=list)
+
+
+def row_midi(score) -> list[tuple]:
+    """The MIDI messages of every row, made before the take: the player's own notes.
+
+    The per-hit path then only sends them (:meth:`rolypoly.realtime.midi_out.MidiOut.play`).
+    """
+    from .midi_out import row_messages
+
+    notes = played_notes(score)
+    bounds = np.searchsorted(notes["row"], np.arange(len(score) + 1))
+    return [row_messages(*(notes[f][a:b] for f in ("channel", "pitch", "velocity")))
+            for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 class Decider:
@@ -157,6 +171,8 @@ class Engine:
         self.rows = empty_rows(len(score))
         self.rows["row"] = np.arange(len(score))
         self.rows["bar"], self.rows["step"] = score.bar, score.step
+        self._messages = row_midi(score)
+        # The sampled kit (rolypoly.realtime.drum_out) still plays by class.
         self._classes = [np.flatnonzero(h).tolist() for h in score.hits]
         self._velocities = [score.velocities[r, c].tolist() for r, c in enumerate(self._classes)]
         self._on_times = np.zeros(ONSET_MEMORY)
@@ -331,7 +347,7 @@ class Engine:
     def _play(self, t: int, intended: float, y: float) -> float:
         actual = self.clock.now()
         if self.midi is not None:
-            self.midi.hit(self._classes[t], self._velocities[t])
+            self.midi.play(self._messages[t])
             if self.midi.error and self.status["midi"] == "ok":
                 self.status["midi"] = self.midi.error
             if self.midi_early_s:
