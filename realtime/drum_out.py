@@ -53,7 +53,22 @@ NOTE_OFF = 0x80 | DRUM_CHANNEL
 
 INF = float("inf")
 
-HIT = np.dtype([("time", np.float64), ("cls", np.int64), ("vel", np.int64)])
+#: A scheduled hit. ``note`` is the MIDI note the player's file has for it, ``channel * 128 + pitch``
+#: (:func:`midi_note`), or -1 for the class's General MIDI note on channel 10 (scores made in code).
+HIT = np.dtype([("time", np.float64), ("cls", np.int64), ("vel", np.int64), ("note", np.int64)])
+
+
+def midi_note(channel: int, pitch: int) -> int:
+    """A hit's ``note`` field: channel (0-15) and pitch in one number.
+
+    >>> midi_note(9, 44), divmod(midi_note(9, 44), 128)
+    (1196, (9, 44))
+    """
+    return int(channel) * 128 + int(pitch)
+
+
+def _default_note(cls: int) -> int:
+    return midi_note(DRUM_CHANNEL, OUTPUT_PITCHES[cls])
 
 
 class HitRing:
@@ -77,12 +92,12 @@ class HitRing:
         self.dropped = 0
         self.oldest_unread = 0  # the slowest consumer's counter, kept by the consumer side
 
-    def push(self, time_s: float, cls: int, vel: int) -> bool:
+    def push(self, time_s: float, cls: int, vel: int, note: int = -1) -> bool:
         if self.written - self.oldest_unread >= self.capacity:
             self.dropped += 1
             return False
         slot = self.slots[self.written % self.capacity]
-        slot["time"], slot["cls"], slot["vel"] = time_s, cls, vel
+        slot["time"], slot["cls"], slot["vel"], slot["note"] = time_s, cls, vel, note
         self.written += 1
         return True
 
@@ -238,21 +253,25 @@ class DrumPlayer:
         self.midi_sent = 0
         # MIDI: per class, note-off due time (engine s; inf = none pending), and the cycle's events.
         self._off_at = [INF] * N_CLASSES
+        self._off_note = [-1] * N_CLASSES  # the note (midi_note) each pending note-off ends
         self._offs = 0  # note-offs pending
         self.midi_buffer = np.zeros((4 * N_CLASSES + 256, 4), np.int64)  # offset, status, pitch, velocity
         self._layer_of, self._gain_of = kit.layer_of, kit.gain_of
         self._starts, self._ends = kit.starts, kit.ends
 
     # ------------------------------------------------------------------ producer (engine thread)
-    def schedule(self, classes, velocities, at: float) -> int:
+    def schedule(self, classes, velocities, at: float, notes=None) -> int:
         """Queue a row's hits to sound at engine time ``at``; returns how many were queued.
 
-        Velocities <= 0 are no hit; others are clipped to 127.
+        Velocities <= 0 are no hit; others are clipped to 127. ``notes`` (one
+        per hit, :func:`midi_note`; -1 or None: the class's GM note) are what
+        MIDI sends: the player's own pitch and channel.
         """
         count = 0
-        for c, v in zip(classes, velocities):
+        for i, (c, v) in enumerate(zip(classes, velocities)):
             v = int(round(float(v)))
-            if v > 0 and self.ring.push(at, int(c), min(v, 127)):
+            note = -1 if notes is None else int(notes[i])
+            if v > 0 and self.ring.push(at, int(c), min(v, 127), note):
                 count += 1
         return count
 
@@ -327,16 +346,20 @@ class DrumPlayer:
             offset = int(where + 0.5) if where > -0.5 else 0
             if self._offs:
                 count = self._note_offs_until(buf, count, shifted, frame_s, offset)
-            c, v = int(slot["cls"]), int(slot["vel"])
-            pitch = OUTPUT_PITCHES[c]
+            c, v, note = int(slot["cls"]), int(slot["vel"]), int(slot["note"])
+            if note < 0:
+                note = _default_note(c)
             if self._off_at[c] != INF:  # still on: end it first
-                buf[count] = (offset, NOTE_OFF, pitch, 0)
+                ch, p = divmod(self._off_note[c], 128)
+                buf[count] = (offset, 0x80 | ch, p, 0)
                 count += 1
             else:
                 self._offs += 1
-            buf[count] = (offset, NOTE_ON, pitch, v)
+            ch, p = divmod(note, 128)
+            buf[count] = (offset, 0x90 | ch, p, v)
             count += 1
             self._off_at[c] = shifted + (offset * frame_s) + self.gate_s
+            self._off_note[c] = note
             self.midi_sent += 1
             read += 1
         self._midi_read = read
@@ -357,7 +380,8 @@ class DrumPlayer:
             offset = max(int(where + 0.5), 0) if where > -0.5 else 0
             if count and buf[count - 1, 0] > offset:
                 offset = int(buf[count - 1, 0])  # never before an event already written
-            buf[count] = (offset, NOTE_OFF, OUTPUT_PITCHES[c], 0)
+            ch, p = divmod(self._off_note[c], 128)
+            buf[count] = (offset, 0x80 | ch, p, 0)
             off_at[c] = INF
             self._offs -= 1
             count += 1
@@ -365,7 +389,8 @@ class DrumPlayer:
 
     def all_off_events(self) -> list[tuple[int, int, int]]:
         """Note-offs for every MIDI note still on (when output stops)."""
-        out = [(NOTE_OFF, OUTPUT_PITCHES[c], 0) for c in range(N_CLASSES) if self._off_at[c] != INF]
+        out = [(0x80 | self._off_note[c] // 128, self._off_note[c] % 128, 0)
+               for c in range(N_CLASSES) if self._off_at[c] != INF]
         self._off_at = [INF] * N_CLASSES
         self._offs = 0
         return out

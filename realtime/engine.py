@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rolypoly.features import fill_partner, score_features
+from rolypoly.drum_map import class_of_pitch
 from rolypoly.score import played_notes
 from rolypoly.take import MAX_HEARD, empty_rows
 
@@ -91,6 +92,23 @@ def row_midi(score) -> list[tuple]:
     bounds = np.searchsorted(notes["row"], np.arange(len(score) + 1))
     return [row_messages(*(notes[f][a:b] for f in ("channel", "pitch", "velocity")))
             for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def row_hits(score) -> tuple[list, list, list]:
+    """Per row, the classes, velocities and notes (``channel * 128 + pitch``) it plays, made before the take.
+
+    The player's own notes (:func:`rolypoly.score.played_notes`), each with the drum class it
+    belongs to, for outputs that place hits ahead of time (the sampled kit, JACK MIDI).
+    """
+    notes = played_notes(score)
+    classes = np.array([class_of_pitch(int(p)) for p in notes["pitch"]], dtype=object)
+    keep = np.array([c is not None for c in classes], dtype=bool)
+    notes, classes = notes[keep], classes[keep].astype(np.int64)
+    bounds = np.searchsorted(notes["row"], np.arange(len(score) + 1))
+    rows = list(zip(bounds[:-1], bounds[1:]))
+    return ([classes[a:b].tolist() for a, b in rows],
+            [notes["velocity"][a:b].astype(int).tolist() for a, b in rows],
+            [(notes["channel"][a:b].astype(int) * 128 + notes["pitch"][a:b].astype(int)).tolist() for a, b in rows])
 
 
 class Decider:
@@ -172,9 +190,9 @@ class Engine:
         self.rows["row"] = np.arange(len(score))
         self.rows["bar"], self.rows["step"] = score.bar, score.step
         self._messages = row_midi(score)
-        # The sampled kit (rolypoly.realtime.drum_out) still plays by class.
-        self._classes = [np.flatnonzero(h).tolist() for h in score.hits]
-        self._velocities = [score.velocities[r, c].tolist() for r, c in enumerate(self._classes)]
+        # The drums placed ahead of time (rolypoly.realtime.drum_out): the player's notes, each with
+        # its class (the kit sounds by class; MIDI sends the note).
+        self._classes, self._velocities, self._notes = row_hits(score)
         self._on_times = np.zeros(ONSET_MEMORY)
         self._on_desc = np.zeros(ONSET_MEMORY, np.float32)
         self._on_count = 0
@@ -289,7 +307,7 @@ class Engine:
                 y = min(max(y, lo[t]), hi[t])
                 intended[t] = notated[t] + y * bar_s[t]
                 if self.drums is not None:  # placed to the sample: handed over now, ahead of time
-                    self.drums.schedule(self._classes[t], self._velocities[t], intended[t])
+                    self.drums.schedule(self._classes[t], self._velocities[t], intended[t], self._notes[t])
                 self._wait(intended[t] - self.midi_early_s)
                 played[t] = self._play(t, intended[t], y)
                 yhat[t] = y_prev = y

@@ -344,7 +344,7 @@ class JackIO:
         self.state.origin = float(monotonic_s)
         self.state.have_origin = 1
 
-    def schedule(self, classes, velocities, at: float) -> int:
+    def schedule(self, classes, velocities, at: float, notes=None) -> int:
         """Queue a row's hits to sound at engine time ``at``; returns how many were queued.
 
         Velocities <= 0 are no hit; others are clipped to 127. A full ring
@@ -354,7 +354,7 @@ class JackIO:
         reads = [r for r, on in ((s.audio_read, s.audio_on), (s.midi_read, s.midi_on)) if on]
         oldest = min(reads) if reads else s.hits_written
         count = 0
-        for c, v in zip(classes, velocities):
+        for i, (c, v) in enumerate(zip(classes, velocities)):
             v = int(round(float(v)))
             if v <= 0:
                 continue
@@ -364,6 +364,7 @@ class JackIO:
                 continue
             slot = hits[w % cap]
             slot["time"], slot["cls"], slot["vel"] = at, int(c), min(v, 127)
+            slot["note"] = -1 if notes is None else int(notes[i])
             s.hits_written = w + 1  # after the slot: the callback reads up to here
             count += 1
         return count

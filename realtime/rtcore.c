@@ -43,7 +43,8 @@ typedef int (*midi_write_f)(void *buffer, nframes_t time, const unsigned char *d
 typedef uint32_t (*midi_count_f)(void *buffer);
 typedef int (*midi_get_f)(midi_event_t *event, void *buffer, uint32_t index);
 
-typedef struct { double time; int64_t cls; int64_t vel; } hit_t;   /* numpy dtype HIT in drum_out.py */
+/* numpy dtype HIT in drum_out.py; note = channel * 128 + pitch of the player's note, or < 0: the class's */
+typedef struct { double time; int64_t cls; int64_t vel; int64_t note; } hit_t;
 
 typedef struct {
     /* JACK */
@@ -107,6 +108,7 @@ typedef struct {
     /* MIDI notes */
     double gate_s;
     double off_at[N_CLASSES];   /* engine time a note-off is due, or < 0: none */
+    int64_t off_note[N_CLASSES]; /* the note (channel * 128 + pitch) that note-off ends */
 
     /* MIDI clock out */
     const double *ticks;
@@ -276,7 +278,8 @@ static void note_offs(rt_state *s, void *buffer, double shifted, int64_t upto, i
         if (where >= upto - 0.5) return;
         int64_t offset = where > -0.5 ? (int64_t)(where + 0.5) : 0;
         if (offset < *last) offset = *last;
-        write_midi(s, buffer, offset, 0x89, (unsigned char)s->pitches[c], 0, 3);
+        write_midi(s, buffer, offset, (unsigned char)(0x80 | (s->off_note[c] >> 7)),
+                   (unsigned char)(s->off_note[c] & 127), 0, 3);
         *last = offset;
         s->off_at[c] = -1.0;
     }
@@ -299,12 +302,15 @@ static void midi_notes(rt_state *s, void *buffer, nframes_t n, double block_time
         note_offs(s, buffer, shifted, offset, &last);
         int64_t c = h->cls, v = h->vel;
         if (c >= 0 && c < N_CLASSES && v >= 1 && v <= 127) {
-            unsigned char pitch = (unsigned char)s->pitches[c];
+            int64_t note = (h->note >= 0 && h->note < 16 * 128) ? h->note : 9 * 128 + s->pitches[c];
             if (s->off_at[c] >= 0)      /* still on: end it first */
-                write_midi(s, buffer, offset, 0x89, pitch, 0, 3);
-            write_midi(s, buffer, offset, 0x99, pitch, (unsigned char)v, 3);
+                write_midi(s, buffer, offset, (unsigned char)(0x80 | (s->off_note[c] >> 7)),
+                           (unsigned char)(s->off_note[c] & 127), 0, 3);
+            write_midi(s, buffer, offset, (unsigned char)(0x90 | (note >> 7)), (unsigned char)(note & 127),
+                       (unsigned char)v, 3);
             last = offset;
             s->off_at[c] = shifted + offset * s->frame_s + s->gate_s;
+            s->off_note[c] = note;
             s->midi_sent++;
         }
         read++;

@@ -55,7 +55,7 @@ class RtState(ctypes.Structure):
         ("frame_s", _f64), ("cycle_frame", _i64), ("output_latency_s", _f64), ("input_latency_s", _f64),
         ("midi_latency_s", _f64), ("playback_latency", _i64), ("midi_playback_latency", _i64),
         ("capture_latency", _i64),
-        ("gate_s", _f64), ("off_at", _f64 * 9),
+        ("gate_s", _f64), ("off_at", _f64 * 9), ("off_note", _i64 * 9),
         ("ticks", _vp), ("tick_count", _i64), ("next_tick", _i64), ("clock_start_at", _f64), ("clock_ready", _i64),
         ("clock_stop", _i64), ("clock_started", _i64), ("clock_stopped", _i64), ("ticks_sent", _i64),
         ("in_ring", _vp), ("drum_ring", _vp), ("ring_frames", _i64), ("ring_written", _i64), ("cycle_ring", _vp),

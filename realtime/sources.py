@@ -337,8 +337,8 @@ class LiveSource(PartnerSource):
     def begin(self, clock, t0: float, score=None) -> None:
         pass
 
-    def schedule(self, classes, velocities, at: float) -> int:
-        return self.player.schedule(classes, velocities, at)
+    def schedule(self, classes, velocities, at: float, notes=None) -> int:
+        return self.player.schedule(classes, velocities, at, notes)
 
     def end(self) -> None:
         pass
@@ -454,8 +454,8 @@ class AudioOut:
             self._stream = None
             raise DeviceError(f"cannot open audio output {self.name}: {str(e).splitlines()[0]} (busy or gone?)") from None
 
-    def schedule(self, classes, velocities, at: float) -> int:
-        return self.player.schedule(classes, velocities, at)
+    def schedule(self, classes, velocities, at: float, notes=None) -> int:
+        return self.player.schedule(classes, velocities, at, notes)
 
     def end(self) -> None:
         pass

@@ -183,9 +183,9 @@ class FakeJack:
         s.cost_ns, s.sounding, s.cost_capacity = arr(np.zeros(4096, np.int64)), arr(np.zeros(4096, np.int16)), 4096
         s.origin, s.have_origin = 0.0, 1   # engine time = frames / rate here
 
-    def schedule(self, t, c, v):
+    def schedule(self, t, c, v, note=-1):
         w = self.s.hits_written
-        self.hits[w % len(self.hits)] = (t, c, v)
+        self.hits[w % len(self.hits)] = (t, c, v, note)
         self.s.hits_written = w + 1
 
     def run(self, blocks):
@@ -225,6 +225,34 @@ def test_c_core_midi_matches_the_python_player(kit):
         for off, status, pitch, vel in player.midi_events(k * N / SR, 1 / SR, N):
             py_events.append((k * N + int(off), (int(status), int(pitch), int(vel))))
     assert c_events == py_events and len(c_events) >= 2 * len(hits) - N_CLASSES
+
+
+def test_the_players_own_notes_leave_as_midi_in_python_and_in_the_c_core(kit):
+    # A pedal hi-hat (44) and a second crash (57) are classes 2 and 7 for the kit, but MIDI sends
+    # the player's notes, on the player's channel; a note-off ends the note that was sent.
+    from rolypoly.drum_map import class_of_pitch
+    from rolypoly.realtime.drum_out import midi_note
+
+    played = [(0.010, 44, 9, 80), (0.030, 57, 9, 100), (0.050, 44, 9, 60), (0.070, 36, 9, 110)]
+    fake = FakeJack(kit, midi=True)
+    player = DrumPlayer(kit, midi=True, audio=False, gate_s=0.005)
+    fake.s.gate_s = 0.005
+    for t, pitch, ch, v in played:
+        c = class_of_pitch(pitch)
+        fake.schedule(t, c, v, midi_note(ch, pitch))
+        player.schedule([c], [v], t, [midi_note(ch, pitch)])
+    fake.run(80)
+    c_events = [data for port, frame, data in fake.midi if port == 3]
+    py_events = []
+    for k in range(80):
+        py_events += [(int(s_), int(p), int(v)) for _, s_, p, v in player.midi_events(k * N / SR, 1 / SR, N)]
+    assert [(s_, p, v) for s_, p, v in py_events if s_ == NOTE_ON and v] == [(NOTE_ON, p, v) for _, p, _, v in played]
+    assert sorted(p for s_, p, _ in py_events if s_ == NOTE_OFF) == sorted(p for _, p, _, _ in played)
+    assert [tuple(d) for d in c_events] == py_events
+    # Without notes (a score made in code) the class's General MIDI note is sent.
+    bare = DrumPlayer(kit, midi=True, audio=False)
+    bare.schedule([2], [90], 0.001)
+    assert [int(x) for x in bare.midi_events(0.0, 1 / SR, N)[0][1:]] == [NOTE_ON, OUTPUT_PITCHES[2], 90]
 
 
 def test_c_core_midi_clock(kit):
