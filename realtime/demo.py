@@ -15,14 +15,22 @@ from pathlib import Path
 
 from rolypoly.demo import DEMO_PARTNER, DEMO_SCORE, PARTNER_LEAD_S
 
+#: The demo's session, inside its output folder.
+SESSION = "demo-session"
 
-def run_duet_demo(out_dir="demo-output", realtime: bool = True) -> dict:
+
+def run_duet_demo(out_dir="demo-output", realtime: bool = True, *, on_step=None, on_engine=None) -> dict:
     """Play the demo duet on the simulated clock, learn from it, and play it again.
 
     A fresh session each run: take 0 on the simulated clock with the
     pretrained agent, a fine-tune on it (model version 1), then take 1 with
     the new version in real time (or on the simulated clock without
     ``realtime``). Returns the take summaries and the fine-tune report.
+
+    ``on_step(name, result)`` is called as each step ends ("simulated",
+    "finetune", then "real time" or "simulated again"), and before the
+    second take with ``(name, None)``; ``on_engine(engine)`` before each take
+    starts (a display that follows the take, :mod:`rolypoly.realtime.display`).
     """
     import shutil
 
@@ -33,13 +41,19 @@ def run_duet_demo(out_dir="demo-output", realtime: bool = True) -> dict:
     from .engine import EngineSettings
     from .sources import FileSource
 
-    session = Path(out_dir) / "demo-session"
+    step = on_step or (lambda name, result: None)
+    session = Path(out_dir) / SESSION
     if (session / "session.json").is_file():
         shutil.rmtree(session)  # the demo's own folder: every run starts from the pretrained agent
     settings = EngineSettings(partner_offset_s=PARTNER_LEAD_S)
     out = {"simulated": play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), SimClock(), session=session,
-                                  settings=settings)}
+                                  settings=settings, on_engine=on_engine)}
+    step("simulated", out["simulated"])
     out["finetune"] = Session(session).finetune()
+    step("finetune", out["finetune"])
     clock, how = (RealClock(), "real time") if realtime else (SimClock(), "simulated again")
-    out[how] = play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), clock, session=session, settings=settings)
+    step(how, None)
+    out[how] = play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), clock, session=session, settings=settings,
+                         on_engine=on_engine)
+    step(how, out[how])
     return out

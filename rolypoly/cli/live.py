@@ -116,7 +116,7 @@ def run_simulate(args) -> int:
 
 def run_play(args) -> int:
     from rolypoly.realtime.clock import RealClock
-    from rolypoly.realtime.display import LiveDisplay
+    from rolypoly.realtime.display import take_display
     from rolypoly.realtime.duet import play_take
     from rolypoly.realtime.sources import FileSource, LiveSource
 
@@ -126,7 +126,7 @@ def run_play(args) -> int:
         source = LiveSource(args.partner_device, channel=args.channel - 1, sample_rate=args.sample_rate,
                             block=args.block)
     midi, osc = _outputs(args)
-    display = LiveDisplay(enabled=not args.quiet)
+    display = take_display(quiet=args.quiet)
     try:
         summary = play_take(args.score, source, RealClock(), session=_session(args), agent=args.agent,
                             weights=args.weights, settings=_engine_settings(args), midi=midi, osc=osc,
