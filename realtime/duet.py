@@ -5,7 +5,7 @@ service and the demo all call. It opens the session, runs the
 :class:`~rolypoly.realtime.engine.Engine` with the given clock and source, and then
 (off the live path) writes what a musician keeps from a take: the rows
 (``take.jsonl``, written during the take), the partner audio, the drums as
-played (MIDI), a mix of both (WAV) and a plot of ŷ and diff per hit.
+played (MIDI), a mix of both (WAV) and a plot of the drums' offsets and the partner per hit.
 
 Examples
 --------
@@ -169,9 +169,11 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         write_wav(take_dir / "mix.wav", _mix(drum_audio, partner, start), sr, subtype="PCM_16")
         summary["mix"] = str(take_dir / "mix.wav")
     if plot:
-        from rolypoly.session_plots import plot_take_fig1
+        from rolypoly.session_plots import bar_meters, plot_take_fig1, session_ylim
 
-        plot_take_fig1(Take(header, engine.rows[:len(rel)], end), take_dir / "take.png")
+        # On the session's scale: this take's picture compares with the ones before it.
+        plot_take_fig1(Take(header, engine.rows[:len(rel)], end), take_dir / "take.png",
+                       ylim=session_ylim(sess.folder), meters=bar_meters(score))
         summary["plot"] = str(take_dir / "take.png")
     summary["partner"] = str(take_dir / "partner.wav")
     summary["drums"] = str(take_dir / "drums.mid")

@@ -76,6 +76,20 @@ class TempoMap:
         i = np.clip(np.searchsorted(starts, np.asarray(ticks), side="right") - 1, 0, None)
         return 60e6 / np.array([us for _, us in self.tempi], dtype=np.float64)[i]
 
+    def meter_at(self, ticks) -> np.ndarray:
+        """Time signature at each tick position as (numerator, denominator) pairs, shape (N, 2).
+
+        The score's ``timesig`` column folds a meter into one value (3/4 and
+        6/8 are both 0.75); this is the meter as written, for what is shown
+        to a musician ("6/8") and for where the beats are.
+
+        >>> TempoMap(480, meters=[(0, 4, 4), (1920, 6, 8)]).meter_at([0, 1919, 1920]).tolist()
+        [[4, 4], [4, 4], [6, 8]]
+        """
+        starts = np.array([t for t, _, _ in self.meters])
+        i = np.clip(np.searchsorted(starts, np.asarray(ticks, dtype=np.float64), side="right") - 1, 0, None)
+        return np.array([(n, d) for _, n, d in self.meters], dtype=np.int64).reshape(-1, 2)[i]
+
     def bars(self, end_tick: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bar start ticks, bar lengths in ticks and time-signature values up to ``end_tick``.
 

@@ -166,7 +166,7 @@ def run_play(args) -> int:
                    calibration=not args.no_calibration, clock=clock)
     display = None
     try:
-        from rolypoly.realtime.display import LiveDisplay
+        from rolypoly.realtime.display import take_display
         from rolypoly.realtime.duet import play_take
 
         print_warnings(rig.notes)
@@ -177,7 +177,7 @@ def run_play(args) -> int:
             tempo = rig.wait_for_clock()
             start_at = rig.bar_start
             print(f"following the MIDI clock at {tempo:.2f} bpm, from its next bar", file=sys.stderr)
-        display = LiveDisplay(enabled=not args.quiet)
+        display = take_display(quiet=args.quiet)
         with steady_interpreter():
             summary = play_take(args.score, rig.source, clock, session=_session(args), agent=args.agent,
                                 weights=args.weights, settings=_engine_settings(args), midi=rig.midi, osc=osc,
