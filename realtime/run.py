@@ -63,11 +63,12 @@ RECENT_HITS = 8
 
 # ----------------------------------------------------------------------------- what a take and a fine-tune say
 
-def learning_lines(take: dict | None, learned: dict | None, bar_ms: float, before: dict | None = None) -> list[str]:
+def learning_lines(take: dict | None, learned: dict | None, bar_ms: float, before: dict | None = None,
+                   words: list[str] | None = None) -> list[str]:
     """The between-take report in words and ms, from a take's figures and what learning returned.
 
-    The one call site of the between-take report (:meth:`Runner._learned`);
-    ``rolypoly.report.take_report`` takes its place when it lands.
+    ``words``: what the drums learnt, in words (:func:`rolypoly.report.take_report`), said in
+    place of the distance to the targets when given.
 
     Parameters
     ----------
@@ -103,7 +104,9 @@ def learning_lines(take: dict | None, learned: dict | None, bar_ms: float, befor
     if learned is None:
         return lines
     b, a = (learned.get("before") or {}), (learned.get("after") or {})
-    if "take_mse_bar" in b and "take_mse_bar" in a:
+    if words:
+        lines.extend(words)
+    elif "take_mse_bar" in b and "take_mse_bar" in a:
         rms = [math.sqrt(max(x["take_mse_bar"], 0.0)) * bar_ms for x in (b, a)]
         lines.append(f"learnt: the drums' offsets were {rms[0]:.1f} ms (RMS) from where the partner asks for "
                      f"them, {rms[1]:.1f} ms after learning")
@@ -427,11 +430,24 @@ class Runner:
         self._version = self.version()
         score = self.service.settings.score
         bar_ms = float(np.median(score.bar_ms)) / self.service.settings.tempo_factor
-        # The one call site of the between-take report.
-        self.report = learning_lines(self.take, learned, bar_ms, before=self.previous)
+        self.report = learning_lines(self.take, learned, bar_ms, before=self.previous,
+                                     words=self._words(learned))
         for line in self.report:
             self.screen.say(line)
         self._ready()
+
+    def _words(self, learned: dict | None) -> list[str]:
+        """What the drums learnt from the take, in words (its heading is said by the accepted line)."""
+        if not learned or not learned.get("accepted") or learned.get("version") is None or not self.take:
+            return []
+        from rolypoly.errors import RolypolyError
+        from rolypoly.report import take_report
+        from rolypoly.session import Session
+
+        try:
+            return take_report(Session(self.service.settings.session), self.take["take"], learned["version"])[1:]
+        except (RolypolyError, OSError) as exc:  # the report is a courtesy: the take and version stand
+            return [f"(no report: {exc})"]
 
     def _ready(self) -> None:
         if self.quitting:
