@@ -61,7 +61,8 @@ import torch
 
 from rolypoly.drum_map import CLASS_NAMES, N_CLASSES
 from rolypoly.generate_model import (CONTEXT_BARS, GRID, NO_STYLE, POCKET_STEPS, STYLES, BarModel,
-                                     pocket_direction, save_bar_model, step_inputs)
+                                     decode_hits, pocket_direction, save_bar_model,
+                                     step_inputs)
 from rolypoly.groove_model import n_parameters, steps_to_ms, tap, TAP_CLASS
 
 from .bar_data import BarSet, concat_bars, load_bars
@@ -204,8 +205,8 @@ def predict(model: BarModel, ex: Examples, *, partner: str = "both"):
     for a in range(0, len(ex), EVAL_BATCH):
         x, style, flags, *_ = ex.batch(np.arange(a, min(len(ex), a + EVAL_BATCH)), partner=partner)
         logits, v, o = model(x, style, flags)
-        H = (logits > 0).float()
-        outs.append((H.numpy(), (v * H).numpy(), (o * H).numpy()))
+        H = decode_hits(logits.numpy())
+        outs.append((H, v.numpy() * H, o.numpy() * H))
     return tuple(np.concatenate(p) for p in zip(*outs))
 
 
@@ -224,8 +225,8 @@ def bar_metrics(pred, true, bpm) -> dict:
     err_ms = np.abs(steps_to_ms((np.asarray(O) - Ot)[both], bpm_cell[both], GRID))
     return {"hit_precision": round(tp / max(tp + fp, 1), 4), "hit_recall": round(tp / max(tp + fn, 1), 4),
             "hit_f1": round(2 * tp / max(2 * tp + fp + fn, 1), 4),
-            "velocity_mae": round(float(np.mean(np.abs(np.asarray(V) - Vt)[both]) * 127) if tp else math.nan, 2),
-            "offset_mae_ms": round(float(err_ms.mean()) if tp else math.nan, 2),
+            "velocity_mae": round(float(np.mean(np.abs(np.asarray(V) - Vt)[both]) * 127), 2) if tp else None,
+            "offset_mae_ms": round(float(err_ms.mean()), 2) if tp else None,
             "hits_true": int(t.sum()), "hits_played": int(p.sum())}
 
 
@@ -237,6 +238,8 @@ def class_shares(H) -> dict:
 
 def figures(model: BarModel, ex: Examples) -> dict:
     """The model against the baseline on one split (module docstring)."""
+    if not len(ex):
+        return {"bars": 0}
     b = ex.bars
     true = tuple(a[ex.target] for a in (b.H, b.V, b.O))
     last = ex.context[:, -1]
@@ -316,8 +319,53 @@ def train(kind: str, gmd=None, *, out, minutes: float = MINUTES, epochs: int = M
             stopped = "early stopping"
             break
     model.load_state_dict(best.state)
-    model.eval()
+    best_epoch = int(np.argmin([h["val_loss"] for h in history]) + 1)
+    meta = {"epochs": history, "best_epoch": best_epoch, "stopped": stopped,
+            "train_seconds": round(time.time() - started, 1)}
+    meta["train_minutes"] = round(meta["train_seconds"] / 60, 2)
+    settings = {"lr": LEARNING_RATE, "batch": BATCH, "max_epochs": epochs, "patience": patience, "seed": seed,
+                "threads": THREADS, "minutes_cap": budget_s / 60, "grad_clip": GRAD_CLIP,
+                "all_taps": ALL_TAPS, "keep_class": KEEP_CLASS, "drop_onset": DROP_ONSET,
+                "hide_partner": HIDE_PARTNER, "hide_drums": HIDE_DRUMS, "hide_style": HIDE_STYLE,
+                "torch": torch.__version__}
+    try:
+        return _finish(kind, model, splits, ex, Path(out), {**meta, "settings": settings, "limit": limit})
+    finally:
+        torch.set_num_threads(threads)
 
+
+def refigure(kind: str, weights, gmd=None) -> dict:
+    """Measure trained weights again (spreads, pocket, held-out figures) without training; rewrites both files.
+
+    For weights whose figures were measured by an earlier version of the
+    decoding or the figures; the training record in the JSON is kept.
+    """
+    from rolypoly.agents import load_metadata
+    from rolypoly.generate_model import load_bar_model
+
+    weights = Path(weights)
+    model = load_bar_model(kind, weights)
+    meta_path = weights.with_suffix(".json")
+    old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        limit = old.get("data", {}).get("limit")
+        splits = {s: load_bars(s, gmd, limit=limit if s == "train" else limit and max(2, limit // 2))
+                  for s in ("train", "validation", "test")}
+        grooves = concat_bars(splits.values()) if kind == "fill" else None
+        ex = {s: Examples(kind, b, grooves) for s, b in splits.items()}
+        keep = {k: old[k] for k in ("epochs", "best_epoch", "stopped", "train_seconds", "train_minutes", "settings")
+                if k in old}
+        header = load_metadata(weights)
+        return _finish(kind, model, splits, ex, weights.parent, {**keep, "limit": limit}, header)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _finish(kind, model, splits, ex, out: Path, meta: dict, header: dict | None = None) -> dict:
+    """Pocket direction, offset spreads and held-out figures; write the weights and their JSON."""
+    model.eval()
     # Pushed / laid back: the direction drummers' takes lean in, from the train beats.
     tr = splits["train"]
     beat = ~tr.fill[tr.take_of_bar]
@@ -331,33 +379,25 @@ def train(kind: str, gmd=None, *, out, minutes: float = MINUTES, epochs: int = M
     model.offset_sigma.copy_(torch.tensor([float(np.std(resid[..., c][both[..., c]])) if both[..., c].sum() > 10
                                            else 0.0 for c in range(N_CLASSES)]))
     results = {s: figures(model, ex[s]) for s in ("validation", "test")}
-    torch.set_num_threads(threads)
-    train_seconds = round(time.time() - started, 1)
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"generate_{kind}.safetensors"
-    best_epoch = int(np.argmin([h["val_loss"] for h in history]) + 1)
-    save_bar_model(model, weights, {"train_key": tr.key, "best_epoch": best_epoch, "train_seconds": train_seconds})
+    limit = meta.pop("limit", None)
+    save_bar_model(model, weights, header or {"train_key": tr.key, "best_epoch": meta.get("best_epoch"),
+                                              "train_seconds": meta.get("train_seconds")})
     meta = {
         "kind": kind, "grid": GRID, "config": model.config(), "parameters": n_parameters(model),
         "styles": list(STYLES),
         "data": {"dataset": "Groove MIDI Dataset, official split, 4/4 takes, bars on the triplet grid",
                  "train_key": tr.key, "train_bars": len(ex["train"]), "validation_bars": len(ex["validation"]),
                  "test_bars": len(ex["test"]), "limit": limit},
-        "settings": {"lr": LEARNING_RATE, "batch": BATCH, "max_epochs": epochs, "patience": patience, "seed": seed,
-                     "threads": THREADS, "minutes_cap": budget_s / 60, "grad_clip": GRAD_CLIP,
-                     "all_taps": ALL_TAPS, "keep_class": KEEP_CLASS, "drop_onset": DROP_ONSET,
-                     "hide_partner": HIDE_PARTNER, "hide_drums": HIDE_DRUMS, "hide_style": HIDE_STYLE,
-                     "torch": torch.__version__},
-        "epochs": history, "best_epoch": best_epoch, "stopped": stopped,
+        **meta,
         "pocket": {"direction": [round(float(x), 4) for x in direction], "take_lean_sigma_steps": round(sigma, 4),
                    "steps_per_unit": POCKET_STEPS,
                    "ms_per_unit_at_120bpm": {c: round(float(steps_to_ms(x, 120.0, GRID)), 2)
                                              for c, x in zip(CLASS_NAMES, model.pocket.numpy())}},
         "offset_sigma_steps": [round(float(x), 4) for x in model.offset_sigma],
         **results,
-        "train_seconds": train_seconds, "train_minutes": round(train_seconds / 60, 2),
         "weights_bytes": weights.stat().st_size,
         "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
     }

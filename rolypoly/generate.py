@@ -15,7 +15,8 @@ the very bar it writes (:mod:`rolypoly.pretrain.train_generate`).
 Controls (:class:`Controls`): ``follow`` 0 keeps the drums' pattern, 1 plays
 the partner's rhythm (:func:`rolypoly.generate_model.follow_weights`);
 ``density`` shifts every hit logit; ``temperature`` 0 plays the most likely
-bar, above it hits (and offsets) are drawn; ``seed`` makes drawing
+bar (:func:`rolypoly.generate_model.decode_hits`), above it hits (and
+offsets) are drawn; ``seed`` makes drawing
 repeatable; ``style`` one of :data:`rolypoly.generate_model.STYLES`;
 ``pocket`` −1 (pushed) … +1 (laid back) shifts the offsets along the
 per-class direction learned from the dataset's takes
@@ -37,7 +38,7 @@ import torch
 from .drum_map import N_CLASSES
 from .errors import RolypolyError
 from .generate_model import (CONTEXT_BARS, DENSITY_LOGIT, OFFSET_RANGE, PARTNER, STEPS_PER_BAR,
-                             BarModel, follow_weights, load_bar_model, step_inputs, style_index)
+                             BarModel, decode_hits, follow_weights, load_bar_model, step_inputs, style_index)
 from .groove_grid import MAX_VELOCITY
 
 #: One generated row: a step of the bar with at least one hit.
@@ -114,7 +115,7 @@ def partner_grid(positions, accents=None) -> np.ndarray:
     dropped here); two on one step keep the louder.
 
     >>> g = partner_grid([0.0, 0.26], [1.0, 0.5])
-    >>> g[0].tolist(), g[12].round(2).tolist()
+    >>> g[0].tolist(), g[12].astype(float).round(2).tolist()
     ([1.0, 1.0, 0.0], [1.0, 0.5, 0.48])
     """
     pos = np.asarray(positions, np.float64).ravel() * STEPS_PER_BAR
@@ -167,8 +168,8 @@ class BarWriter:
         partner = np.asarray(state.partner, np.float32)
         have_partner = float(np.any(partner[:, 0] > 0.5))
         if model.partner:
-            # Three ways in one batch: drums only, both, partner only (follow blends them). A
-            # silent partner leaves only the first: generation falls back on the drums' pattern.
+            # Three ways in one batch: drums only, both, partner only (follow blends the one or two
+            # it needs). A silent partner leaves only the first: the drums' pattern goes on.
             w = follow_weights(controls.follow) if have_partner else (1.0, 0.0, 0.0)
             if not have_drums:
                 w = (0.0, 0.0, 1.0) if have_partner else (1.0, 0.0, 0.0)
@@ -180,18 +181,17 @@ class BarWriter:
             w = (1.0,)
             flags = np.array([[have_drums, 0.0]], np.float32)
             x = step_inputs(drums)
+        use = [k for k, wk in enumerate(w) if wk > 0]  # only the ways the blend needs (one or two)
+        x, flags, w = x[use], flags[use], [w[k] for k in use]
         style = torch.full((len(x),), style_index(controls.style), dtype=torch.long)
         logits, v, o = model(torch.from_numpy(x), style, torch.from_numpy(flags))
         wt = torch.tensor(w, dtype=torch.float32)[:, None, None]
         logits, v, o = ((a * wt).sum(0).numpy() for a in (logits, v, o))
         logits = logits + DENSITY_LOGIT * (2.0 * controls.density - 1.0)
         rng = np.random.default_rng([int(controls.seed), int(state.bar)])
+        H = decode_hits(logits, controls.temperature, rng)
         if controls.temperature > 0:
-            p = 1.0 / (1.0 + np.exp(-logits / controls.temperature))
-            H = (rng.random(logits.shape) < p).astype(np.float32)
             o = o + controls.temperature * model.offset_sigma.numpy() * rng.standard_normal(o.shape)
-        else:
-            H = (logits > 0).astype(np.float32)
         o = o + controls.pocket * model.pocket.numpy()
         O = np.clip(o, -OFFSET_RANGE, OFFSET_RANGE).astype(np.float32) * H
         return H, (np.clip(v, 1 / MAX_VELOCITY, 1.0) * H).astype(np.float32), O

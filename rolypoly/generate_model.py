@@ -206,6 +206,33 @@ class BarModel(nn.Module):
         return per_bar.mean(), parts
 
 
+def decode_hits(logits, temperature: float = 0.0, rng=None) -> np.ndarray:
+    """Hits (0/1) of bars from their hit logits (…, steps, 9).
+
+    Temperature 0: the cells with p > 0.5; but a bar where those are fewer
+    than half its expected number of hits (the sum of p) plays that many of
+    its most likely cells instead. Cells are drawn one by one, so where no
+    single cell is likely (a fill: a roll could start on any of several
+    steps) p > 0.5 alone would play nothing at all. Above 0: every cell
+    drawn from sigmoid(logit / temperature) with ``rng``.
+
+    >>> decode_hits(np.array([[[2.0, -0.1, -0.2, -5.0]]])).tolist()
+    [[[1.0, 0.0, 0.0, 0.0]]]
+    >>> decode_hits(np.array([[[-0.1, -0.2, -0.3, -5.0]]])).tolist()
+    [[[1.0, 0.0, 0.0, 0.0]]]
+    """
+    logits = np.asarray(logits, np.float64)
+    if temperature > 0:
+        p = 1.0 / (1.0 + np.exp(-logits / temperature))
+        return (rng.random(logits.shape) < p).astype(np.float32)
+    flat = logits.reshape(*logits.shape[:-2], -1)
+    expected = np.rint((1.0 / (1.0 + np.exp(-flat))).sum(-1)).astype(np.int64)
+    likely = (flat > 0).sum(-1)
+    k = np.where(2 * likely < expected, expected, likely)[..., None]
+    rank = np.argsort(np.argsort(-flat, axis=-1, kind="stable"), axis=-1, kind="stable")
+    return (rank < k).astype(np.float32).reshape(logits.shape)
+
+
 def follow_weights(follow: float) -> tuple[float, float, float]:
     """Weights of the three ways of writing a bar: drums only, both, partner only.
 

@@ -246,4 +246,4 @@ def test_pretrain_command_writes_weights_and_metrics(tmp_path, kind):
     weights = tmp_path / f"generate_{kind}.safetensors"
     assert meta["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert load_bar_model(kind, weights).config() == meta["config"]
-    assert meta["test"]["bars"] > 0 and meta["data"]["limit"] == 8
+    assert meta["validation"]["bars"] > 0 and "test" in meta and meta["data"]["limit"] == 8

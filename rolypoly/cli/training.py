@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
         _add_training(c, epochs=100, writes="the weights and their metrics JSON")
         c.add_argument("--minutes", type=float, default=15.0,
                        help="wall-clock budget of the training loop (default 15; never over 30)")
+        c.add_argument("--refigure", metavar="WEIGHTS",
+                       help="do not train: measure these trained weights again (offset spread, pocket, held-out "
+                            "figures) and rewrite them and their JSON")
         c.set_defaults(run=run_pretrain_bars, kind=kind)
 
     ev = sub.add_parser("evaluate", help="measure models against the papers' tables")
@@ -145,15 +148,21 @@ def run_pretrain_groove(args) -> int:
 def run_pretrain_bars(args) -> int:
     """Train a bar generator, then print its held-out figures beside the baseline as one JSON line."""
     from rolypoly.paths import weights_out_dir
-    from rolypoly.pretrain.train_generate import MAX_EPOCHS, SEED, train
+    from pathlib import Path
 
-    out = weights_out_dir(args.out)
-    meta = train(args.kind, args.gmd, out=out, minutes=args.minutes, epochs=args.epochs or MAX_EPOCHS,
-                 limit=args.limit, seed=SEED if args.seed is None else args.seed, progress=not args.quiet)
+    from rolypoly.pretrain.train_generate import MAX_EPOCHS, SEED, refigure, train
+
+    if args.refigure:
+        out = Path(args.refigure).parent
+        meta = refigure(args.kind, args.refigure, args.gmd)
+    else:
+        out = weights_out_dir(args.out)
+        meta = train(args.kind, args.gmd, out=out, minutes=args.minutes, epochs=args.epochs or MAX_EPOCHS,
+                     limit=args.limit, seed=SEED if args.seed is None else args.seed, progress=not args.quiet)
     base = "baseline_repeat_last_bar" if args.kind == "continuation" else "baseline_groove_bar"
     print(json.dumps({"model": args.kind, "out": str(out), "best_epoch": meta["best_epoch"],
                       "stopped": meta["stopped"], "train_seconds": meta["train_seconds"],
-                      **{split: {"model": meta[split]["model"], base: meta[split][base]}
+                      **{split: {k: meta[split][k] for k in ("model", base) if k in meta[split]}
                          for split in ("validation", "test")}}))
     return 0
 
