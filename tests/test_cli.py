@@ -20,9 +20,9 @@ COMMANDS = ("demo", "play", "simulate", "serve",
             "session new", "session pattern", "session list", "session revert", "session export", "session run",
             "finetune", "plot",
             "humanize", "groove humanize", "groove drumify", "groove infill", "groove transfer",
-            "pretrain timing", "pretrain groove", "evaluate timing", "evaluate groove", "data gmd",
-            "devices", "calibrate", "onsets", "bench decide", "bench onsets", "bench finetune", "bench output",
-            "bench service", "bench soak", "experiment")
+            "pretrain timing", "pretrain groove", "pretrain continuation", "pretrain fill", "evaluate timing",
+            "evaluate groove", "data gmd", "devices", "calibrate", "onsets", "bench decide", "bench generate",
+            "bench onsets", "bench finetune", "bench output", "bench service", "bench soak", "experiment")
 
 
 def _subcommands(parser, path=()):

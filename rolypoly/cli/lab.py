@@ -1,4 +1,4 @@
-"""``rolypoly bench decide|onsets|finetune|output|service|soak`` and ``rolypoly experiment``: the lab's measurements.
+"""``rolypoly bench decide|generate|onsets|finetune|output|service|soak`` and ``rolypoly experiment``: the lab's measurements.
 
 Each prints its JSON report (and writes it with ``--json OUT``); the README's
 figures come from these commands.
@@ -21,6 +21,13 @@ def add_parser(sub) -> None:
     add_json_out(d)
     d.add_argument("--steps", type=int, default=5000, help="timed decisions per agent (>= 2000)")
     d.set_defaults(run=run_bench_decide)
+
+    g = what.add_parser("generate", help="time to write the next bar and a fill (live generation), one thread")
+    add_json_out(g)
+    g.add_argument("--calls", type=int, default=1000, help="timed calls per model (default 1000)")
+    g.add_argument("--continuation", metavar="WEIGHTS", help="continuation weights (default: shipped)")
+    g.add_argument("--fill", metavar="WEIGHTS", help="fill weights (default: shipped)")
+    g.set_defaults(run=run_bench_generate)
 
     o = what.add_parser("onsets", help="onset latency and F1 of the live detector vs aubio")
     add_json_out(o)
@@ -87,6 +94,13 @@ def run_bench_decide(args) -> int:
     from rolypoly.lab.bench_decide import run
 
     print_report(run(args.json_out, steps=args.steps))
+    return 0
+
+
+def run_bench_generate(args) -> int:
+    from rolypoly.lab.bench_generate import run
+
+    print_report(run(args.json_out, calls=max(1, args.calls), continuation=args.continuation, fill=args.fill))
     return 0
 
 

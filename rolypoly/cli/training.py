@@ -1,4 +1,4 @@
-"""``rolypoly pretrain timing|groove``, ``evaluate timing|groove`` and ``data gmd``: models from the Groove MIDI Dataset.
+"""``rolypoly pretrain timing|groove|continuation|fill``, ``evaluate timing|groove`` and ``data gmd``: models from the Groove MIDI Dataset.
 
 ``pretrain`` writes where ``--out`` says, by default
 :func:`rolypoly.paths.weights_out_dir` (``$ROLYPOLY_WEIGHTS``, else the user
@@ -43,6 +43,17 @@ def add_parser(sub) -> None:
                    help="networks trained from consecutive seeds and shipped as one ensemble, two at a "
                         "time (default 4 for humanize, 1 for the others)")
     g.set_defaults(run=run_pretrain_groove)
+
+    for kind, text in (("continuation", "the next bar from the drums' last bars, the partner's rhythm and a style"),
+                       ("fill", "a fill bar from the groove bar it leaves (GMD fill takes)")):
+        c = what.add_parser(kind, help=f"train the bar generator of live generation: {text}")
+        _add_training(c, epochs=100, writes="the weights and their metrics JSON")
+        c.add_argument("--minutes", type=float, default=15.0,
+                       help="wall-clock budget of the training loop (default 15; never over 30)")
+        c.add_argument("--refigure", metavar="WEIGHTS",
+                       help="do not train: measure these trained weights again (offset spread, pocket, held-out "
+                            "figures) and rewrite them and their JSON")
+        c.set_defaults(run=run_pretrain_bars, kind=kind)
 
     ev = sub.add_parser("evaluate", help="measure models against the papers' tables")
     what = ev.add_subparsers(dest="what", metavar="WHAT", required=True)
@@ -131,6 +142,28 @@ def run_pretrain_groove(args) -> int:
                       "baseline_offset_mse_steps": round(v["baseline_offset_mse_steps"], 4),
                       "timing_mae_ms": round(v["timing_mae_ms"], 2), "hit_f1": round(v["hit_f1"], 3),
                       "train_seconds": meta["train_seconds"]}))
+    return 0
+
+
+def run_pretrain_bars(args) -> int:
+    """Train a bar generator, then print its held-out figures beside the baseline as one JSON line."""
+    from rolypoly.paths import weights_out_dir
+    from pathlib import Path
+
+    from rolypoly.pretrain.train_generate import MAX_EPOCHS, SEED, refigure, train
+
+    if args.refigure:
+        out = Path(args.refigure).parent
+        meta = refigure(args.kind, args.refigure, args.gmd)
+    else:
+        out = weights_out_dir(args.out)
+        meta = train(args.kind, args.gmd, out=out, minutes=args.minutes, epochs=args.epochs or MAX_EPOCHS,
+                     limit=args.limit, seed=SEED if args.seed is None else args.seed, progress=not args.quiet)
+    base = "baseline_repeat_last_bar" if args.kind == "continuation" else "baseline_groove_bar"
+    print(json.dumps({"model": args.kind, "out": str(out), "best_epoch": meta["best_epoch"],
+                      "stopped": meta["stopped"], "train_seconds": meta["train_seconds"],
+                      **{split: {k: meta[split][k] for k in ("model", base) if k in meta[split]}
+                         for split in ("validation", "test")}}))
     return 0
 
 
