@@ -57,7 +57,9 @@ class EngineSettings:
     window_factor: float = 3.0   # partner onset window: hit ± duration / factor (paper: 3; swing morph: 2.5)
     clamp_factor: float = 3.0    # ŷ stays within gap / factor of the neighbouring rows
     lead_in_s: float = 0.5       # from start to the score's time zero
-    partner_offset_s: float = 0.0  # where score time zero falls in the partner recording
+    # Where score time zero falls in the partner recording (s). None: a recording is aligned to the
+    # score by itself before the take (rolypoly.align, in play_take); a live partner has none (0).
+    partner_offset_s: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -266,7 +268,7 @@ class Engine:
         t0 = clock.now() + s.lead_in_s if start_at is None else float(start_at)
         self._t0 = t0
         self._heard_time, self._heard_avail = [], []
-        self.source.start(clock, t0 - s.partner_offset_s)
+        self.source.start(clock, t0 - (s.partner_offset_s or 0.0))
         if self.drums is not None:
             self.drums.begin(clock, t0, score)
         self.performer.prime(self.X)
