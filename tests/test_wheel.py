@@ -38,6 +38,21 @@ def _torch_wheel_at_hand() -> str | None:
     return None
 
 
+def _build_isolation() -> list[str]:
+    """``--no-build-isolation`` when this interpreter has the build back-end pyproject.toml asks for.
+
+    The build then uses it instead of installing setuptools into a throw-away environment first
+    (10 of the test's seconds); the wheel is the same.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("setuptools").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return []
+    return ["--no-build-isolation"] if major >= 77 else []  # pyproject.toml: setuptools>=77
+
+
 def _registry_reachable() -> bool:
     try:
         socket.create_connection(("pypi.org", 443), timeout=5).close()
@@ -70,7 +85,8 @@ def test_the_wheel_installs_and_runs_from_another_folder(tmp_path):
                                         if (ROOT / name).is_dir() else {}))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     quiet = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    _run([*pip, "wheel", "--no-deps", "-w", str(tmp_path / "dist"), str(src)], env=quiet, timeout=5 * MINUTES)
+    _run([*pip, "wheel", "--no-deps", *_build_isolation(), "-w", str(tmp_path / "dist"), str(src)], env=quiet,
+         timeout=5 * MINUTES)
     wheel, = (tmp_path / "dist").glob("rolypoly-*.whl")
 
     venv = tmp_path / "venv"
