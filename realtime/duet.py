@@ -146,7 +146,8 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         "timing_error_ms_max": _r(np.nanmax(np.abs(result.played - result.intended)) * 1000)
         if played.any() else None,
         "problems": warnings + result.problems, "model_version": version,
-        "partner_offset_s": _r(settings.partner_offset_s or 0.0),
+        # As played (aligned to 0.1 ms): the offset that places partner.wav in mix.wav, and that a next take reuses.
+        "partner_offset_s": round(float(settings.partner_offset_s or 0.0), 4),
     }
     summary["problems"] += partner_seldom_heard(result, score, settings)
     figures = {k: v for k, v in summary.items() if k not in ("rows", "misses", "xruns", "stopped_early")}
