@@ -230,7 +230,8 @@ def test_drums_bleeding_into_the_partner_input_are_not_taken_for_the_partner(jac
     # -- but for a note whose attack fell in a cycle JACK lost (an xrun on a busy machine)...
     missed = int((~np.isfinite(off)).sum())
     assert np.isfinite(off).mean() >= 0.98 or missed <= xruns, (off, xruns)
-    assert abs(len(heard) - len(notes)) <= max(1, 0.02 * len(notes)), (len(heard), len(notes))
+    # (the count: give or take one, and a click for each cycle JACK lost, as below)
+    assert abs(len(heard) - len(notes)) <= max(1, 0.02 * len(notes)) + xruns, (len(heard), len(notes), xruns)
     assert np.nanmedian(np.abs(off)) < 0.0015
     # ... and no drum hit taken for a partner onset: every onset heard is a partner note. (A cycle
     # JACK lost -- an xrun on a busy machine -- breaks the "room" once: a click that is no drum hit.)
