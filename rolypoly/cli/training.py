@@ -1,4 +1,4 @@
-"""``rolypoly pretrain timing|groove|continuation|fill``, ``evaluate timing|groove`` and ``data gmd``: models from the Groove MIDI Dataset.
+"""``rolypoly pretrain timing|groove|continuation|fill``, ``evaluate timing|groove|live-groove`` and ``data gmd``: models from the Groove MIDI Dataset.
 
 ``pretrain`` writes where ``--out`` says, by default
 :func:`rolypoly.paths.weights_out_dir` (``$ROLYPOLY_WEIGHTS``, else the user
@@ -81,6 +81,22 @@ def add_parser(sub) -> None:
                     help="how widely the model draws velocities around its prediction, in units of its "
                          "validation error (default 1; the row model_velocity_mean is always spread 0)")
     eg.set_defaults(run=run_evaluate_groove)
+    lg = what.add_parser("live-groove", help="live generation on GMD test takes: continuation against repeat, "
+                                             "drumify and KNN; fills; style; next-bar time (issue 15)")
+    add_gmd(lg)
+    add_json_out(lg)
+    lg.add_argument("--bars", type=int, metavar="N",
+                    help="at most N test bars per section (continuation, fills, tap patterns): a quick run")
+    lg.add_argument("--limit", type=int, metavar="N", help="only the first N takes of each split")
+    lg.add_argument("--continuation", metavar="WEIGHTS|NAME",
+                    help="continuation weights, or a version made by rolypoly groove learn (default: shipped)")
+    lg.add_argument("--fill", metavar="WEIGHTS", help="fill weights (default: shipped)")
+    lg.add_argument("--drumify", metavar="WEIGHTS", help="the drumify baseline's weights (default: shipped)")
+    lg.add_argument("--fill-temperature", type=float, default=None,
+                    help="temperature the fills are drawn at (default 1: the model's own probabilities)")
+    lg.add_argument("--calls", type=int, default=300,
+                    help="timed next-bar calls for next_bar.{p50_ms,p99_ms} (rolypoly bench generate; 0: skip)")
+    lg.set_defaults(run=run_evaluate_live_groove)
 
     data = sub.add_parser("data", help="get datasets")
     what = data.add_subparsers(dest="what", metavar="WHAT", required=True)
@@ -194,6 +210,30 @@ def run_evaluate_groove(args) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
         print(f"{args.json_out}: written")
+    return 0
+
+
+def run_evaluate_live_groove(args) -> int:
+    """Continuation, fills, style (and the follow experiment, next-bar time) as one JSON report."""
+    from rolypoly.errors import RolypolyError
+    from rolypoly.pretrain.evaluate_live_groove import FILL_TEMPERATURE, evaluate
+
+    for name in ("bars", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise RolypolyError(f"--{name} {value}: must be 1 or more")
+    temperature = FILL_TEMPERATURE if args.fill_temperature is None else args.fill_temperature
+    if not 0.0 <= temperature <= 5.0:
+        raise RolypolyError(f"--fill-temperature {temperature:g}: must be within [0, 5]")
+    result = evaluate(args.gmd, bars=args.bars, limit=args.limit, continuation_weights=args.continuation,
+                      fill_weights=args.fill, drumify_weights=args.drumify, fill_temperature=temperature)
+    if args.calls > 0:
+        from rolypoly.lab.bench_generate import run as bench_generate
+
+        bench = bench_generate(calls=args.calls, continuation=args.continuation, fill=args.fill)
+        result["next_bar"] = {**bench["next_bar"], "target_p99_ms": bench["target_p99_ms"],
+                              "met": bench["met"], "measured_by": f"rolypoly bench generate --calls {args.calls}"}
+    print_report(result, args.json_out)
     return 0
 
 
