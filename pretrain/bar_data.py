@@ -103,6 +103,19 @@ def load_bars(split: str, root=None, *, limit: int | None = None, use_cache: boo
     return data
 
 
+def whole_bars(groove):
+    """A take's bars (n, 48, 9) as H, V, O, up to its first bar that is not 4/4 (None: no such bar).
+
+    A stray meter event ends the take there: bars are kept consecutive.
+    """
+    ok = groove.steps_per_bar == STEPS_PER_BAR
+    n = int(np.argmin(ok)) if not ok.all() else len(ok)
+    if n == 0:
+        return None
+    cut = int(groove.bar_starts[n])
+    return tuple(a[:cut].reshape(n, STEPS_PER_BAR, -1) for a in (groove.H, groove.V, groove.O))
+
+
 def _parse(root, entries: list[dict], progress: bool) -> BarSet:
     from tqdm import tqdm
 
@@ -113,13 +126,10 @@ def _parse(root, entries: list[dict], progress: bool) -> BarSet:
         except ScoreError as err:
             warnings.warn(f"skipped {err}")
             continue
-        # Whole 4/4 bars only: a stray meter event ends the take there.
-        ok = groove.steps_per_bar == STEPS_PER_BAR
-        n = int(np.argmin(ok)) if not ok.all() else len(ok)
-        if n == 0:
+        bars = whole_bars(groove)
+        if bars is None:
             continue
-        cut = int(groove.bar_starts[n])
-        parts.append(tuple(a[:cut].reshape(n, STEPS_PER_BAR, -1) for a in (groove.H, groove.V, groove.O)))
+        parts.append(bars)
         names.append(e["midi_filename"])
         styles.append(style_index(e.get("style", "").split("/")[0], strict=False))
         fills.append(e.get("beat_type") == "fill")

@@ -85,8 +85,9 @@ def regrid(H, V, O, src_spb: int, dst_spb: int):
     """Bars (N, S, 9) from one grid to another (steps per beat), each hit at its played time.
 
     A hit lands on the destination step nearest its played time, the rest as
-    its offset (clipped to half a step; a hit past the bar's last step stays
-    on it); two hits of one class on one step keep the louder.
+    its offset; a hit played before the bar's first step or after its last
+    stays on that step, its offset clipped to half a step (it stays in its
+    bar). Two hits of one class on one step keep the louder.
 
     >>> H = np.zeros((1, 48, 9)); H[0, 4, 0] = 1            # an 8th-note triplet
     >>> h, v, o = regrid(H, H, 0 * H, 12, 4)

@@ -52,7 +52,7 @@ from torch import nn
 from .drum_map import N_CLASSES
 from .errors import CheckpointError, RolypolyError
 from .groove_grid import steps_per_beat
-from .paths import SHIPPED_WEIGHTS
+from .paths import SHIPPED_WEIGHTS, named_weights
 
 # -- the grid of generated bars (one place) -----------------------------------------------------
 #: The generated bars' grid: :data:`rolypoly.groove_grid.GRIDS`' "triplet", 12 steps a quarter
@@ -301,6 +301,8 @@ def save_bar_model(model: BarModel, path, metadata: dict | None = None) -> None:
 def load_bar_model(kind: str, path=None) -> BarModel:
     """Load a bar model; the shipped weights where ``path`` is omitted.
 
+    ``path`` may also name a version made by ``rolypoly groove learn`` (:func:`rolypoly.paths.named_weights`).
+
     Raises
     ------
     CheckpointError
@@ -309,7 +311,7 @@ def load_bar_model(kind: str, path=None) -> BarModel:
     """
     from .agents import read_weights
 
-    path = os.fspath(path or default_bar_weights(kind))
+    path = os.fspath(named_weights(path, f"generate_{kind}.safetensors") or default_bar_weights(kind))
     hint = f" (train it with: rolypoly pretrain {kind})" if path == os.fspath(default_bar_weights(kind)) else ""
     header, tensors = read_weights(path, missing_hint=hint)
     try:

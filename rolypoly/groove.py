@@ -112,7 +112,9 @@ def perform(model, groove: Groove, *, inputs=None, H_target=None, z_from=None,
 def _model(task: str, weights=None, grid: str | None = None):
     from .groove_model import default_groove_weights
 
-    path = Path(weights or default_groove_weights(task))
+    from .paths import named_weights
+
+    path = Path(named_weights(weights, f"groove_{task}.safetensors") or default_groove_weights(task))
     try:
         stat = path.stat()
         key = (task, str(path.resolve()), stat.st_mtime_ns, stat.st_size)

@@ -48,7 +48,7 @@ from torch import nn
 
 from .drum_map import N_CLASSES, class_index
 from .errors import CheckpointError
-from .paths import SHIPPED_WEIGHTS
+from .paths import SHIPPED_WEIGHTS, named_weights
 from .groove_grid import GRIDS, GROOVE_TASKS, INSTRUMENTS, WINDOW_BARS, instrument_classes, steps_per_beat
 
 __all__ = ["GROOVE_TASKS", "INSTRUMENTS", "GrooveEnsemble", "GrooveModel", "instrument_classes",
@@ -454,6 +454,8 @@ def save_groove_model(model: GrooveModel | GrooveEnsemble, path, metadata: dict 
 def load_groove_model(task: str, path=None) -> GrooveModel | GrooveEnsemble:
     """Load a task's groove model (or ensemble); the shipped weights where ``path`` is omitted.
 
+    ``path`` may also name a version made by ``rolypoly groove learn`` (:func:`rolypoly.paths.named_weights`).
+
     Raises
     ------
     CheckpointError
@@ -463,7 +465,7 @@ def load_groove_model(task: str, path=None) -> GrooveModel | GrooveEnsemble:
     from .agents import build_checked, read_weights
 
     task = _check_task(task)
-    path = os.fspath(path or default_groove_weights(task))
+    path = os.fspath(named_weights(path, f"groove_{task}.safetensors") or default_groove_weights(task))
     hint = f" (train it with: rolypoly pretrain groove --task {task})" if path == os.fspath(
         default_groove_weights(task)) else ""
     header, tensors = read_weights(path, missing_hint=hint)

@@ -10,7 +10,8 @@ sessions           ``--sessions DIR`` (or ``--session DIR``), else
 Groove MIDI        ``--gmd DIR``, else ``$ROLYPOLY_GMD``, else ``groove/`` in the
 Dataset            user data folder (where ``rolypoly data gmd --download`` puts it)
 trained weights    ``--out DIR``, else ``$ROLYPOLY_WEIGHTS``, else ``weights/`` in the
-                   user data folder (the shipped ones are never overwritten by default)
+                   user data folder (the shipped ones are never overwritten by default);
+                   the player's own versions (``groove learn``) in its ``learned/NAME/``
 caches             ``$ROLYPOLY_CACHE``, else the user cache folder
 =================  =============================================================
 
@@ -75,6 +76,42 @@ def weights_out_dir(given=None) -> Path:
     if given is not None:
         return Path(given)
     return _env("ROLYPOLY_WEIGHTS") or user_data_dir() / "weights"
+
+
+def learned_dir() -> Path:
+    """Where ``rolypoly groove learn`` keeps the player's versions of the groove models: ``learned/``
+    in the trained-weights folder (:func:`weights_out_dir`), one folder per version name."""
+    return weights_out_dir() / "learned"
+
+
+def named_weights(given, filename: str):
+    """A weights option's value as a path: a file, or the name of a version made by ``groove learn``.
+
+    ``given`` that names an existing path, or looks like one (a folder part or
+    a ``.safetensors`` suffix), is returned as it is; a bare name is looked
+    for as ``<learned_dir>/<name>/<filename>``; a version without that file
+    gives None, as None does: the shipped model plays.
+
+    >>> import os, tempfile
+    >>> os.environ["ROLYPOLY_WEIGHTS"] = tempfile.mkdtemp()
+    >>> (learned_dir() / "mine").mkdir(parents=True)
+    >>> _ = (learned_dir() / "mine" / "generate_continuation.safetensors").write_bytes(b"")
+    >>> named_weights("mine", "generate_continuation.safetensors").parent.name
+    'mine'
+    >>> str(named_weights("other/x.safetensors", "generate_continuation.safetensors"))
+    'other/x.safetensors'
+    >>> del os.environ["ROLYPOLY_WEIGHTS"]
+    """
+    if given is None:
+        return None
+    path = Path(given)
+    if path.exists() or len(path.parts) != 1 or path.suffix:
+        return path
+    version = learned_dir() / path.name
+    if not version.is_dir():
+        return path
+    # A model the version did not keep (it played the held-out clips worse): the shipped one plays.
+    return version / filename if (version / filename).is_file() else None
 
 
 def cache_dir() -> Path:

@@ -1,8 +1,8 @@
-"""``rolypoly humanize`` (a timing agent, no partner), ``rolypoly groove humanize|drumify|infill|transfer``
+"""``rolypoly humanize`` (a timing agent, no partner), ``rolypoly groove humanize|drumify|infill|transfer|learn``
 and ``rolypoly grooves list|subset`` (the library of drummers' beats)."""
 from __future__ import annotations
 
-from .common import add_agent, add_gmd, print_warnings
+from .common import add_agent, add_gmd, add_json_out, print_warnings
 
 #: The groove tools and what each does (their help lines).
 GROOVE_TOOLS = {"humanize": "play a drum score with a drummer's velocities and timing",
@@ -47,6 +47,18 @@ def add_parser(sub) -> None:
         p.add_argument("--weights", help="model weights (.safetensors); default: the shipped ones")
         p.add_argument("--plot", metavar="PNG", help="also write a before/after piano roll")
         p.set_defaults(run=run_groove)
+
+    text = "learn your own style from a dozen MIDI clips: a new version of the groove models, selectable by name"
+    learn = tools.add_parser("learn", help=text, description=text + " (--weights NAME, --continuation NAME)")
+    learn.add_argument("clips", metavar="CLIPS_DIR", help="folder of the player's drum MIDI clips (4/4)")
+    learn.add_argument("--name", help="the version's name (default: the folder's name)")
+    learn.add_argument("--style", help="the style the clips are learned as (default: none; e.g. funk, jazz)")
+    learn.add_argument("--steps", type=int, help="training steps per model (default 150)")
+    learn.add_argument("--continuation-only", action="store_true",
+                       help="learn only the continuation model of live generation, not the humanizer")
+    learn.add_argument("--replace", action="store_true", help="write over an earlier version of that name")
+    add_json_out(learn, "the record (learn.json)")
+    learn.set_defaults(run=run_groove_learn)
 
     lib = sub.add_parser("grooves", help="the library of drummers' beats (Groove MIDI Dataset) to play as the score")
     what = lib.add_subparsers(dest="what", metavar="WHAT", required=True)
@@ -108,6 +120,34 @@ def run_groove(args) -> int:
     if args.plot:
         groove.plot_groove(before, after, args.plot, labels=("taps" if args.tool == "drumify" else "before", "after"))
         print(f"{args.plot}: before and after")
+    return 0
+
+
+def run_groove_learn(args) -> int:
+    """``rolypoly groove learn``: skipped clips one line each, then the figures before and after."""
+    import json
+    import sys
+
+    from rolypoly.pretrain.learn_groove import STEPS, learn
+
+    record = learn(args.clips, name=args.name, style=args.style, steps=STEPS if args.steps is None else args.steps,
+                   replace=args.replace, humanize=not args.continuation_only,
+                   progress=lambda line: print(line, file=sys.stderr))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(record, f, indent=2)
+            f.write("\n")
+    print(f"{record['folder']}: version {record['version']!r} learned from {len(record['learned_from'])} clips "
+          f"in {record['seconds']:.0f} s, {len(record['held_out'])} held out")
+    for label, fig, figure, unit in (("continuation", record["continuation"], "hit_f1", ""),
+                                     ("humanize", record["humanize"], "timing_mae_ms", " ms")):
+        if "before" not in fig:
+            continue
+        verdict = "kept" if fig["kept"] else "not kept (played the held-out clips worse): the shipped one plays"
+        print(f"  {label} on the held-out clips: loss {fig['before']['loss']} -> {fig['after']['loss']}, "
+              f"{figure.replace('_', ' ')} {fig['before'][figure]} -> {fig['after'][figure]}{unit}: {verdict}")
+    print(f"  use it by name: --continuation {record['version']} (bench generate, evaluate live-groove), "
+          f"--weights {record['version']} (groove humanize)")
     return 0
 
 
