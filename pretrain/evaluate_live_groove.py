@@ -198,7 +198,7 @@ def fill_statistics(H) -> dict:
 
     >>> H = np.zeros((2, 48, 9)); H[0, :4, 4] = 1
     >>> s = fill_statistics(H)
-    >>> s["counts"][4, 4], s["tom_use"], s["crash_use"]
+    >>> float(s["counts"][4, 4]), s["tom_use"], s["crash_use"]
     (1.0, 0.5, 0.0)
     """
     H = np.asarray(H) > 0.5
