@@ -19,10 +19,10 @@ FLOORS = ("rolypoly", "realtime", "pretrain", "lab")
 COMMANDS = ("demo", "play", "simulate", "serve",
             "session new", "session pattern", "session list", "session revert", "session export", "session run",
             "finetune", "plot",
-            "humanize", "groove humanize", "groove drumify", "groove infill", "groove transfer",
+            "humanize", "groove humanize", "groove drumify", "groove infill", "groove transfer", "groove learn",
             "grooves list", "grooves subset",
             "pretrain timing", "pretrain groove", "pretrain continuation", "pretrain fill", "evaluate timing",
-            "evaluate groove", "data gmd", "devices", "calibrate", "onsets", "bench decide", "bench generate",
+            "evaluate groove", "evaluate live-groove", "data gmd", "devices", "calibrate", "onsets", "bench decide", "bench generate",
             "bench onsets", "bench finetune", "bench output", "bench service", "bench soak", "experiment")
 
 

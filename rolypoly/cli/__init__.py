@@ -12,8 +12,8 @@ module             commands
 ``demo``           demo
 ``live``           play, simulate, serve
 ``sessions``       session new|pattern|list|revert|export|run, finetune, plot
-``groove``         humanize, groove humanize|drumify|infill|transfer, grooves list|subset
-``training``       pretrain timing|groove, evaluate timing|groove, data gmd
+``groove``         humanize, groove humanize|drumify|infill|transfer|learn, grooves list|subset
+``training``       pretrain timing|groove|continuation|fill, evaluate timing|groove|live-groove, data gmd
 ``devices``        devices, onsets
 ``lab``            bench decide|onsets|finetune|output, experiment
 =================  ===========================================================
