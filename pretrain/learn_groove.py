@@ -27,7 +27,7 @@ given); so are the continuation's note F1 and the humanizer's timing MAE. A
 fixed number of steps (no early stopping on the held-out clips) at a small
 learning rate, weights pulled towards the shipped ones (:data:`ANCHOR`), so
 a dozen clips bend the model rather than replace it. A model whose held-out
-loss did not go down is not kept: the version then plays the shipped one in
+loss did not go down (the humanizer: or whose timing MAE went up) is not kept: the version then plays the shipped one in
 its place (:func:`rolypoly.paths.named_weights`), and when neither is kept
 no version is written (one line says so).
 
@@ -323,9 +323,11 @@ def learn(folder, *, name: str | None = None, style: str | None = None, steps: i
         torch.set_num_threads(threads)
     # A model that plays the held-out clips worse than it started is not kept (the version then
     # plays the shipped one there): a dozen clips can pull a model towards those clips alone.
-    for fig, model in ((cont_fig, cont), (hum_fig, hum)):
-        if model is not None:
-            fig["kept"] = bool(fig["after"]["loss"] < fig["before"]["loss"])
+    # The humanizer's loss mixes velocity and timing: its timing must not get worse either.
+    cont_fig["kept"] = bool(cont_fig["after"]["loss"] < cont_fig["before"]["loss"])
+    if hum is not None:
+        hum_fig["kept"] = bool(hum_fig["after"]["loss"] < hum_fig["before"]["loss"]
+                               and hum_fig["after"]["timing_mae_ms"] <= hum_fig["before"]["timing_mae_ms"])
     if not cont_fig["kept"] and not hum_fig.get("kept"):
         raise RolypolyError(f"{folder}: no version written: learning from these clips made no model play the "
                             f"held-out clips better (continuation loss {cont_fig['before']['loss']} -> "

@@ -143,7 +143,7 @@ def run_groove_learn(args) -> int:
                                      ("humanize", record["humanize"], "timing_mae_ms", " ms")):
         if "before" not in fig:
             continue
-        verdict = "kept" if fig["kept"] else "not kept (played the held-out clips worse): the shipped one plays"
+        verdict = "kept" if fig["kept"] else "not kept (plays the held-out clips worse): the shipped one plays"
         print(f"  {label} on the held-out clips: loss {fig['before']['loss']} -> {fig['after']['loss']}, "
               f"{figure.replace('_', ' ')} {fig['before'][figure]} -> {fig['after'][figure]}{unit}: {verdict}")
     print(f"  use it by name: --continuation {record['version']} (bench generate, evaluate live-groove), "
