@@ -216,6 +216,23 @@ class Engine:
         self.status = {"row": -1, "bar": 0, "yhat_ms": 0.0, "diff_ms": 0.0, "misses": 0, "xruns": 0,
                        "onsets": 0, "midi": "off" if midi is None else "ok"}
 
+    @property
+    def n_bars(self) -> int:
+        """Bars the take plays."""
+        return self.score.n_bars if self.bars is None else self.bars.n_bars
+
+    @property
+    def length_s(self) -> float:
+        """From the score's time zero to the end of the take's last bar (s)."""
+        if self.bars is not None:
+            return float(self.plan.bar_start_s[self.bars.n_bars])
+        s = self.score
+        return float(s.onset_s[-1] + s.duration_ms[-1] / 1000.0) if len(s) else 0.0
+
+    def phase(self, t: int) -> float:
+        """Where row ``t`` sits in its bar, [0, 1)."""
+        return float(self.score.beat_phase[t] if self.bars is None else self.plan.position[t])
+
     def stop(self) -> None:
         """Ask a running take to end after the current hit (thread-safe)."""
         self._stop.set()

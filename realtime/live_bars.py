@@ -25,7 +25,8 @@ session's score as written. In every mode a fill (every ``fill_every`` bars,
 or asked for with :meth:`BarFeed.fill`: a pedal press, OSC) replaces the
 next bar not yet written with the fill model's bar, leading into the
 downbeat after it. A partner silent for :data:`SILENT_BARS` bars gets the
-session's score as written until it plays again.
+session's score as written until it plays again. The models write 4/4 bars:
+a bar in another meter plays the score as written.
 
 Controls (:class:`~rolypoly.generate.Controls`) change while playing
 (:meth:`BarFeed.set`, checked; the worker reads one immutable object per
@@ -87,9 +88,8 @@ class PlannedRows:
         self.bar_len_s = tmap.seconds(self.bar_tick + self.bar_len_tick) - self.bar_start_s
         self.bar_ts = np.asarray(ts[:n_bars + 1], np.float64)
         self.bpm = tmap.bpm_at(self.bar_tick)
-        odd = np.flatnonzero(np.abs(self.bar_ts[:n_bars] - 1.0) > 1e-9)
-        if len(odd):
-            raise RolypolyError(f"{score.name}: generation writes 4/4 bars; bar {int(odd[0]) + 1} is not in 4/4")
+        # The models write 4/4 bars: a bar in another meter plays the score as written.
+        self.four_four = np.abs(self.bar_ts - 1.0) < 1e-9
         self.n_bars = int(n_bars)
         cap = self.capacity = n_bars * GEN_STEPS
         self.hits = np.zeros((cap, N_CLASSES), bool)
@@ -103,6 +103,9 @@ class PlannedRows:
         self.X = np.zeros((cap, N_FEATURES), np.float32)
         self.kind = np.zeros(cap, np.int8)           # index into KINDS
         self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
 
     def append(self, bar: int, position, hits, velocities, offsets, kind: int) -> tuple[int, int]:
         """Commit bar ``bar``'s rows (positions in [0, 1), offsets in bars); returns their row range.
@@ -255,7 +258,8 @@ class BarFeed:
 
     def _is_fill(self, bar: int) -> bool:
         every = self.fill_every and (bar + 1) % self.fill_every == 0
-        return bool(every or bar == self._fill_at) and self.writer is not None and self.writer.fill is not None
+        return (bool(every or bar == self._fill_at) and self.writer is not None and self.writer.fill is not None
+                and bool(self.plan.four_four[bar]))
 
     # ------------------------------------------------------------------ the engine's side
     def start(self) -> None:
@@ -289,7 +293,7 @@ class BarFeed:
             self._silent = 0 if n else self._silent + 1
         self.playing_bar = bar
         fill = self._is_fill(nxt)
-        if self.writer is None or (self.mode == "fills" and not fill):
+        if self.writer is None or (self.mode == "fills" and not fill) or not p.four_four[nxt]:
             self._asked[nxt] = ASK_SCORE
         elif self._silent >= SILENT_BARS and not fill:
             self._asked[nxt] = ASK_SILENT   # a silent partner: the session's score as written
@@ -303,7 +307,7 @@ class BarFeed:
         """A fill asked for after its bar's job started: write that bar again, as a fill, if there is time."""
         f = self._fill_at
         if (f == self.playing_bar + 1 and f >= self.committed_bars and self._asked[f] != ASK_FILL
-                and not self._busy and self.writer is not None):
+                and not self._busy and self.writer is not None and self.plan.four_four[f]):
             self._submit(f, True)
 
     def _submit(self, bar: int, fill: bool) -> None:
@@ -411,3 +415,50 @@ class BarFeed:
         return {"mode": self.mode, "bars": self.committed_bars, **{f"bars_{k}": v for k, v in self.counts.items()},
                 "fill_every": self.fill_every, "controls": dataclasses.asdict(self.controls),
                 "errors": list(self.errors)}
+
+
+class PedalControls:
+    """A MIDI controller's presses and knobs, to the take's bar feed (on rtmidi's thread).
+
+    ``attach(engine)`` (a take's ``on_engine`` hook) points it at the take's
+    feed. A press asks for a fill (:meth:`BarFeed.fill`), a knob sets a
+    control (0..1; ``pocket`` spans −1..1). What is refused (a fill during a
+    fill, no take) is kept, at most :data:`KEPT` lines, for after the take.
+
+    >>> pedal = PedalControls()
+    >>> pedal.press("fill"); pedal.problems
+    ['fill: no take with generation is playing']
+    """
+
+    KEPT = 16
+
+    def __init__(self):
+        self.feed = None
+        self.problems: list[str] = []
+        self.fills = 0
+
+    def attach(self, engine) -> None:
+        self.feed = getattr(engine, "bars", None)
+
+    def _refused(self, what: str, why: str) -> None:
+        if len(self.problems) < self.KEPT:
+            self.problems.append(f"{what}: {why}")
+
+    def press(self, command: str) -> None:
+        feed = self.feed
+        if feed is None:
+            return self._refused(command, "no take with generation is playing")
+        try:
+            feed.fill()
+            self.fills += 1
+        except RolypolyError as e:
+            self._refused(command, str(e))
+
+    def knob(self, name: str, value: float) -> None:
+        feed = self.feed
+        if feed is None:
+            return
+        try:
+            feed.set(**{name: 2.0 * value - 1.0 if name == "pocket" else float(value)})
+        except RolypolyError as e:
+            self._refused(name, str(e))

@@ -188,7 +188,7 @@ def export_performance(session, path, *, take: int | None = None) -> Path:
         from .session import score_hash
 
         t = read_take(session.take_dir(take))
-        if t.header.score_hash == score_hash(score):
+        if t.header.score_hash == score_hash(score) and not t.own_rows:  # its rows are the score's
             rows = t.rows[(t.rows["row"] >= 0) & (t.rows["row"] < len(score))]
             X[rows["row"], DESCRIPTOR:DIFF + 1] = rows["features"][:, DESCRIPTOR:DIFF + 1]
     offsets = agent.predict(X)  # the whole score at once equals hit-by-hit streaming

@@ -421,7 +421,7 @@ def _moved(who: str, ms: float, where: str) -> str:
     return f"{who} {abs(ms):.0f} ms {'later' if ms > 0 else 'earlier'} {where}".rstrip()
 
 
-def learning_report(score, before, after, *, rows=None) -> list[str]:
+def learning_report(score, before, after, *, rows=None, own: bool = False) -> list[str]:
     """What changed between two models' offsets, in words: one sentence per line.
 
     Parameters
@@ -434,6 +434,8 @@ def learning_report(score, before, after, *, rows=None) -> list[str]:
     rows : optional take rows (:data:`rolypoly.take.ROW_DTYPE`)
         The take: which score rows, each row's feature row (what sounds,
         tempo and meter as played) and its diff to the partner.
+    own : the take's rows are its own (bars written live), not rows of ``score``:
+        meters are read from the score's tempo map at their bars.
 
     Returns
     -------
@@ -460,11 +462,18 @@ def learning_report(score, before, after, *, rows=None) -> list[str]:
         hits = np.asarray(rows["features"])[:, HITS] > 0.5
         bars, steps = rows["bar"], rows["step"]
         played = row_bar_ms(rows)
-        bar_ms = np.where(np.isnan(played), score.bar_ms[idx], played)
+        bar_ms = np.where(np.isnan(played), score.bar_ms[0] if own else score.bar_ms[np.clip(idx, 0, None)], played)
     if len(before) != len(idx) or len(after) != len(idx):
         raise ValueError(f"{len(before)} and {len(after)} offsets for {len(idx)} rows")
-    meters = score.tempo_map.meter_at(score.tick[idx])
-    whole = np.isclose(score.timesig[idx], meters[:, 0] / meters[:, 1])
+    if own:
+        tmap = score.tempo_map
+        nb = int(np.max(bars)) + 2 if len(idx) else 1
+        starts, _, _ = tmap.bars(float(score.tick[-1] + score.bar_ticks[-1]) + 8 * tmap.ticks_per_beat * nb)
+        meters = tmap.meter_at(starts[np.clip(np.asarray(bars), 0, len(starts) - 1)])
+        whole = np.ones(len(idx), bool)
+    else:
+        meters = score.tempo_map.meter_at(score.tick[idx])
+        whole = np.isclose(score.timesig[idx], meters[:, 0] / meters[:, 1])
     positions = beat_positions(steps, meters, whole)
     move_ms = (after - before) * bar_ms
 
@@ -560,4 +569,4 @@ def take_report(session, take: int | None = None, version: int | None = None) ->
     rows = check.rows
     old, new = session.models.load(rec["parent"]), session.models.load(v)
     return [head] + learning_report(score, old.predict(rows["features"]), new.predict(rows["features"]),
-                                    rows=rows)
+                                    rows=rows, own=t.own_rows)
