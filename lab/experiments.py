@@ -30,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rolypoly.demo import riff_positions
 from rolypoly.drum_map import class_index
 from rolypoly.errors import RolypolyError
+from rolypoly.report import alignment_per_bar
 from rolypoly.score import load_score, score_from_grid, write_midi
 from rolypoly.finetune import DatasetMSECache
 from rolypoly.session import Session
@@ -323,55 +325,16 @@ def _targets(name: str, report: dict, partner, score) -> dict:
 
 # ----------------------------------------------------------------------------- follow (live generation)
 
-#: The follow experiment's partner riffs, as positions in the bar: straight 8ths, then a
-#: syncopated riff (3+3+4+3+3 16ths) that a rock beat's kick and snare mostly miss.
-STRAIGHT_RIFF = tuple(k / 8 for k in range(8))
-SYNCOPATED_RIFF = (0.0, 3 / 16, 6 / 16, 10 / 16, 13 / 16)
-#: A partner accent counts as met when a kick or snare sounds within this many score grid steps.
-ALIGN_STEPS = 1
-
-
-def riff_change(bars: int, change_bar: int, before=STRAIGHT_RIFF, after=SYNCOPATED_RIFF):
-    """Bar positions (bar + phase) of a partner that plays ``before`` until ``change_bar``, then ``after``.
-
-    >>> riff_change(2, 1, before=(0.0, 0.5), after=(0.25,))
-    [0.0, 0.5, 1.25]
-    """
-    return [b + p for b in range(bars) for p in (before if b < change_bar else after)]
-
-
-def alignment_per_bar(partner_times, partner_bars, drum_times, drum_kick_snare, bar_s, n_bars: int) -> np.ndarray:
-    """Per bar, the fraction of partner notes with a kick or snare within ±:data:`ALIGN_STEPS` grid steps.
-
-    Times in seconds (as played); ``drum_kick_snare`` marks the drum rows with a kick or snare;
-    ``bar_s`` the bar length in seconds. NaN for a bar without partner notes.
-
-    >>> alignment_per_bar([0.0, 0.5, 2.0], [0, 0, 1], [0.01, 2.3], [True, True], 2.0, 2).tolist()
-    [0.5, 0.0]
-    """
-    p = np.asarray(partner_times, np.float64)
-    pb = np.asarray(partner_bars, np.int64)
-    d = np.asarray(drum_times, np.float64)[np.asarray(drum_kick_snare, bool)]
-    tol = ALIGN_STEPS * bar_s / BAR + 1e-9
-    met = np.array([bool(len(d)) and np.min(np.abs(d - x)) <= tol for x in p], bool)
-    out = np.full(n_bars, np.nan)
-    for b in range(n_bars):
-        sel = pb == b
-        if sel.any():
-            out[b] = met[sel].mean()
-    return out
-
-
 def follow_experiment(out=None, *, bars: int = 16, change_bar: int = 8, bpm: float = 96.0, seed: int = 0,
                       agent: str = "lstm", writer=None, score_path=None, instrument: str = "bass",
                       generate: dict | None = None) -> dict:
     """Do the drums follow a partner who changes riff? The issue's follow figures, on the simulated clock.
 
     A :class:`~rolypoly.lab.virtual_partner.VirtualPartner` plays straight 8ths, then from bar
-    ``change_bar + 1`` (bar 9 by default) the syncopated :data:`SYNCOPATED_RIFF`. The same engine
+    ``change_bar + 1`` (bar 9 by default) the syncopated :data:`rolypoly.demo.SYNCOPATED_RIFF`. The same engine
     plays two takes against it: the score as written (the fixed pattern), and bars written live
     (``--generate follow``). Alignment is the fraction of partner notes with a kick or snare
-    within ±1 step of the score's grid (1/24 bar), as played.
+    within ±1 step of the score's grid (1/24 bar), as played (:func:`rolypoly.report.alignment_per_bar`).
 
     Returns ``{"follow": {alignment_before, alignment_after, alignment_fixed_pattern,
     bars_to_adapt, ...}, ...}``: before = bars 1..change_bar, after = from 2 bars after the
@@ -388,15 +351,13 @@ def follow_experiment(out=None, *, bars: int = 16, change_bar: int = 8, bpm: flo
     """
     import tempfile
 
-    from rolypoly.drum_map import class_index
     from rolypoly.take import read_take
 
     tmp = None
     if out is None:
         tmp = tempfile.TemporaryDirectory(prefix="rolypoly-follow-")
-        out = tmp.name
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+        out = Path(tmp.name) / "follow"
+    out = _prepare(Path(out), "follow")
     try:
         if score_path is None:
             score_path = out / "rock.mid"
@@ -404,7 +365,7 @@ def follow_experiment(out=None, *, bars: int = 16, change_bar: int = 8, bpm: flo
         score = load_score(score_path)
         if score.n_bars < bars:
             raise RolypolyError(f"{score_path}: {score.n_bars} bars; the follow experiment needs {bars}")
-        partner = VirtualPartner(score, bar_positions=riff_change(bars, change_bar), instrument=instrument,
+        partner = VirtualPartner(score, bar_positions=riff_positions(bars, change_bar), instrument=instrument,
                                  accents=(1.0, 0.7, 0.85, 0.7), partner_offset_s=PARTNER_LEAD_S, seed=seed)
         settings = EngineSettings(partner_offset_s=PARTNER_LEAD_S)
         ks = [class_index("kick"), class_index("snare")]
@@ -439,9 +400,12 @@ def follow_experiment(out=None, *, bars: int = 16, change_bar: int = 8, bpm: flo
         beat_kept = all(t["rows"] > 0 and not t["stopped_early"] for t in takes.values())
         met = bool(follow["ratio_after"] is not None and follow["ratio_after"] >= 1.5
                    and follow["bars_to_adapt"] is not None and follow["bars_to_adapt"] <= 2 and beat_kept)
-        return {"experiment": "follow", "bars": bars, "change_bar": change_bar + 1, "bpm": bpm, "seed": seed,
-                "partner": partner.name, "follow": follow, "takes": takes, "beat_never_stopped": beat_kept,
-                "targets": {"ratio_target": 1.5, "bars_to_adapt_target": 2, "met": met}}
+        report = {"experiment": "follow", "bars": bars, "change_bar": change_bar + 1, "bpm": bpm, "seed": seed,
+                  "partner": partner.name, "follow": follow, "takes": takes, "beat_never_stopped": beat_kept,
+                  "targets": {"ratio_target": 1.5, "bars_to_adapt_target": 2, "met": met}}
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / MARKER).write_text(json.dumps({"experiment": "follow", "running": False}) + "\n")
+        return report
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -570,3 +570,36 @@ def take_report(session, take: int | None = None, version: int | None = None) ->
     old, new = session.models.load(rec["parent"]), session.models.load(v)
     return [head] + learning_report(score, old.predict(rows["features"]), new.predict(rows["features"]),
                                     rows=rows, own=t.own_rows)
+
+
+#: A partner note counts as met when a kick or snare sounds within this many grid steps of it.
+ALIGN_STEPS = 1
+
+
+def alignment_per_bar(partner_times, partner_bars, drum_times, drum_kick_snare, bar_s, n_bars: int) -> np.ndarray:
+    """Per bar, the fraction of the partner's notes with a kick or snare within ±:data:`ALIGN_STEPS` grid steps.
+
+    How closely the drums follow the partner's rhythm (live generation's
+    ``follow``). Times in seconds as played; ``drum_kick_snare`` marks the
+    drum rows with a kick or snare; ``bar_s`` is the bar length (s), one
+    grid step 1/24 of it. NaN for a bar without partner notes.
+
+    >>> alignment_per_bar([0.0, 0.5, 2.0], [0, 0, 1], [0.01, 2.3], [True, True], 2.0, 2).tolist()
+    [0.5, 0.0]
+    """
+    p = np.asarray(partner_times, np.float64)
+    pb = np.asarray(partner_bars, np.int64)
+    d = np.sort(np.asarray(drum_times, np.float64)[np.asarray(drum_kick_snare, bool)])
+    tol = ALIGN_STEPS * bar_s / STEPS_PER_BAR + 1e-9
+    if len(d):
+        k = np.clip(np.searchsorted(d, p), 1, len(d)) if len(d) > 1 else np.zeros(len(p), int)
+        near = np.minimum(np.abs(d[np.clip(k, 0, len(d) - 1)] - p), np.abs(d[np.maximum(k - 1, 0)] - p))
+        met = near <= tol
+    else:
+        met = np.zeros(len(p), bool)
+    out = np.full(n_bars, np.nan)
+    for b in range(n_bars):
+        sel = pb == b
+        if sel.any():
+            out[b] = met[sel].mean()
+    return out
