@@ -329,24 +329,24 @@ class Engine:
             while True:
                 if self._stop.is_set():
                     break
+                if bars is not None and t < n and plan.bar[t] > requested:
+                    start = t0 + plan.bar_start_s[plan.bar[t]]
+                    if earliest[t] - budget > start:  # no hit on the downbeat: ask when the bar starts
+                        self._wait(start)
+                        requested = int(plan.bar[t])
+                        self._request_bar(requested)
                 if bars is not None and bars.committed_bars < bars.n_bars and (
                         t >= n or earliest[t] - budget >= t0 + bars.deadline(bars.committed_bars)):
                     # The next bar is due: the writer's if it is ready by its deadline, else the last again.
                     due = t0 + bars.deadline(bars.committed_bars)
                     if clock.simulated:
-                        clock.wait(bars.ready(), due)
+                        bars.wait_ready(bars.committed_bars, due)
                     self._wait(due)
                     a, n = bars.commit(bars.committed_bars)
                     self._commit_rows(a, n)
                     continue
                 if t >= n:
                     break
-                if bars is not None and plan.bar[t] > requested:
-                    start = t0 + plan.bar_start_s[plan.bar[t]]
-                    if earliest[t] - budget > start:  # no hit on the downbeat: ask when the bar starts
-                        self._wait(start)
-                        requested = int(plan.bar[t])
-                        self._request_bar(requested)
                 self._wait(earliest[t] - budget)
                 bar_s = plan.bar_ms[t] / 1000.0
                 if t > 0:
@@ -443,7 +443,7 @@ class Engine:
 
     def _request_bar(self, bar: int) -> None:
         n = min(self._on_count, ONSET_MEMORY)
-        self.bars.request(bar, self._on_times[:n] - self._t0, self._on_strength[:n])
+        self.bars.request(bar, self._on_times[:n] - self._t0, self._on_strength[:n], self.clock.now())
 
     def _observe(self, t, played, bar_s, window, diff, diff_prev, desc_prev):
         """diff_t and descriptor of hit t from the partner onsets around it (carried when none)."""

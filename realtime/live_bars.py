@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
 import numpy as np
 
@@ -216,6 +217,9 @@ class BarFeed:
         self._request, self._ready = threading.Event(), threading.Event()
         self._stop = False
         self._asked = np.zeros(n_bars + 1, np.int8)   # ASK_* per bar
+        self._asked_at = np.zeros(n_bars + 1)          # engine time of each bar's request
+        self._asked_real = np.zeros(n_bars + 1)        # and the machine's (perf_counter)
+        self._now = 0.0
         self._fill_at = -1                   # the bar a fill was asked for
         self._fill_bars: set = set()         # bars committed as fills
         self._silent = 0                     # bars in a row without a partner onset
@@ -271,13 +275,15 @@ class BarFeed:
         p = self.plan
         return p.bar_start_s[bar] - p.bar_len_s[bar] / BEATS_PER_BAR
 
-    def request(self, bar: int, onsets: np.ndarray, strengths: np.ndarray) -> None:
+    def request(self, bar: int, onsets: np.ndarray, strengths: np.ndarray, now: float = 0.0) -> None:
         """Bar ``bar`` started: write bar ``bar + 1`` from the partner onsets of bar ``bar - 1``.
 
         ``onsets`` are score times (s) of the partner onsets heard lately (any
         order, at most :data:`BAR_ONSETS` used), ``strengths`` their loudness;
         called on the engine's thread between hits: a copy and an event, no model work.
+        ``now``: the engine's time (for :meth:`wait_ready` on a simulated clock).
         """
+        self._now = now
         nxt = bar + 1
         if nxt >= self.n_bars:
             return
@@ -312,6 +318,8 @@ class BarFeed:
 
     def _submit(self, bar: int, fill: bool) -> None:
         self._asked[bar] = ASK_FILL if fill else ASK_BAR
+        self._asked_at[bar] = self._now
+        self._asked_real[bar] = time.perf_counter()
         np.copyto(self._job.drums, self._ctx.drums)
         self._job.bar = bar
         self._slot_bar[bar % 2] = -1
@@ -323,6 +331,18 @@ class BarFeed:
     def ready(self) -> threading.Event:
         """Set when the worker has published a bar."""
         return self._ready
+
+    def wait_ready(self, bar: int, due: float) -> None:
+        """On a simulated clock: give the writer of ``bar`` the real time its bar gives it.
+
+        Virtual time jumps; the writer works in real time. It had from its
+        request (engine time) to ``due``: what of that it has not used in
+        real time yet, it may still use now. (On a real clock the engine
+        just plays on until ``due``.)
+        """
+        if self._asked[bar] in (ASK_BAR, ASK_FILL) and self._slot_bar[bar % 2] != bar:
+            left = (due - self._asked_at[bar]) - (time.perf_counter() - self._asked_real[bar])
+            self._ready.wait(max(0.0, left))
 
     def commit(self, bar: int) -> tuple[int, int]:
         """Commit bar ``bar`` (the worker's if published, else the fallback); returns its row range."""
