@@ -53,6 +53,7 @@ from rolypoly.generate import BarState, Controls, partner_grid
 from rolypoly.generate_model import BEATS_PER_BAR, STEPS_PER_BAR as GEN_STEPS
 from rolypoly.grid import STEPS_PER_BAR as SCORE_STEPS
 from rolypoly.groove_grid import MAX_VELOCITY
+from rolypoly.limits import MAX_ROWS, MAX_SCORE_SECONDS
 from rolypoly.score import Score, played_notes
 
 MODES = ("follow", "fills", "free")
@@ -193,10 +194,16 @@ class BarFeed:
         self.score, self.writer, self.mode, self.fill_every = score, writer, mode, int(fill_every)
         self.controls = Controls(**{**MODE_CONTROLS[mode], **(controls or {})})
         self.score_bars = score.n_bars
-        n_bars = self.score_bars if bars is None else int(bars)
-        if not 1 <= n_bars <= 10_000:
-            raise RolypolyError(f"a generated take is 1-10000 bars, not {n_bars}")
+        n_bars = self.score_bars if bars is None else bars
+        # Room for a row on every step of every bar: within the take limits (rolypoly.limits).
+        most = MAX_ROWS // GEN_STEPS
+        if isinstance(n_bars, bool) or not isinstance(n_bars, (int, np.integer)) or not 1 <= n_bars <= most:
+            raise RolypolyError(f"a generated take is 1-{most} bars, not {n_bars!r}")
+        n_bars = int(n_bars)
         self.plan = PlannedRows(score, n_bars)
+        if self.plan.bar_start_s[n_bars] > MAX_SCORE_SECONDS:
+            raise RolypolyError(f"{n_bars} bars last {self.plan.bar_start_s[n_bars] / 60:.0f} minutes; "
+                                f"a take lasts at most {MAX_SCORE_SECONDS / 60:.0f}")
         self.n_bars = n_bars
         # The score's bars as rows, and their notes (the player's own pitches), made once.
         self._score_rows = [np.flatnonzero(score.bar == b) for b in range(self.score_bars)]
