@@ -373,3 +373,15 @@ def test_a_generated_take_in_real_time_through_jack_with_a_pedal_fill(jack_serve
     # The drums went out on JACK, each written bar's hits with them.
     take = read_take(summary["take_dir"])
     assert np.isfinite(take.rows["played"]).all() and len(take.rows) == summary["rows"]
+
+
+def test_the_generation_demo_follows_the_bundled_bass(tmp_path, capsys):
+    from rolypoly.cli import main
+
+    assert main(["demo", "--generate", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "kick or snare on" in line]
+    assert len(lines) == 2, out
+    after = [int(line.split(", ")[1].split("%")[0]) for line in lines]   # "... 40% from bar 11 on"
+    assert after[1] >= 1.5 * after[0], lines
+    assert (tmp_path / "generate-session" / "takes" / "001" / "mix.wav").is_file()
