@@ -1060,12 +1060,11 @@ def _audio_figures(take: dict, period: int, rate: int) -> dict:
     audio = data["audio"]
     times_us, repair = capture_times(data)
     mono_s = jack_us_to_monotonic(times_us, data["clock"])
-    from rolypoly.drum_map import OUTPUT_PITCHES
+    from rolypoly.drum_map import class_of_pitch
 
-    cls_of_pitch = {p: c for c, p in enumerate(OUTPUT_PITCHES)}
     per_row: dict[int, list] = {}
-    for row, pitch, vel in expected:
-        per_row.setdefault(row, []).append(kit.sample(cls_of_pitch[pitch], vel))
+    for row, pitch, vel in expected:  # each note's own sound, as the mixer plays it
+        per_row.setdefault(row, []).append(kit.sample(class_of_pitch(pitch), vel, pitch))
     rows_of = np.array(sorted(per_row))
     at = np.searchsorted(mono_s, intended_row[rows_of])
     found, quality = find_hits(audio, [per_row[r] for r in rows_of], at, int(data["period"]),

@@ -28,8 +28,8 @@ fade once it has decayed by 60 dB.
 Examples
 --------
 >>> kit = load_kit("synth", 48000)
->>> kit.describe()
-'built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz'
+>>> kit.describe()[:62]
+'built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz;'
 >>> shot = kit.sample(1, 100)           # a snare at velocity 100
 >>> shot.dtype.name, shot.ndim
 ('float32', 1)
@@ -182,8 +182,8 @@ class SampleKit:
         stored, pos = [], BANK_PAD
         for s_, ls in enumerate(sounds):
             mine = []  # (bank start, array, its energy) of this sound's stored layers
-            for k, (_, x) in enumerate(ls):
-                x = np.asarray(x, np.float32)
+            for k in reversed(range(len(ls))):  # the loudest first: softer copies of it are scaled down
+                x = np.asarray(ls[k][1], np.float32)
                 levels[s_, k] = _level_db(x, self.sample_rate)
                 same = next(((at, a) for at, y, yy, a in ((at, y, yy, _scale_of(x, y, yy)) for at, y, yy in mine)
                              if a is not None), None)
@@ -264,7 +264,7 @@ class SampleKit:
         """The MIDI pitches with a sound of their own (the others play their class's)."""
         return [int(p) for p in np.flatnonzero(self.sound_of_pitch >= 0)]
 
-    def render(self, times, classes, velocities, pitches, length: int) -> np.ndarray:
+    def render(self, times, classes, velocities, pitches, length: int, limit: bool = False) -> np.ndarray:
         """Hits mixed offline as the live players mix them: by note, choke groups included.
 
         Parameters
@@ -273,14 +273,19 @@ class SampleKit:
         classes, velocities : per hit
         pitches : per hit, its MIDI pitch (< 0: the class's sound)
         length : samples out
+        limit : scale the mix down to a peak of :data:`rolypoly.synth.CLIP_LEVEL` if it
+            goes beyond (as :func:`rolypoly.synth.render_hits`); else as the live players mix it
 
-        Returns float32 (not limited: the caller decides).
+        Returns float32.
 
         >>> kit = load_kit("synth", 48000)
         >>> out = kit.render([0.0, 0.01], [3, 2], [100, 100], [46, 42], 4800)
         >>> bool(np.all(out[480 + kit.choke_frames:] == kit.sample(2, 100)[kit.choke_frames:4320]))
         True
         """
+        from rolypoly.limits import MAX_MIX_SECONDS, check_seconds
+
+        check_seconds(int(length) / self.sample_rate, "drum mix", limit=MAX_MIX_SECONDS, what="would last")
         out = np.zeros(int(length), np.float32)
         order = np.argsort(np.asarray(times, np.float64), kind="stable")
         sounding: dict[int, list] = {}  # choke group -> [(start, one-shot)] not yet cut
@@ -313,6 +318,10 @@ class SampleKit:
             a, b = start + skip, min(len(out), start + len(shot))
             if b > a:
                 out[a:b] += shot[skip:skip + b - a]
+        if limit:
+            from rolypoly.synth import limit_peak
+
+            limit_peak(out)
         return out
 
     def at_rate(self, sample_rate: int) -> "SampleKit":
@@ -330,8 +339,8 @@ class SampleKit:
     def describe(self) -> str:
         """The kit in one line: sounds, layers, notes with their own sound, memory.
 
-        >>> load_kit("synth", 48000).describe()
-        'built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz'
+        >>> load_kit("synth", 48000).describe()[:62]
+        'built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz;'
         """
         layers = sorted({len(v) for v in self.velocities})
         count = str(layers[0]) if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
@@ -339,11 +348,10 @@ class SampleKit:
                 f"at {self.sample_rate} Hz")
         own = self.own_pitches()
         if own:
-            fallback = [p for p in GM_DRUM_NAMES if p not in own]
-            text += (f"; {len(own)} notes with their own sound ({_ranges(own)})"
-                     + (f", {_ranges(fallback)} play their class's" if fallback else "")
-                     + f"; bank {self.bank.nbytes / 1e6:.1f} MB")
-        return text
+            text += f"; {len(own)} notes with their own sound ({_ranges(own)}), the others their class's"
+        else:
+            text += "; every note plays its class's sound"
+        return text + f"; {self.bank.nbytes / 1e6:.1f} MB"
 
     def __repr__(self) -> str:
         return f"SampleKit({self.describe()!r})"
@@ -798,8 +806,8 @@ def folder_kit(folder, sample_rate: int = 48000) -> SampleKit:
         notes.append(f"{folder.name}: no samples for {', '.join(missing)}; taken from the built-in synthesizer")
     if by_pitch:
         lacking: dict[int, list] = {}
-        for p in range(35, 82):  # General MIDI's drum notes
-            if p not in pitch_layers:
+        for p in range(35, 82):  # General MIDI's drum notes (a class's own note is its class's sound)
+            if p not in pitch_layers and p not in OUTPUT_PITCHES:
                 lacking.setdefault(class_of_pitch(p), []).append(p)
         if lacking:
             notes.append(f"{folder.name}: no sample of their own for General MIDI notes "
