@@ -185,16 +185,16 @@ class SampleKit:
             for k in reversed(range(len(ls))):  # the loudest first: softer copies of it are scaled down
                 x = np.asarray(ls[k][1], np.float32)
                 levels[s_, k] = _level_db(x, self.sample_rate)
-                same = next(((at, a) for at, y, yy, a in ((at, y, yy, _scale_of(x, y, yy)) for at, y, yy in mine)
-                             if a is not None), None)
+                x64 = x.astype(np.float64)
+                same = next(((at, y, a) for at, y, y64, yy in mine
+                             if (a := _scale_of(x64, y64, yy)) is not None), None)
                 if same is None:
-                    mine.append((pos, x, float(np.dot(x.astype(np.float64), x))))
+                    mine.append((pos, x, x64, float(np.dot(x64, x64))))
                     stored.append((pos, x))
                     at, a = pos, 1.0
                     pos += len(x) + BANK_PAD
                 else:
-                    at, a = same
-                    x = next(y for b, y, _ in mine if b == at)  # the layer is the stored one, scaled
+                    at, x, a = same  # the layer is the stored one, scaled
                 self.starts[s_, k], self.ends[s_, k], scale[s_, k] = at, at + len(x), a
         # BANK_PAD zeros before every layer and after the last: the live mixer reads a whole
         # block from wherever a voice is, and a voice that has not begun, or has ended, reads
@@ -358,7 +358,7 @@ class SampleKit:
 
 
 def _scale_of(x: np.ndarray, y: np.ndarray, yy: float):
-    """``a`` when ``x`` is ``a * y`` within :data:`SAME_LAYER_DB`, else None.
+    """``a`` when ``x`` is ``a * y`` within :data:`SAME_LAYER_DB`, else None (both float64).
 
     Their lengths may differ (where each fell below :data:`TAIL_DB`): what one has beyond the
     other counts as difference.
@@ -366,12 +366,13 @@ def _scale_of(x: np.ndarray, y: np.ndarray, yy: float):
     if yy <= 0.0 or abs(len(x) - len(y)) > 0.1 * max(len(x), len(y)):
         return None
     m = min(len(x), len(y))
-    x64 = x.astype(np.float64)
-    a = float(np.dot(x64[:m], y[:m])) / float(np.dot(y[:m].astype(np.float64), y[:m]) or 1.0)
-    xx = float(np.dot(x64, x64))
+    xm, ym = x[:m], y[:m]
+    xy, ymm, xx = float(np.dot(xm, ym)), float(np.dot(ym, ym)), float(np.dot(x, x))
+    a = xy / (ymm or 1.0)
     if a <= 0.0 or xx <= 0.0:
         return None
-    err = float(np.sum((x64[:m] - a * y[:m]) ** 2) + np.sum(x64[m:] ** 2) + a * a * np.sum(y[m:].astype(np.float64) ** 2))
+    # |x - a y|^2 over the common part, plus what either has beyond it.
+    err = (float(np.dot(xm, xm)) - 2.0 * a * xy + a * a * ymm) + float(np.dot(x[m:], x[m:])) + a * a * (yy - ymm)
     return a if err <= xx * 10.0 ** (SAME_LAYER_DB / 10.0) else None
 
 
