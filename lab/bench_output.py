@@ -963,7 +963,8 @@ def _best_start(residual: np.ndarray, s: np.ndarray, lo: int, hi: int):
 
 
 def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, voices: int,
-              window: int = 480, head: int = 256, tolerance: float = 1e-2, late_window: int = 24000):
+              window: int = 480, head: int = 256, tolerance: float = 1e-2, late_window: int = 24000,
+              groups: list | None = None, fade: int = 1):
     """Where each row's one-shots start in a captured output, to the frame.
 
     Rows are taken in the order they were played; a row's hits all start on
@@ -980,7 +981,9 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
     does not spoil the rows after it). A voice stolen for a
     later hit stops at the start of that hit's block, as in the mixer
     (:class:`~rolypoly.realtime.drum_out.Voices`: ``voices`` of them, the
-    oldest stolen), so its tail is put back from there.
+    oldest stolen), so its tail is put back from there; and a voice of a
+    choke group is faded out over ``fade`` frames from the start of a later
+    hit of its group (a closed hi-hat cuts the one before it), as the mixer does.
 
     Parameters
     ----------
@@ -988,6 +991,8 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
     rows : per row, the one-shots (float32) of its hits, as the mixer plays them (layer x gain), in play order
     expected : index where each row should start
     period : frames per block (the mixer frees and steals voices per block)
+    groups : per row, the choke group of each one-shot (0: none; default none)
+    fade : frames a choked voice fades over (:attr:`rolypoly.kit.SampleKit.choke_frames`)
 
     Returns
     -------
@@ -1008,8 +1013,9 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
     residual = np.array(audio, np.float64)
     found = np.full(len(rows), -1)
     quality = np.full(len(rows), np.inf)
-    active: list[list] = []  # [start, end, age, shot] per voice in use
+    active: list[list] = []  # [start, end, age, shot, group] per voice in use
     age = 0
+    ramp = 1.0 - (fade - np.arange(fade)) / fade  # the part of a choked voice the mixer leaves out
     for r, (shots, at) in enumerate(zip(rows, expected)):
         m = min(head, max(len(x) for x in shots))
         s = np.zeros(m)
@@ -1035,17 +1041,28 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
         # Found, or nearly (the capture lost a cycle in its tail): take it out either way, so that
         # one damaged row does not spoil the rows after it.
         block = start - start % period
-        for shot in shots:
+        for k, shot in enumerate(shots):
+            group = groups[r][k] if groups is not None else 0
             active = [v for v in active if v[1] > block]  # voices whose layer ended before the block are free
+            for v in active if group else ():
+                a, e, _, old, g = v
+                if g != group or a >= start or e <= start:
+                    continue
+                # Choked: what it would have played from here is put back, but the fade's share.
+                e = min(e, len(residual))
+                cut = np.ones(e - start)
+                cut[:min(fade, len(cut))] = ramp[:len(cut)]
+                residual[start:e] += old[start - a:e - a] * cut
+                v[1] = start + fade
             if len(active) >= voices:
                 oldest = min(active, key=lambda v: v[2])
-                a, e, _, old = oldest
+                a, e, _, old, _ = oldest
                 e = min(e, len(residual))
                 residual[block:e] += old[block - a:e - a]  # its tail stopped at the block's start
                 active.remove(oldest)
             end = min(start + len(shot), len(residual))
             residual[start:end] -= shot[:end - start]
-            active.append([start, start + len(shot), age, shot])
+            active.append([start, start + len(shot), age, shot, group])
             age += 1
     return found, quality
 
@@ -1063,12 +1080,14 @@ def _audio_figures(take: dict, period: int, rate: int) -> dict:
     from rolypoly.drum_map import class_of_pitch
 
     per_row: dict[int, list] = {}
-    for row, pitch, vel in expected:  # each note's own sound, as the mixer plays it
+    groups: dict[int, list] = {}
+    for row, pitch, vel in expected:  # each note's own sound, as the mixer plays it (chokes included)
         per_row.setdefault(row, []).append(kit.sample(class_of_pitch(pitch), vel, pitch))
+        groups.setdefault(row, []).append(int(kit.choke_of_pitch[pitch]))
     rows_of = np.array(sorted(per_row))
     at = np.searchsorted(mono_s, intended_row[rows_of])
     found, quality = find_hits(audio, [per_row[r] for r in rows_of], at, int(data["period"]),
-                               take["voices"])
+                               take["voices"], groups=[groups[r] for r in rows_of], fade=kit.choke_frames)
     ok = found >= 0
     emitted = mono_s[found[ok]]
     intended = intended_row[rows_of[ok]]
