@@ -11,9 +11,10 @@ in the block at its own frame inside it and mixes the sounding voices.
 The callback's work is bounded and allocates nothing: :class:`Voices` is a
 fixed set of voices (the oldest is stolen when all sound) mixed in one
 gather and one matrix-vector product over preallocated buffers, whatever
-the number sounding; a hit costs two table look-ups (its layer and gain in
-the :class:`~rolypoly.kit.SampleKit`). Nothing is locked: the ring's
-counters are plain integers, written by one side only.
+the number sounding; a hit costs a few table look-ups indexed by its note
+(its sound -- the note's own, else its class's -- its choke group, its layer
+and gain in the :class:`~rolypoly.kit.SampleKit`). Nothing is locked: the
+ring's counters are plain integers, written by one side only.
 
 This is the player of the PortAudio streams (:class:`~rolypoly.realtime.sources.LiveSource`,
 :class:`~rolypoly.realtime.sources.AudioOut`, whose callbacks are Python
