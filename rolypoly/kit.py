@@ -126,6 +126,8 @@ class SampleKit:
     pitch_layers : dict, optional
         MIDI pitch -> its own layers (as in ``layers``), or a class index
         when the note's own sound is that class's.
+    chokes : bool
+        Whether :data:`CHOKE_GROUPS` apply (False: a "kit" of other sounds, no note cuts another).
 
     Attributes
     ----------
@@ -149,7 +151,8 @@ class SampleKit:
         The fade of a choked hit, in frames.
     """
 
-    def __init__(self, layers, sample_rate: int, name: str = "kit", notes=None, spec=None, pitch_layers=None):
+    def __init__(self, layers, sample_rate: int, name: str = "kit", notes=None, spec=None, pitch_layers=None,
+                 chokes: bool = True):
         self.spec = spec
         if len(layers) != N_CLASSES:
             raise ValueError(f"a kit needs {N_CLASSES} classes of layers, got {len(layers)}")
@@ -167,7 +170,7 @@ class SampleKit:
                 self.sound_of_pitch[int(p)] = len(sounds)
                 sounds.append(list(ls))
         self.choke_of_pitch = np.zeros(128, np.int64)
-        for g, group in enumerate(CHOKE_GROUPS, start=1):
+        for g, group in enumerate(CHOKE_GROUPS if chokes else (), start=1):
             self.choke_of_pitch[list(group)] = g
         self.choke_frames = max(1, int(round(CHOKE_S * self.sample_rate)))
         n = len(sounds)
@@ -181,7 +184,7 @@ class SampleKit:
         levels = np.zeros((n, width))
         stored, pos = [], BANK_PAD
         for s_, ls in enumerate(sounds):
-            mine = []  # (bank start, array, its energy) of this sound's stored layers
+            mine = []  # (bank start, array, as float64, its energy) of this sound's stored layers
             for k in reversed(range(len(ls))):  # the loudest first: softer copies of it are scaled down
                 x = np.asarray(ls[k][1], np.float32)
                 levels[s_, k] = _level_db(x, self.sample_rate)
