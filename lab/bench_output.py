@@ -482,15 +482,16 @@ def bench_score(seconds: float, bpm: float = 120.0, dense: bool = False):
     The grid has 24 steps per bar, which holds 16th notes only in 2/4 (12
     steps a beat), so the loop is written as 2/4 bars: kick on 1 (and on the
     last 16th of beat 1 every other bar), snare on 2, accented 8th hats.
-    ``dense`` adds a ride on every 8th and a crash on every bar: with a
+    ``dense`` adds a ride on every 16th and a crash on every bar: with a
     sampled kit the cymbals ring for seconds, so a 16-voice output has all
-    its voices sounding (and steals the oldest).
+    its voices sounding (and steals the oldest; the hats, a choke group, cut
+    each other and keep one voice).
 
     >>> score = bench_score(4.0)
     >>> len(score), float(score.bar_ms[0])
     (32, 1000.0)
     >>> int(bench_score(4.0, dense=True).hits.sum()) - int(score.hits.sum())
-    20
+    36
     """
     from rolypoly.drum_map import class_index
     from rolypoly.grid import STEPS_PER_BAR
@@ -511,7 +512,7 @@ def bench_score(seconds: float, bpm: float = 120.0, dense: bool = False):
         if b % 2:
             hits[s + 9, kick], vels[s + 9, kick] = True, 90
         if dense:
-            for k in range(0, STEPS_PER_BAR, 6):  # 8ths
+            for k in range(0, STEPS_PER_BAR, 3):  # 16ths: the hats choke each other, the ride rings on
                 hits[s + k, ride], vels[s + k, ride] = True, 100 if k % 12 == 0 else 76
             hits[s, crash], vels[s, crash] = True, 96
     return score_from_grid(hits, vels, bpm=bpm, meter=(2, 4), name=f"bench loop {bpm:g} bpm")
@@ -1348,7 +1349,7 @@ def _report(take: dict, server: dict, minutes: float, partner: str, bpm: float, 
         "server": server,
         "take": {"minutes": minutes, "rows": len(result.intended), "bpm": bpm, "drums": drums,
                  "score": take["score"].name + " (16th hats, kick, snare" + (
-                     ", ride 8ths, crash every bar" if drums == "audio" else "") + "; 2/4 bars)",
+                     ", ride 16ths, crash every bar" if drums == "audio" else "") + "; 2/4 bars)",
                  "kit": take["kit"].describe() if "kit" in take else None,
                  "partner": take["source"], "agent": "lstm, random init (shipped size), numpy Performer",
                  "misses": int(result.misses), "xruns": int(result.xruns), "problems": list(result.problems),
