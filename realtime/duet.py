@@ -187,10 +187,15 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     write_midi(drums, take_dir / "drums.mid", offsets=offsets[:len(drums)])
     if mix:
         from rolypoly.kit import load_kit
-        from rolypoly.synth import render_hits
+        from rolypoly.score import played_notes
+
+        from .engine import row_hits
 
         rows = np.flatnonzero(np.isfinite(sounded))
-        events = [(sounded[t], score.hits[t], score.velocities[t]) for t in rows]
+        # The hits the engine handed to the live drums: the player's notes, at the velocities played.
+        classes, velocities, notes = row_hits(score, played_notes(score))
+        hits = np.array([(sounded[t], c, v, n % 128) for t in rows
+                         for c, v, n in zip(classes[t], velocities[t], notes[t])], np.float64).reshape(-1, 4)
         start = int(round(-settings.partner_offset_s * sr))  # partner sample 0 on the score's time line
         last = float(sounded[rows].max()) if len(rows) else 0.0
         length = max(len(partner) + start, int((last + 2.0) * sr))
@@ -199,7 +204,8 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
             summary["problems"].append(f"mix.wav cut at {MAX_MIX_SECONDS / 60:.0f} minutes (the longest mix)")
         # The kit heard live, at the recording's rate: what was heard and what is kept sound alike.
         kit = load_kit(None, sr) if kit is None else kit.at_rate(sr)
-        drum_audio = render_hits(events, sr, length, kit=kit)
+        drum_audio = kit.render(hits[:, 0], hits[:, 1].astype(int), hits[:, 2], hits[:, 3].astype(int), length,
+                                limit=True)
         write_wav(take_dir / "mix.wav", _mix(drum_audio, partner, start), sr, subtype="PCM_16")
         summary["mix"] = str(take_dir / "mix.wav")
     if plot:

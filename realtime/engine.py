@@ -100,7 +100,7 @@ def row_hits(score, notes) -> tuple[list, list, list]:
     """Per row, the classes, velocities and notes (``channel * 128 + pitch``) it plays, made before the take.
 
     ``notes`` are the score's :func:`rolypoly.score.played_notes`, each given the drum class it
-    belongs to, for outputs that place hits ahead of time (the sampled kit sounds by class,
+    belongs to, for outputs that place hits ahead of time (the sampled kit sounds the note's own sample,
     JACK MIDI sends the note).
     """
     classes = [class_of_pitch(int(p)) for p in notes["pitch"]]
@@ -203,7 +203,7 @@ class Engine:
             notes = played_notes(score)  # the player's own notes, once for both outputs
             self._messages = row_midi(score, notes)
             # The drums placed ahead of time (rolypoly.realtime.drum_out): the player's notes, each with
-            # its class (the kit sounds by class; MIDI sends the note).
+            # its class (the kit sounds the note, or its class's sample when it has none; MIDI sends the note).
             self._classes, self._velocities, self._notes = row_hits(score, notes)
         else:
             self._messages, self._classes = [()] * cap, [[]] * cap
