@@ -482,15 +482,16 @@ def bench_score(seconds: float, bpm: float = 120.0, dense: bool = False):
     The grid has 24 steps per bar, which holds 16th notes only in 2/4 (12
     steps a beat), so the loop is written as 2/4 bars: kick on 1 (and on the
     last 16th of beat 1 every other bar), snare on 2, accented 8th hats.
-    ``dense`` adds a ride on every 8th and a crash on every bar: with a
+    ``dense`` adds a ride on every 16th and a crash on every bar: with a
     sampled kit the cymbals ring for seconds, so a 16-voice output has all
-    its voices sounding (and steals the oldest).
+    its voices sounding (and steals the oldest; the hats, a choke group, cut
+    each other and keep one voice).
 
     >>> score = bench_score(4.0)
     >>> len(score), float(score.bar_ms[0])
     (32, 1000.0)
     >>> int(bench_score(4.0, dense=True).hits.sum()) - int(score.hits.sum())
-    20
+    36
     """
     from rolypoly.drum_map import class_index
     from rolypoly.grid import STEPS_PER_BAR
@@ -511,7 +512,7 @@ def bench_score(seconds: float, bpm: float = 120.0, dense: bool = False):
         if b % 2:
             hits[s + 9, kick], vels[s + 9, kick] = True, 90
         if dense:
-            for k in range(0, STEPS_PER_BAR, 6):  # 8ths
+            for k in range(0, STEPS_PER_BAR, 3):  # 16ths: the hats choke each other, the ride rings on
                 hits[s + k, ride], vels[s + k, ride] = True, 100 if k % 12 == 0 else 76
             hits[s, crash], vels[s, crash] = True, 96
     return score_from_grid(hits, vels, bpm=bpm, meter=(2, 4), name=f"bench loop {bpm:g} bpm")
@@ -983,7 +984,8 @@ def _best_start(residual: np.ndarray, s: np.ndarray, lo: int, hi: int):
 
 
 def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, voices: int,
-              window: int = 480, head: int = 256, tolerance: float = 1e-2, late_window: int = 24000):
+              window: int = 480, head: int = 256, tolerance: float = 1e-2, late_window: int = 24000,
+              groups: list | None = None, fade: int = 1):
     """Where each row's one-shots start in a captured output, to the frame.
 
     Rows are taken in the order they were played; a row's hits all start on
@@ -1000,7 +1002,9 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
     does not spoil the rows after it). A voice stolen for a
     later hit stops at the start of that hit's block, as in the mixer
     (:class:`~rolypoly.realtime.drum_out.Voices`: ``voices`` of them, the
-    oldest stolen), so its tail is put back from there.
+    oldest stolen), so its tail is put back from there; and a voice of a
+    choke group is faded out over ``fade`` frames from the start of a later
+    hit of its group (a closed hi-hat cuts the one before it), as the mixer does.
 
     Parameters
     ----------
@@ -1008,6 +1012,8 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
     rows : per row, the one-shots (float32) of its hits, as the mixer plays them (layer x gain), in play order
     expected : index where each row should start
     period : frames per block (the mixer frees and steals voices per block)
+    groups : per row, the choke group of each one-shot (0: none; default none)
+    fade : frames a choked voice fades over (:attr:`rolypoly.kit.SampleKit.choke_frames`)
 
     Returns
     -------
@@ -1028,8 +1034,9 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
     residual = np.array(audio, np.float64)
     found = np.full(len(rows), -1)
     quality = np.full(len(rows), np.inf)
-    active: list[list] = []  # [start, end, age, shot] per voice in use
+    active: list[list] = []  # [start, end, age, shot, group] per voice in use
     age = 0
+    ramp = 1.0 - (fade - np.arange(fade)) / fade  # the part of a choked voice the mixer leaves out
     for r, (shots, at) in enumerate(zip(rows, expected)):
         m = min(head, max(len(x) for x in shots))
         s = np.zeros(m)
@@ -1055,17 +1062,28 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
         # Found, or nearly (the capture lost a cycle in its tail): take it out either way, so that
         # one damaged row does not spoil the rows after it.
         block = start - start % period
-        for shot in shots:
+        for k, shot in enumerate(shots):
+            group = groups[r][k] if groups is not None else 0
             active = [v for v in active if v[1] > block]  # voices whose layer ended before the block are free
+            for v in active if group else ():
+                a, e, _, old, g = v
+                if g != group or a >= start or e <= start:
+                    continue
+                # Choked: what it would have played from here is put back, but the fade's share.
+                e = min(e, len(residual))
+                cut = np.ones(e - start)
+                cut[:min(fade, len(cut))] = ramp[:len(cut)]
+                residual[start:e] += old[start - a:e - a] * cut
+                v[1] = start + fade
             if len(active) >= voices:
                 oldest = min(active, key=lambda v: v[2])
-                a, e, _, old = oldest
+                a, e, _, old, _ = oldest
                 e = min(e, len(residual))
                 residual[block:e] += old[block - a:e - a]  # its tail stopped at the block's start
                 active.remove(oldest)
             end = min(start + len(shot), len(residual))
             residual[start:end] -= shot[:end - start]
-            active.append([start, start + len(shot), age, shot])
+            active.append([start, start + len(shot), age, shot, group])
             age += 1
     return found, quality
 
@@ -1080,16 +1098,17 @@ def _audio_figures(take: dict, period: int, rate: int) -> dict:
     audio = data["audio"]
     times_us, repair = capture_times(data)
     mono_s = jack_us_to_monotonic(times_us, data["clock"])
-    from rolypoly.drum_map import OUTPUT_PITCHES
+    from rolypoly.drum_map import class_of_pitch
 
-    cls_of_pitch = {p: c for c, p in enumerate(OUTPUT_PITCHES)}
     per_row: dict[int, list] = {}
-    for row, pitch, vel in expected:
-        per_row.setdefault(row, []).append(kit.sample(cls_of_pitch[pitch], vel))
+    groups: dict[int, list] = {}
+    for row, pitch, vel in expected:  # each note's own sound, as the mixer plays it (chokes included)
+        per_row.setdefault(row, []).append(kit.sample(class_of_pitch(pitch), vel, pitch))
+        groups.setdefault(row, []).append(int(kit.choke_of_pitch[pitch]))
     rows_of = np.array(sorted(per_row))
     at = np.searchsorted(mono_s, intended_row[rows_of])
     found, quality = find_hits(audio, [per_row[r] for r in rows_of], at, int(data["period"]),
-                               take["voices"])
+                               take["voices"], groups=[groups[r] for r in rows_of], fade=kit.choke_frames)
     ok = found >= 0
     emitted = mono_s[found[ok]]
     intended = intended_row[rows_of[ok]]
@@ -1330,7 +1349,7 @@ def _report(take: dict, server: dict, minutes: float, partner: str, bpm: float, 
         "server": server,
         "take": {"minutes": minutes, "rows": len(result.intended), "bpm": bpm, "drums": drums,
                  "score": take["score"].name + " (16th hats, kick, snare" + (
-                     ", ride 8ths, crash every bar" if drums == "audio" else "") + "; 2/4 bars)",
+                     ", ride 16ths, crash every bar" if drums == "audio" else "") + "; 2/4 bars)",
                  "kit": take["kit"].describe() if "kit" in take else None,
                  "partner": take["source"], "agent": "lstm, random init (shipped size), numpy Performer",
                  "misses": int(result.misses), "xruns": int(result.xruns), "problems": list(result.problems),

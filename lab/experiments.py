@@ -30,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rolypoly.demo import riff_positions
 from rolypoly.drum_map import class_index
 from rolypoly.errors import RolypolyError
+from rolypoly.report import alignment_per_bar
 from rolypoly.score import load_score, score_from_grid, write_midi
 from rolypoly.finetune import DatasetMSECache
 from rolypoly.session import Session
@@ -319,3 +321,91 @@ def _targets(name: str, report: dict, partner, score) -> dict:
     return {"diff_std_take0_ms": s0, "diff_std_take3_ms": s3, "ratio_take3": round(s3 / s0, 3),
             "ratio_target": 0.6, "later_max_ratio": round(max(later) / s0, 3) if later else None,
             "met": bool(s3 / s0 <= 0.6 and all(x / s0 <= 0.6 for x in later))}
+
+
+# ----------------------------------------------------------------------------- follow (live generation)
+
+def follow_experiment(out=None, *, bars: int = 16, change_bar: int = 8, bpm: float = 96.0, seed: int = 0,
+                      agent: str = "lstm", writer=None, score_path=None, instrument: str = "bass",
+                      generate: dict | None = None) -> dict:
+    """Do the drums follow a partner who changes riff? The issue's follow figures, on the simulated clock.
+
+    A :class:`~rolypoly.lab.virtual_partner.VirtualPartner` plays straight 8ths, then from bar
+    ``change_bar + 1`` (bar 9 by default) the syncopated :data:`rolypoly.demo.SYNCOPATED_RIFF`. The same engine
+    plays two takes against it: the score as written (the fixed pattern), and bars written live
+    (``--generate follow``). Alignment is the fraction of partner notes with a kick or snare
+    within ±1 step of the score's grid (1/24 bar), as played (:func:`rolypoly.report.alignment_per_bar`).
+
+    Returns ``{"follow": {alignment_before, alignment_after, alignment_fixed_pattern,
+    bars_to_adapt, ...}, ...}``: before = bars 1..change_bar, after = from 2 bars after the
+    change to the end; bars_to_adapt = bars from the change until a bar's alignment reaches
+    1.5× the fixed pattern's after the change (None: never). The evaluation
+    (``rolypoly evaluate live-groove``) calls this for its ``follow`` part.
+
+    Parameters
+    ----------
+    out : folder for the sessions and takes (a temporary one, removed after, when None)
+    writer : a loaded :class:`~rolypoly.generate.BarWriter` (default: the shipped models)
+    score_path : the drum part (default: a rock beat, kick 1 and 3, snare 2 and 4, 8th hi-hats)
+    generate : the generation keywords (mode, controls, fill_every) over ``mode="follow"``
+    """
+    import tempfile
+
+    from rolypoly.take import read_take
+
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory(prefix="rolypoly-follow-")
+        out = Path(tmp.name) / "follow"
+    out = _prepare(Path(out), "follow")
+    try:
+        if score_path is None:
+            score_path = out / "rock.mid"
+            write_midi(straight_eighths(bars, bpm), score_path)
+        score = load_score(score_path)
+        if score.n_bars < bars:
+            raise RolypolyError(f"{score_path}: {score.n_bars} bars; the follow experiment needs {bars}")
+        partner = VirtualPartner(score, bar_positions=riff_positions(bars, change_bar), instrument=instrument,
+                                 accents=(1.0, 0.7, 0.85, 0.7), partner_offset_s=PARTNER_LEAD_S, seed=seed)
+        settings = EngineSettings(partner_offset_s=PARTNER_LEAD_S)
+        ks = [class_index("kick"), class_index("snare")]
+        per_bar, takes = {}, {}
+        for name, gen in (("fixed", None), ("follow", {"mode": "follow", **(generate or {}), "bars": bars,
+                                                        **({"writer": writer} if writer is not None else {})})):
+            t0 = time.perf_counter()
+            summary = play_take(score_path, partner, SimClock(), session=out / f"session-{name}", agent=agent,
+                                settings=settings, mix=False, plot=False, generate=gen)
+            take = read_take(summary["take_dir"])
+            rows = take.rows
+            hit = rows["features"][:, ks].max(axis=1) > 0.5
+            notes = partner.notes[partner.notes["decided"]]
+            bar_s = float(score.bar_ms[0]) / 1000.0
+            per_bar[name] = alignment_per_bar(notes["played"], notes["bar"], rows["played"], hit, bar_s, bars)
+            takes[name] = {"take_dir": summary["take_dir"], "rows": summary["rows"], "misses": summary["misses"],
+                           "stopped_early": summary["stopped_early"], "seconds": round(time.perf_counter() - t0, 2),
+                           **({"generated": summary["generated"]} if "generated" in summary else {})}
+        before = slice(0, change_bar)
+        after = slice(min(change_bar + 2, bars), bars)
+        fixed_after = float(np.nanmean(per_bar["fixed"][after]))
+        aligned = np.flatnonzero(per_bar["follow"][change_bar:] >= 1.5 * fixed_after - 1e-9)
+        follow = {
+            "alignment_before": round(float(np.nanmean(per_bar["follow"][before])), 4),
+            "alignment_after": round(float(np.nanmean(per_bar["follow"][after])), 4),
+            "alignment_fixed_pattern": round(fixed_after, 4),
+            "alignment_fixed_pattern_before": round(float(np.nanmean(per_bar["fixed"][before])), 4),
+            "bars_to_adapt": int(aligned[0]) if len(aligned) else None,
+            "per_bar": {k: [None if np.isnan(x) else round(float(x), 3) for x in v] for k, v in per_bar.items()},
+        }
+        follow["ratio_after"] = round(follow["alignment_after"] / fixed_after, 3) if fixed_after > 0 else None
+        beat_kept = all(t["rows"] > 0 and not t["stopped_early"] for t in takes.values())
+        met = bool(follow["ratio_after"] is not None and follow["ratio_after"] >= 1.5
+                   and follow["bars_to_adapt"] is not None and follow["bars_to_adapt"] <= 2 and beat_kept)
+        report = {"experiment": "follow", "bars": bars, "change_bar": change_bar + 1, "bpm": bpm, "seed": seed,
+                  "partner": partner.name, "follow": follow, "takes": takes, "beat_never_stopped": beat_kept,
+                  "targets": {"ratio_target": 1.5, "bars_to_adapt_target": 2, "met": met}}
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / MARKER).write_text(json.dumps({"experiment": "follow", "running": False}) + "\n")
+        return report
+    finally:
+        if tmp is not None:
+            tmp.cleanup()

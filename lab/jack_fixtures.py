@@ -107,4 +107,4 @@ def partner_kit(sample_rate: int = 48000, seconds: float = 0.1):
         x = np.asarray(x, np.float32)
         first = int(np.flatnonzero(np.abs(x) > 0)[0])
         layers.append([(127, x[first:first + int(0.25 * sample_rate)])])
-    return SampleKit(layers, sample_rate, name="plucked partner notes")
+    return SampleKit(layers, sample_rate, name="plucked partner notes", chokes=False)  # each note rings out

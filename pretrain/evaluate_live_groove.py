@@ -50,6 +50,10 @@ one tap pattern, so accuracy above chance is the style control's doing. The
 classifier's accuracy on the drummers' own test bars is beside it
 (``classifier_on_test_bars``: what a bar can tell of its style at all), and
 so is the accuracy on the continuation bars written with the take's own style.
+
+The command (``rolypoly/cli/training.py``) adds the live part's follow
+experiment (:func:`rolypoly.lab.experiments.follow_experiment`, ``follow``)
+and the next-bar time of ``rolypoly bench generate`` (``next_bar``).
 """
 from __future__ import annotations
 

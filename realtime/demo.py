@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from rolypoly.demo import DEMO_PARTNER, DEMO_SCORE
 
 #: The demo's session, inside its output folder.
@@ -89,7 +91,79 @@ def run_duet_demo(out_dir="demo-output", realtime: bool = True, quick: bool = Fa
     return out
 
 
-def _live_rig(clock):
+def take_alignment(take_dir, bar_s: float, n_bars: int):
+    """Per bar, the fraction of the partner's notes heard in a take with a kick or snare by them (as played)."""
+    from rolypoly.drum_map import class_index
+    from rolypoly.report import alignment_per_bar
+    from rolypoly.take import read_take
+
+    take = read_take(take_dir)
+    rows = take.rows
+    ks = rows["features"][:, [class_index("kick"), class_index("snare")]].max(axis=1) > 0.5
+    onsets = take.partner_onsets
+    return alignment_per_bar(onsets, np.floor(onsets / bar_s + 1 / 48).astype(int), rows["played"], ks, bar_s, n_bars)
+
+
+def run_generate_demo(out_dir="demo-output", realtime: bool = True, *, on_step=None, on_engine=None,
+                      generate: dict | None = None) -> dict:
+    """The drums follow a bass that changes its riff half way: the bundled recording, two takes.
+
+    The demo's rock groove (:func:`rolypoly.demo.riff_score`, 16 bars at 96 bpm) against the
+    bundled bass (:data:`rolypoly.paths.DEMO_RIFF`): straight 8ths, then from bar 9 a syncopated
+    riff. Take 0 plays the score as written on the simulated clock; take 1 writes every bar as it
+    goes (``--generate follow``), in real time through the live rig (or simulated without
+    ``realtime``). Returns both summaries and, per take, how many of the bass notes had a kick or
+    snare by them (:func:`take_alignment`) before the change and from two bars after it.
+    """
+    import shutil
+
+    from rolypoly.demo import DEMO_RIFF, PARTNER_LEAD_S, RIFF_CHANGE_BAR, riff_score
+    from rolypoly.score import write_midi
+
+    from .clock import RealClock, SimClock
+    from .duet import play_take
+    from .engine import EngineSettings
+    from .sources import FileSource
+
+    step = on_step or (lambda name, result: None)
+    out = Path(out_dir)
+    session = out / "generate-session"
+    if (session / "session.json").is_file():
+        shutil.rmtree(session)  # the demo's own folder
+    out.mkdir(parents=True, exist_ok=True)
+    score = riff_score()
+    score_path = out / "riff_score.mid"
+    write_midi(score, score_path)
+    settings = EngineSettings(partner_offset_s=PARTNER_LEAD_S)
+    bar_s, n_bars = float(score.bar_ms[0]) / 1000.0, score.n_bars
+    before, after = slice(0, RIFF_CHANGE_BAR), slice(RIFF_CHANGE_BAR + 2, n_bars)
+    report = {}
+    for name in ("as written", "following"):
+        live = realtime and name == "following"
+        clock = RealClock() if live else SimClock()
+        rig, heard = _live_rig(clock, DEMO_RIFF) if live else (None, None)
+        step(name, None)
+        try:
+            source = rig.source if rig is not None else FileSource(DEMO_RIFF)
+            summary = play_take(score_path, source, clock, session=session, settings=settings,
+                                drums=rig.drums if rig is not None else None, kit=rig.kit if rig is not None else None,
+                                on_engine=on_engine, generate=None if name == "as written" else
+                                {"mode": "follow", **(generate or {})})
+        finally:
+            if rig is not None:
+                rig.close()
+        if heard:
+            summary["heard"] = heard
+        per_bar = take_alignment(summary["take_dir"], bar_s, n_bars)
+        summary["alignment"] = {"before": round(float(np.nanmean(per_bar[before])), 3),
+                                "after": round(float(np.nanmean(per_bar[after])), 3),
+                                "per_bar": [None if np.isnan(x) else round(float(x), 2) for x in per_bar]}
+        report[name] = summary
+        step(name, summary)
+    return report
+
+
+def _live_rig(clock, partner=None):
     """The demo partner, and the sampled kit through what this machine sounds with; and where it plays.
 
     The rig of ``rolypoly play --drums audio --midi off`` (:func:`~rolypoly.realtime.rig.open_rig`):
@@ -102,7 +176,7 @@ def _live_rig(clock):
     from .rig import open_rig
 
     try:
-        rig = open_rig(partner_file=DEMO_PARTNER, drums="audio", midi="off", name=jack.own_name("rolypoly-demo"),
+        rig = open_rig(partner_file=partner or DEMO_PARTNER, drums="audio", midi="off", name=jack.own_name("rolypoly-demo"),
                        clock=clock)
     except DeviceError as exc:  # a device that went away: the demo still writes its files
         return None, f"nowhere live ({exc}); the drums sound in mix.wav"

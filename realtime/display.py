@@ -25,13 +25,13 @@ def partner_so_far(engine, *, ended: bool = False) -> PartnerFit | None:
     Reads the take rows the engine has completed (a row's diff is written
     once the hit after it is out, or at the end); a snapshot, never a wait.
     """
-    done = len(engine.rows) if ended else max(int(engine.status["row"]), 0)
-    diff = engine.rows["diff"][:done] * engine.score.bar_ms[:done]
+    done = len(engine.plan) if ended else max(int(engine.status["row"]), 0)
+    diff = engine.rows["diff"][:done] * engine.plan.bar_ms[:done]
     return partner_fit(diff)
 
 
 def _bars(engine) -> int:
-    return int(engine.score.n_bars)
+    return int(engine.n_bars)
 
 
 class _Watcher:

@@ -11,9 +11,10 @@ in the block at its own frame inside it and mixes the sounding voices.
 The callback's work is bounded and allocates nothing: :class:`Voices` is a
 fixed set of voices (the oldest is stolen when all sound) mixed in one
 gather and one matrix-vector product over preallocated buffers, whatever
-the number sounding; a hit costs two table look-ups (its layer and gain in
-the :class:`~rolypoly.kit.SampleKit`). Nothing is locked: the ring's
-counters are plain integers, written by one side only.
+the number sounding; a hit costs a few table look-ups indexed by its note
+(its sound -- the note's own, else its class's -- its choke group, its layer
+and gain in the :class:`~rolypoly.kit.SampleKit`). Nothing is locked: the
+ring's counters are plain integers, written by one side only.
 
 This is the player of the PortAudio streams (:class:`~rolypoly.realtime.sources.LiveSource`,
 :class:`~rolypoly.realtime.sources.AudioOut`, whose callbacks are Python
@@ -52,6 +53,8 @@ NOTE_ON = 0x90 | DRUM_CHANNEL
 NOTE_OFF = 0x80 | DRUM_CHANNEL
 
 INF = float("inf")
+#: fade_end of a voice nobody choked (beyond any bank index).
+NO_FADE = 1 << 62
 
 #: A scheduled hit. ``note`` is the MIDI note the player's file has for it, ``channel * 128 + pitch``
 #: (:func:`midi_note`), or -1 for the class's General MIDI note on channel 10 (scores made in code).
@@ -112,7 +115,8 @@ class Voices:
     that has ended the zeros after it), one gather, one matrix-vector
     product with the gains, then the positions move on and ended voices are
     held on their layer's end. Five numpy calls with ``out=`` buffers,
-    whatever the number of voices sounding; blocks longer than the padding
+    whatever the number of voices sounding (four more while a choked voice
+    fades: its envelope, :meth:`choke`); blocks longer than the padding
     are mixed in pieces.
 
     Parameters
@@ -143,7 +147,14 @@ class Voices:
         self.gain = np.zeros(voices, np.float32)
         self.age = np.zeros(voices, np.int64)
         self.cls = np.full(voices, -1, np.int64)
+        self.start = np.zeros(voices, np.int64)   # bank index of the voice's first sample
+        self.group = np.zeros(voices, np.int64)   # choke group (0: none)
+        self.fade_end = np.full(voices, NO_FADE, np.int64)  # bank index a choked voice is silent from
+        self.fade = 1                             # frames of a choked voice's fade
+        self._fading = 0                          # voices choked and still sounding (or just ended)
         self._free = np.zeros(voices, bool)
+        self._sounding = np.zeros(voices, bool)  # work buffer (voices whose fade is over)
+        self._fade2 = self.fade_end[:, None]
         self._pos2 = self.pos[:, None]
         self._started = 0
         self.stolen = 0
@@ -156,6 +167,7 @@ class Voices:
         self._ramp = np.arange(n, dtype=np.int64)
         self._idx = np.zeros((self.count, n), np.int64)
         self._gathered = np.zeros((self.count, n), np.float32)
+        self._env = np.zeros((self.count, n), np.float32)
         self._mix = np.zeros(n, np.float32)
 
     def reset(self) -> None:
@@ -164,13 +176,33 @@ class Voices:
         self.end.fill(0)
         self.gain.fill(0)
         self.cls.fill(-1)
+        self.fade_end.fill(NO_FADE)
+        self._fading = 0
 
     def sounding(self) -> int:
         """Voices playing (or about to start in the next block)."""
         np.less(self.pos, self.end, out=self._free)
         return int(np.count_nonzero(self._free))
 
-    def start_voice(self, start: int, end: int, gain: float, offset: int, cls: int = -1) -> int:
+    def choke(self, group: int, offset: int) -> None:
+        """Cut the voices of choke ``group`` that sound before frame ``offset`` of the next block.
+
+        Each fades out over :attr:`fade` frames from that frame (a voice starting on it is kept).
+        """
+        for k in range(self.count):
+            if self.group[k] != group or self.pos[k] >= self.end[k]:
+                continue
+            at = self.pos[k] + offset        # the bank index the voice reads at that frame
+            if at <= self.start[k]:
+                continue
+            cut = at + self.fade
+            if cut < self.fade_end[k]:
+                self.fade_end[k] = cut
+                self._fading += 1
+            if cut < self.end[k]:
+                self.end[k] = cut
+
+    def start_voice(self, start: int, end: int, gain: float, offset: int, cls: int = -1, group: int = 0) -> int:
         """Start a layer (bank range) ``offset`` frames into the next block; returns the voice.
 
         A free voice if there is one, else the one started longest ago.
@@ -182,8 +214,11 @@ class Voices:
             self.stolen += 1
         self.end[k] = end
         self.pos[k] = start - offset
+        self.start[k] = start
         self.gain[k] = gain
         self.cls[k] = cls
+        self.group[k] = group
+        self.fade_end[k] = NO_FADE
         self._started += 1
         self.age[k] = self._started
         return k
@@ -203,9 +238,24 @@ class Voices:
         idx = self._idx
         np.add(self._pos2, self._ramp, out=idx)
         np.take(self.bank, idx, out=self._gathered, mode="clip")
+        if self._fading:
+            # Choked voices fade linearly to their fade_end; the others' envelope is 1 throughout.
+            env = self._env
+            np.subtract(self._fade2, idx, out=idx)
+            np.multiply(idx, 1.0 / self.fade, out=env, casting="unsafe")
+            np.clip(env, 0.0, 1.0, out=env)
+            np.multiply(self._gathered, env, out=self._gathered)
         np.dot(self.gain, self._gathered, out=out)
         self.pos += n
         np.minimum(self.pos, self.end, out=self.pos)
+        if self._fading:
+            # A choked voice ends inside its layer, not on the zeros after it: silence it by its gain.
+            np.less(self.fade_end, NO_FADE, out=self._free)
+            np.greater_equal(self.pos, self.end, out=self._sounding)
+            np.logical_and(self._free, self._sounding, out=self._sounding)
+            np.putmask(self.gain, self._sounding, 0.0)
+            np.putmask(self.fade_end, self._sounding, NO_FADE)
+            self._fading = int(np.count_nonzero(self._free)) - int(np.count_nonzero(self._sounding))
         return out
 
 
@@ -241,6 +291,7 @@ class DrumPlayer:
         self.sample_rate = kit.sample_rate
         self.ring = HitRing(capacity)
         self.voices = Voices(kit.bank, voices)
+        self.voices.fade = kit.choke_frames
         self.audio, self.midi = bool(audio), bool(midi)
         self.midi_latency_s = float(midi_latency_s)
         self.gate_s = float(gate_s)
@@ -258,6 +309,7 @@ class DrumPlayer:
         self.midi_buffer = np.zeros((4 * N_CLASSES + 256, 4), np.int64)  # offset, status, pitch, velocity
         self._layer_of, self._gain_of = kit.layer_of, kit.gain_of
         self._starts, self._ends = kit.starts, kit.ends
+        self._sound_of_pitch, self._choke_of_pitch = kit.sound_of_pitch, kit.choke_of_pitch
 
     # ------------------------------------------------------------------ producer (engine thread)
     def schedule(self, classes, velocities, at: float, notes=None) -> int:
@@ -310,9 +362,17 @@ class DrumPlayer:
                 late_s = -where * frame_s
                 if late_s > self.late_max_s:
                     self.late_max_s = late_s
-            c, v = int(slot["cls"]), int(slot["vel"])
-            k = self._layer_of[c, v]
-            self.voices.start_voice(self._starts[c, k], self._ends[c, k], self._gain_of[c, v], offset, c)
+            c, v, note = int(slot["cls"]), int(slot["vel"]), int(slot["note"])
+            # The note's own sound, else its class's; the note's choke group cuts what it should.
+            pitch = note % 128 if 0 <= note < 16 * 128 else OUTPUT_PITCHES[c]
+            s_ = int(self._sound_of_pitch[pitch])
+            if s_ < 0:
+                s_ = c
+            group = int(self._choke_of_pitch[pitch])
+            if group:
+                self.voices.choke(group, offset)
+            k = self._layer_of[s_, v]
+            self.voices.start_voice(self._starts[s_, k], self._ends[s_, k], self._gain_of[s_, v], offset, c, group)
             self.played += 1
             read += 1
         self._audio_read = read

@@ -15,6 +15,7 @@ Examples
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 from dataclasses import replace
@@ -72,7 +73,7 @@ def check_settings(settings: EngineSettings) -> EngineSettings:
 def play_take(score_path, source, clock, *, session=None, agent: str | None = None, weights=None,
               settings: EngineSettings | None = None, tempo_bpm: float | None = None, midi=None,
               osc=None, on_engine=None, mix: bool = True, plot: bool = True, drums=None, kit=None,
-              start_at=None, midi_early_s: float = 0.0, say=None) -> dict:
+              start_at=None, midi_early_s: float = 0.0, say=None, generate: dict | None = None) -> dict:
     """Play one take and keep everything it leaves behind.
 
     Parameters
@@ -91,6 +92,9 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     midi_early_s : rtmidi MIDI leaves this much early (an external synth's latency)
     say : optional callable(line) told, before the take, the partner offset found when
         ``settings.partner_offset_s`` is None and the partner is a recording
+    generate : bars written during the take (:func:`bar_feed`'s keywords: ``mode``,
+        ``controls``, ``fill_every``, ``bars``, ``writer`` or ``continuation``/``fill``
+        weights); the take then records the rows it played, and the session's score stays
 
     Returns
     -------
@@ -107,22 +111,31 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     if found is not None and say is not None:
         say(found)
     played_hash = sess.remember_score(score)
+    feed, problem = (None, None) if generate is None else bar_feed(score, **generate)
+    if problem is not None:
+        warnings = [*warnings, problem]
+        if say is not None:
+            say(problem)
     take_dir = sess.next_take_dir()
     header = TakeHeader(
-        score=score.name, score_hash=played_hash, rows=len(score), tempo_bpm=round(float(score.tempo_bpm[0]), 3),
+        score=score.name, score_hash=played_hash, rows=len(score) if feed is None else None,
+        tempo_bpm=round(float(score.tempo_bpm[0]), 3),
         agent=model.kind, model_version=version, pattern=sess.pattern,
         weights=str(weights) if weights is not None else str(sess.version_dir(version) / "weights.safetensors"),
         settings=settings.as_dict(), source=source.name, sample_rate=source.sample_rate,
-        clock="simulated" if clock.simulated else "real", started=_now())
+        clock="simulated" if clock.simulated else "real", started=_now(),
+        extra={} if feed is None else {"generated": {"mode": feed.mode, "bars": feed.n_bars,
+                                                     "fill_every": feed.fill_every,
+                                                     "controls": dataclasses.asdict(feed.controls)}})
     take = TakeWriter(take_dir / TAKE_FILE, header)
     # When each row's hit sounded (NaN: not played): filled in place, nothing kept per hit.
-    sounded = np.full(len(score), np.nan)
+    sounded = np.full(len(score) if feed is None else feed.plan.capacity, np.nan)
 
     def on_hit(t, at):
         sounded[t] = at
 
     engine = Engine(score, Performer(model), source, clock, midi=midi, osc=osc, take=take,
-                    settings=settings, on_hit=on_hit, drums=drums, midi_early_s=midi_early_s)
+                    settings=settings, on_hit=on_hit, drums=drums, midi_early_s=midi_early_s, bars=feed)
     if on_engine is not None:
         on_engine(engine)
     try:
@@ -131,6 +144,8 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         # Whatever happened, the rows written so far stay a closed, readable take.
         take.close(TakeEnd(error=str(e).splitlines()[0] if str(e) else type(e).__name__, ended=_now()))
         raise
+    if feed is not None:  # what was played: the bars written, not the score (which stays as it is)
+        score = feed.plan.score()
     played = np.isfinite(result.played)
     rel = result.played - result.notated
     bar_s = score.bar_ms[:len(rel)] / 1000
@@ -150,6 +165,9 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         "partner_offset_s": round(float(settings.partner_offset_s or 0.0), 4),
     }
     summary["problems"] += partner_seldom_heard(result, score, settings)
+    if feed is not None:
+        summary["generated"] = feed.summary()
+        summary["problems"] += [f"bar writer: {e}" for e in feed.errors]
     figures = {k: v for k, v in summary.items() if k not in ("rows", "misses", "xruns", "stopped_early")}
     # Every onset heard, not only those in the hit windows: off-beat partner notes need them.
     end = TakeEnd(rows=summary["rows"], misses=result.misses, xruns=result.xruns,
@@ -169,10 +187,15 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     write_midi(drums, take_dir / "drums.mid", offsets=offsets[:len(drums)])
     if mix:
         from rolypoly.kit import load_kit
-        from rolypoly.synth import render_hits
+        from rolypoly.score import played_notes
+
+        from .engine import row_hits
 
         rows = np.flatnonzero(np.isfinite(sounded))
-        events = [(sounded[t], score.hits[t], score.velocities[t]) for t in rows]
+        # The hits the engine handed to the live drums: the player's notes, at the velocities played.
+        classes, velocities, notes = row_hits(score, played_notes(score))
+        hits = np.array([(sounded[t], c, v, n % 128) for t in rows
+                         for c, v, n in zip(classes[t], velocities[t], notes[t])], np.float64).reshape(-1, 4)
         start = int(round(-settings.partner_offset_s * sr))  # partner sample 0 on the score's time line
         last = float(sounded[rows].max()) if len(rows) else 0.0
         length = max(len(partner) + start, int((last + 2.0) * sr))
@@ -181,7 +204,8 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
             summary["problems"].append(f"mix.wav cut at {MAX_MIX_SECONDS / 60:.0f} minutes (the longest mix)")
         # The kit heard live, at the recording's rate: what was heard and what is kept sound alike.
         kit = load_kit(None, sr) if kit is None else kit.at_rate(sr)
-        drum_audio = render_hits(events, sr, length, kit=kit)
+        drum_audio = kit.render(hits[:, 0], hits[:, 1].astype(int), hits[:, 2], hits[:, 3].astype(int), length,
+                                limit=True)
         write_wav(take_dir / "mix.wav", _mix(drum_audio, partner, start), sr, subtype="PCM_16")
         summary["mix"] = str(take_dir / "mix.wav")
     if plot:
@@ -194,6 +218,30 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     summary["partner"] = str(take_dir / "partner.wav")
     summary["drums"] = str(take_dir / "drums.mid")
     return summary
+
+
+def bar_feed(score, *, mode: str = "follow", controls: dict | None = None, fill_every: int = 0,
+             bars: int | None = None, writer=None, continuation=None, fill=None):
+    """The take's :class:`~rolypoly.realtime.live_bars.BarFeed` and a problem line (or None).
+
+    A bar model that does not load turns generation off, not the take: the
+    score plays as written and the line says why. Bad controls, mode or
+    ``fill_every`` are the player's mistake: RolypolyError before the take.
+    """
+    from rolypoly.errors import CheckpointError
+    from rolypoly.generate import BarWriter, Controls
+
+    from .live_bars import MODE_CONTROLS, BarFeed
+
+    if mode in MODE_CONTROLS:
+        Controls(**{**MODE_CONTROLS[mode], **(controls or {})})  # checked before any model loads
+    problem = None
+    if writer is None:
+        try:
+            writer = BarWriter.load(continuation, fill)
+        except CheckpointError as e:
+            problem = f"generation off, the score plays as written: {e}"
+    return BarFeed(score, writer, mode=mode, controls=controls, fill_every=fill_every, bars=bars), problem
 
 
 def partner_offset(score, source, settings: EngineSettings) -> tuple[EngineSettings, str | None]:

@@ -100,7 +100,7 @@ def row_hits(score, notes) -> tuple[list, list, list]:
     """Per row, the classes, velocities and notes (``channel * 128 + pitch``) it plays, made before the take.
 
     ``notes`` are the score's :func:`rolypoly.score.played_notes`, each given the drum class it
-    belongs to, for outputs that place hits ahead of time (the sampled kit sounds by class,
+    belongs to, for outputs that place hits ahead of time (the sampled kit sounds the note's own sample,
     JACK MIDI sends the note).
     """
     classes = [class_of_pitch(int(p)) for p in notes["pitch"]]
@@ -181,28 +181,57 @@ class Engine:
     """
 
     def __init__(self, score, performer, source, clock, *, midi=None, osc=None, take=None,
-                 settings: EngineSettings | None = None, on_hit=None, drums=None, midi_early_s: float = 0.0):
+                 settings: EngineSettings | None = None, on_hit=None, drums=None, midi_early_s: float = 0.0,
+                 bars=None):
         self.score, self.performer, self.source, self.clock = score, performer, source, clock
         self.midi, self.osc, self.take, self.on_hit = midi, osc, take, on_hit
         self.drums, self.midi_early_s = drums, float(midi_early_s) if midi is not None else 0.0
         self.settings = settings or EngineSettings()
-        self.X = score_features(score)
+        # What is played: the score's rows, or bars written during the take (rolypoly.realtime.live_bars),
+        # committed one by one into preallocated rows: the same arrays either way.
+        self.bars = bars
+        self.plan = score if bars is None else bars.plan
+        self.X = score_features(score) if bars is None else bars.plan.X
+        cap = len(score) if bars is None else bars.plan.capacity
         self._row = np.zeros(self.X.shape[1], np.float32)
-        # The take as it happens, one row per score row (rolypoly.take): filled in place, never grown.
-        self.rows = empty_rows(len(score))
-        self.rows["row"] = np.arange(len(score))
-        self.rows["bar"], self.rows["step"] = score.bar, score.step
-        notes = played_notes(score)  # the player's own notes, once for both outputs
-        self._messages = row_midi(score, notes)
-        # The drums placed ahead of time (rolypoly.realtime.drum_out): the player's notes, each with
-        # its class (the kit sounds by class; MIDI sends the note).
-        self._classes, self._velocities, self._notes = row_hits(score, notes)
+        # The take as it happens, one row per row played (rolypoly.take): filled in place, never grown.
+        self.rows = empty_rows(cap)
+        self.rows["row"] = np.arange(cap)
+        if bars is None:
+            self.rows["bar"], self.rows["step"] = score.bar, score.step
+            self.rows["velocities"] = np.clip(score.velocities, 0, 127)
+            notes = played_notes(score)  # the player's own notes, once for both outputs
+            self._messages = row_midi(score, notes)
+            # The drums placed ahead of time (rolypoly.realtime.drum_out): the player's notes, each with
+            # its class (the kit sounds the note, or its class's sample when it has none; MIDI sends the note).
+            self._classes, self._velocities, self._notes = row_hits(score, notes)
+        else:
+            self._messages, self._classes = [()] * cap, [[]] * cap
+            self._velocities, self._notes = [[]] * cap, [[]] * cap
         self._on_times = np.zeros(ONSET_MEMORY)
         self._on_desc = np.zeros(ONSET_MEMORY, np.float32)
+        self._on_strength = np.zeros(ONSET_MEMORY, np.float32)
         self._on_count = 0
         self._stop = threading.Event()
         self.status = {"row": -1, "bar": 0, "yhat_ms": 0.0, "diff_ms": 0.0, "misses": 0, "xruns": 0,
                        "onsets": 0, "midi": "off" if midi is None else "ok"}
+
+    @property
+    def n_bars(self) -> int:
+        """Bars the take plays."""
+        return self.score.n_bars if self.bars is None else self.bars.n_bars
+
+    @property
+    def length_s(self) -> float:
+        """From the score's time zero to the end of the take's last bar (s)."""
+        if self.bars is not None:
+            return float(self.plan.bar_start_s[self.bars.n_bars])
+        s = self.score
+        return float(s.onset_s[-1] + s.duration_ms[-1] / 1000.0) if len(s) else 0.0
+
+    def phase(self, t: int) -> float:
+        """Where row ``t`` sits in its bar, [0, 1)."""
+        return float(self.score.beat_phase[t] if self.bars is None else self.plan.position[t])
 
     def stop(self) -> None:
         """Ask a running take to end after the current hit (thread-safe)."""
@@ -232,6 +261,7 @@ class Engine:
             k = self._on_count % ONSET_MEMORY
             self._on_times[k] = o["time"]
             self._on_desc[k] = o["descriptor"]
+            self._on_strength[k] = o["strength"]
             self._on_count += 1
             self._heard_time.append(o["time"] - self._t0)
             self._heard_avail.append(o["available"] - self._t0)
@@ -260,47 +290,68 @@ class Engine:
 
     # ------------------------------------------------------------------ the take
     def run(self, start_at: float | None = None) -> TakeResult:
-        """Play the whole score once; returns what happened.
+        """Play the whole score (or every bar written) once; returns what happened.
 
         ``start_at``: engine time of the score's time zero (a bar of an
         incoming MIDI clock); default the lead-in from now.
         """
-        s, clock, score = self.settings, self.clock, self.score
-        n = len(score)
+        s, clock, plan, bars = self.settings, self.clock, self.plan, self.bars
         t0 = clock.now() + s.lead_in_s if start_at is None else float(start_at)
         self._t0 = t0
         self._heard_time, self._heard_avail = [], []
+        cap = len(self.rows)
+        # Per row, fixed once its bar is known (all at once for a score; bar by bar when written live).
+        self._notated, self._lo, self._hi = np.zeros(cap), np.zeros(cap), np.zeros(cap)
+        self._earliest, self._window = np.zeros(cap), np.zeros(cap)
+        if bars is not None:
+            bars.start()
+            self._commit_rows(0, plan.n)
+        n = len(plan) if bars is None else plan.n
+        self._fix(0, n)
+        notated, lo, hi, earliest, window = self._notated, self._lo, self._hi, self._earliest, self._window
         self.source.start(clock, t0 - (s.partner_offset_s or 0.0))
         if self.drums is not None:
-            self.drums.begin(clock, t0, score)
-        self.performer.prime(self.X)
+            self.drums.begin(clock, t0, self.score)
+        # Seq2Seq's encoder reads the session's score once: written bars use its annotations in turn.
+        self.performer.prime(score_features(self.score) if bars is not None else self.X)
         decider = Decider(self.performer)
-
-        bar_s = score.bar_ms / 1000.0
-        dur_s = score.duration_ms / 1000.0
-        prev_dur = np.r_[dur_s[0], dur_s[:-1]]
-        notated = t0 + score.onset_s
-        lo = -prev_dur / s.clamp_factor / bar_s     # bar fractions: ŷ never crosses a third of a gap
-        hi = dur_s / s.clamp_factor / bar_s
-        earliest = notated + lo * bar_s
-        window = dur_s / s.window_factor
         budget = s.budget_ms / 1000.0
 
-        played = np.full(n, np.nan)
-        intended = np.full(n, np.nan)
-        yhat = np.zeros(n)
-        diff = np.full(n, np.nan)
+        played = np.full(cap, np.nan)
+        intended = np.full(cap, np.nan)
+        yhat = np.zeros(cap)
+        diff = np.full(cap, np.nan)
         misses, y_prev, diff_prev, desc_prev = 0, 0.0, 0.0, 0.0
-        last = n
+        last = 0
+        t = 0
         try:
-            for t in range(n):
+            requested = -1
+            while True:
                 if self._stop.is_set():
-                    last = t
+                    break
+                if bars is not None and t < n and plan.bar[t] > requested:
+                    start = t0 + plan.bar_start_s[plan.bar[t]]
+                    if earliest[t] - budget > start:  # no hit on the downbeat: ask when the bar starts
+                        self._wait(start)
+                        requested = int(plan.bar[t])
+                        self._request_bar(requested)
+                if bars is not None and bars.committed_bars < bars.n_bars and (
+                        t >= n or earliest[t] - budget >= t0 + bars.deadline(bars.committed_bars)):
+                    # The next bar is due: the writer's if it is ready by its deadline, else the last again.
+                    due = t0 + bars.deadline(bars.committed_bars)
+                    if clock.simulated:
+                        bars.wait_ready(bars.committed_bars, due)
+                    self._wait(due)
+                    a, n = bars.commit(bars.committed_bars)
+                    self._commit_rows(a, n)
+                    continue
+                if t >= n:
                     break
                 self._wait(earliest[t] - budget)
+                bar_s = plan.bar_ms[t] / 1000.0
                 if t > 0:
-                    diff_prev, desc_prev = self._observe(t - 1, played, bar_s, window, diff,
-                                                         diff_prev, desc_prev)
+                    diff_prev, desc_prev = self._observe(t - 1, played, plan.bar_ms[t - 1] / 1000.0, window,
+                                                         diff, diff_prev, desc_prev)
                 np.copyto(self._row, self.X[t])
                 fill_partner(self._row, desc_prev, diff_prev)
                 self.rows["features"][t] = self._row
@@ -309,29 +360,39 @@ class Engine:
                     misses += 1
                     y = y_prev
                 y = min(max(y, lo[t]), hi[t])
-                intended[t] = notated[t] + y * bar_s[t]
+                intended[t] = notated[t] + y * bar_s
                 if self.drums is not None:  # placed to the sample: handed over now, ahead of time
                     self.drums.schedule(self._classes[t], self._velocities[t], intended[t], self._notes[t])
                 self._wait(intended[t] - self.midi_early_s)
                 played[t] = self._play(t, intended[t], y)
                 yhat[t] = y_prev = y
+                last = t + 1
                 if t > 0 and self.take is not None:
                     # Bookkeeping waits until the hit is out: it is not part of the decision.
                     self._record(t - 1, played, intended, yhat, notated, diff, window)
-                new_bar = t == 0 or score.bar[t] != score.bar[t - 1]
-                self.status.update(row=t, bar=int(score.bar[t]), yhat_ms=y * bar_s[t] * 1000,
+                new_bar = t == 0 or plan.bar[t] != plan.bar[t - 1]
+                if bars is not None:
+                    if plan.bar[t] > requested:  # bar k started: the writer gets bar k-1's partner, writes bar k+1
+                        requested = int(plan.bar[t])
+                        self._request_bar(requested)
+                    bars.after_hit()
+                self.status.update(row=t, bar=int(plan.bar[t]), yhat_ms=y * bar_s * 1000,
                                    misses=misses, xruns=self.source.xruns)
                 if new_bar and self.osc is not None:
                     self.osc.state(**self.status)
-            if last == n and n:
+                t += 1
+            stopped = last < n or (bars is not None and bars.committed_bars < bars.n_bars)
+            if not stopped and n:
                 # Hear the last hit's window out, so its diff is known too.
                 self._wait(played[n - 1] + window[n - 1])
             if last:
-                self._observe(last - 1, played, bar_s, window, diff, diff_prev, desc_prev)
+                self._observe(last - 1, played, plan.bar_ms[last - 1] / 1000.0, window, diff, diff_prev, desc_prev)
                 if self.take is not None:
                     self._record(last - 1, played, intended, yhat, notated, diff, window)
         finally:
             decider.close()
+            if bars is not None:
+                bars.close()
             self.source.stop()
             if self.midi is not None:
                 self.midi.all_notes_off()
@@ -345,17 +406,53 @@ class Engine:
         return TakeResult(notated=notated[:last] - t0, intended=intended[:last] - t0,
                           played=played[:last] - t0, yhat=yhat[:last], diff=diff[:last],
                           onsets=np.array(self._heard_time), onsets_available=np.array(self._heard_avail),
-                          misses=misses, xruns=self.source.xruns, stopped_early=last < n,
+                          misses=misses, xruns=self.source.xruns, stopped_early=stopped,
                           problems=problems, t0=t0)
+
+    def _fix(self, a: int, b: int) -> None:
+        """Times of rows a..b-1 (and of row a-1, whose gap to the next row is now known)."""
+        s, plan = self.settings, self.plan
+        a = max(a - 1, 0)
+        if b <= a:
+            return
+        bar_s = plan.bar_ms[a:b] / 1000.0
+        dur = plan.duration_ms[a:b] / 1000.0
+        prev = np.r_[plan.duration_ms[a - 1] / 1000.0 if a > 0 else dur[0], dur[:-1]]
+        self._notated[a:b] = self._t0 + plan.onset_s[a:b]
+        self._lo[a:b] = -prev / s.clamp_factor / bar_s     # bar fractions: ŷ never crosses a third of a gap
+        self._hi[a:b] = dur / s.clamp_factor / bar_s
+        self._earliest[a:b] = self._notated[a:b] + self._lo[a:b] * bar_s
+        self._window[a:b] = dur / s.window_factor
+
+    def _commit_rows(self, a: int, b: int) -> None:
+        """Rows a..b-1 were written (a bar of :mod:`rolypoly.realtime.live_bars`): their take rows, notes, times."""
+        from .midi_out import row_messages
+
+        plan, bars = self.plan, self.bars
+        self.rows["bar"][a:b], self.rows["step"][a:b] = plan.bar[a:b], plan.step[a:b]
+        self.rows["velocities"][a:b] = np.clip(plan.velocities[a:b], 0, 127)
+        for t in range(a, b):
+            ch, pitch, vel = bars.row_notes(t)
+            self._messages[t] = row_messages(ch, pitch, vel)
+            classes = [class_of_pitch(int(p)) for p in pitch]
+            keep = [k for k, c in enumerate(classes) if c is not None]
+            self._classes[t] = [classes[k] for k in keep]
+            self._velocities[t] = [int(vel[k]) for k in keep]
+            self._notes[t] = [int(ch[k]) * 128 + int(pitch[k]) for k in keep]
+        self._fix(a, b)
+
+    def _request_bar(self, bar: int) -> None:
+        n = min(self._on_count, ONSET_MEMORY)
+        self.bars.request(bar, self._on_times[:n] - self._t0, self._on_strength[:n], self.clock.now())
 
     def _observe(self, t, played, bar_s, window, diff, diff_prev, desc_prev):
         """diff_t and descriptor of hit t from the partner onsets around it (carried when none)."""
         self._hear()
         k = self._closest_onset(played[t], window[t])
         if k >= 0:
-            diff[t] = (self._on_times[k] - played[t]) / bar_s[t]
+            diff[t] = (self._on_times[k] - played[t]) / bar_s
             diff_prev, desc_prev = float(diff[t]), float(self._on_desc[k])
-        self.status["diff_ms"] = diff_prev * bar_s[t] * 1000
+        self.status["diff_ms"] = diff_prev * bar_s * 1000
         return diff_prev, desc_prev
 
     def _record(self, t, played, intended, yhat, notated, diff, window) -> None:
@@ -381,5 +478,5 @@ class Engine:
             self.osc.hit(t, intended - self._t0, actual - self._t0, y)
         if self.on_hit is not None:
             self.on_hit(t, actual - self._t0)
-        self.source.drum_played(self._t0 + self.score.onset_s[t], actual)
+        self.source.drum_played(self._t0 + self.plan.onset_s[t], actual)
         return actual

@@ -56,7 +56,7 @@ import time
 
 import numpy as np
 
-from rolypoly.drum_map import N_CLASSES, OUTPUT_PITCHES
+from rolypoly.drum_map import N_CLASSES
 from rolypoly.errors import DeviceError
 from rolypoly.realtime import jack as jackctl
 
@@ -213,25 +213,11 @@ class JackIO:
         s.midi_count, s.midi_get = _fn(lib, "jack_midi_get_event_count"), _fn(lib, "jack_midi_event_get")
         s.clock_raw = int(jack_time_clock(lib) == time.CLOCK_MONOTONIC_RAW)
         s.rate = self.rate
-        if kit is not None:
-            s.bank = arr("bank", kit.bank)
-            s.starts, s.ends = arr("starts", kit.starts), arr("ends", kit.ends)
-            s.layers = kit.starts.shape[1]
-            s.layer_of, s.gain_of = arr("layer_of", kit.layer_of), arr("gain_of", kit.gain_of)
-        else:  # MIDI only: no layers to play
-            s.bank = arr("bank", np.zeros(1, np.float32))
-            s.starts = s.ends = arr("starts", np.zeros((N_CLASSES, 1), np.int64))
-            s.layers = 1
-            s.layer_of = arr("layer_of", np.zeros((N_CLASSES, 128), np.int64))
-            s.gain_of = arr("gain_of", np.zeros((N_CLASSES, 128), np.float32))
-        s.pitches = arr("pitches", np.array(OUTPUT_PITCHES, np.int64))
+        rtcore.wire_kit(s, kit, arr, voices)
+        self.voice_count = int(voices)
         self._hits = np.zeros(hit_capacity, HIT)
         s.hits, s.hit_capacity = arr("hits", self._hits), hit_capacity
         s.audio_on, s.midi_on = int(kit is not None), int(midi)
-        self.voice_count = s.voices = int(voices)
-        for field, dtype in (("v_pos", np.int64), ("v_start", np.int64), ("v_end", np.int64),
-                             ("v_age", np.int64), ("v_gain", np.float32)):
-            setattr(s, field, arr(field, np.zeros(voices, dtype)))
         s.output_latency_s, s.input_latency_s = float(output_latency_s), float(input_latency_s)
         s.midi_latency_s, s.gate_s = float(midi_latency_s), float(gate_s)
         for c in range(N_CLASSES):

@@ -56,6 +56,34 @@ def parse_foot(specs) -> dict[int, str]:
     return out
 
 
+#: Generation controls a controller may reach: ``fill`` is a switch (a press: a fill into the
+#: next downbeat), the others knobs or expression pedals (0..127 as 0..1).
+GENERATE_CCS = ("fill", "follow", "density", "temperature", "pocket")
+#: ``--control-cc`` when none is given: the sustain pedal fills, the mod wheel follows, the expression pedal sets density.
+DEFAULT_GENERATE_CCS = ("64:fill", "1:follow", "11:density")
+
+
+def parse_generate_cc(specs) -> tuple[dict[int, str], dict[int, str]]:
+    """``--control-cc CC:NAME`` as ``({cc: "fill"}, {cc: knob name})``: switches and knobs.
+
+    >>> parse_generate_cc(["64:fill", "1:follow"])
+    ({64: 'fill'}, {1: 'follow'})
+    >>> parse_generate_cc(["7:tempo"])
+    Traceback (most recent call last):
+    ...
+    rolypoly.errors.RolypolyError: --control-cc 7:tempo: NAME must be one of fill, follow, density, temperature, pocket
+    """
+    switches, knobs = {}, {}
+    for spec in specs:
+        cc, _, name = str(spec).partition(":")
+        if not cc.strip().isdigit() or not 0 <= int(cc) <= 127:
+            raise RolypolyError(f"--control-cc {spec}: CC must be a controller number 0-127")
+        if name not in GENERATE_CCS:
+            raise RolypolyError(f"--control-cc {spec}: NAME must be one of {', '.join(GENERATE_CCS)}")
+        (switches if name == "fill" else knobs)[int(cc)] = name
+    return switches, knobs
+
+
 #: Foot-switch inputs on JACK, kept (silenced) until the process ends: see FootSwitch.close.
 _RETIRED: list = []
 
@@ -79,8 +107,11 @@ class FootSwitch:
     """
 
     def __init__(self, controls: dict[int, str], on_command, *, port: str | None = None,
-                 port_name: str = "rolypoly-control", api: str = "auto", channel: int | None = None):
+                 port_name: str = "rolypoly-control", api: str = "auto", channel: int | None = None,
+                 knobs: dict[int, str] | None = None, on_knob=None):
         self.controls = {int(k): v for k, v in controls.items()}
+        # Continuous controllers (a knob, an expression pedal): every value, as 0..1, to on_knob(name, value).
+        self.knobs, self.on_knob = {int(k): v for k, v in (knobs or {}).items()}, on_knob
         self.on_command, self.channel = on_command, channel
         self.pressed = 0
         self._midi = None
@@ -115,6 +146,10 @@ class FootSwitch:
             return
         if self.channel is not None and message[0] & 0x0F != self.channel:
             return
+        knob = self.knobs.get(message[1])
+        if knob is not None and self.on_knob is not None:
+            self.on_knob(knob, message[2] / 127.0)
+            return
         command = self.controls.get(message[1])
         if command is not None and message[2] >= PRESSED:
             self.pressed += 1
@@ -122,7 +157,7 @@ class FootSwitch:
 
     def describe(self) -> str:
         """Where to connect the pedal, for the player: e.g. ``jack virtual input 'rolypoly-control' (CC 64: go)``."""
-        ccs = ", ".join(f"CC {cc}: {c}" for cc, c in sorted(self.controls.items()))
+        ccs = ", ".join(f"CC {cc}: {c}" for cc, c in sorted({**self.controls, **self.knobs}.items()))
         where = f"virtual input {self.port!r}" if self.virtual else f"input from {self.port!r}"
         return f"{self.api} {where} ({ccs})"
 

@@ -32,6 +32,7 @@
 #define N_CLASSES 9
 #define CYCLE_COLUMNS 5
 #define BARRIER() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+#define NO_FADE (((int64_t)1) << 62)
 
 typedef uint32_t nframes_t;
 typedef struct { nframes_t time; size_t size; unsigned char *buffer; } midi_event_t;
@@ -65,12 +66,15 @@ typedef struct {
 
     /* the kit (SampleKit in rolypoly/kit.py) */
     const float *bank;
-    const int64_t *starts;      /* (9, layers) */
+    const int64_t *starts;      /* (sounds, layers): sounds 0..8 are the classes', then notes' own */
     const int64_t *ends;
     int64_t layers;
-    const int64_t *layer_of;    /* (9, 128) */
-    const float *gain_of;       /* (9, 128) */
-    const int64_t *pitches;     /* 9 */
+    const int64_t *layer_of;    /* (sounds, 128) */
+    const float *gain_of;       /* (sounds, 128) */
+    const int64_t *pitches;     /* 9: each class's General MIDI note */
+    const int64_t *sound_of_pitch;  /* 128: a note's own sound, or < 0: its class's */
+    const int64_t *choke_of_pitch;  /* 128: choke group, 0: none */
+    int64_t choke_frames;       /* a choked voice fades out over this many frames */
 
     /* hits, written by Python */
     hit_t *hits;
@@ -87,6 +91,8 @@ typedef struct {
     int64_t *v_end;
     int64_t *v_age;
     float *v_gain;
+    int64_t *v_group;           /* choke group of the voice's note */
+    int64_t *v_fade_end;        /* bank index a choked voice is silent from (NO_FADE: not choked) */
     int64_t started;
     int64_t stolen;
 
@@ -193,7 +199,20 @@ static int64_t frame_of(double t, double block_time, double frame_s, int64_t *la
     return (int64_t)(where + 0.5);
 }
 
-static void start_voice(rt_state *s, int64_t start, int64_t end, float gain, int64_t offset)
+/* Cut the voices of a choke group sounding before frame `offset`: each fades out from that frame. */
+static void choke(rt_state *s, int64_t group, int64_t offset)
+{
+    for (int64_t v = 0; v < s->voices; v++) {
+        if (s->v_group[v] != group || s->v_pos[v] >= s->v_end[v]) continue;
+        int64_t at = s->v_pos[v] + offset;     /* the bank index the voice reads at that frame */
+        if (at <= s->v_start[v]) continue;     /* struck on the same frame (or later): both sound */
+        int64_t cut = at + s->choke_frames;
+        if (cut < s->v_fade_end[v]) s->v_fade_end[v] = cut;
+        if (cut < s->v_end[v]) s->v_end[v] = cut;
+    }
+}
+
+static void start_voice(rt_state *s, int64_t start, int64_t end, float gain, int64_t offset, int64_t group)
 {
     int64_t k = -1;
     for (int64_t v = 0; v < s->voices; v++)
@@ -208,6 +227,8 @@ static void start_voice(rt_state *s, int64_t start, int64_t end, float gain, int
     s->v_end[k] = end;
     s->v_pos[k] = start - offset;
     s->v_gain[k] = gain;
+    s->v_group[k] = group;
+    s->v_fade_end[k] = NO_FADE;
     s->v_age[k] = ++s->started;
 }
 
@@ -228,8 +249,14 @@ static void render(rt_state *s, float *out, nframes_t n, double block_time)
         }
         int64_t c = h->cls, v = h->vel;
         if (c >= 0 && c < N_CLASSES && v >= 1 && v <= 127) {
-            int64_t k = s->layer_of[c * 128 + v];
-            start_voice(s, s->starts[c * s->layers + k], s->ends[c * s->layers + k], s->gain_of[c * 128 + v], offset);
+            /* the note's own sound, else its class's; its choke group cuts what it should */
+            int64_t pitch = (h->note >= 0 && h->note < 16 * 128) ? (h->note & 127) : s->pitches[c];
+            int64_t snd = s->sound_of_pitch[pitch] >= 0 ? s->sound_of_pitch[pitch] : c;
+            int64_t group = s->choke_of_pitch[pitch];
+            if (group > 0) choke(s, group, offset);
+            int64_t k = s->layer_of[snd * 128 + v];
+            start_voice(s, s->starts[snd * s->layers + k], s->ends[snd * s->layers + k], s->gain_of[snd * 128 + v],
+                        offset, group);
             s->played++;
         }
         read++;
@@ -244,8 +271,17 @@ static void render(rt_state *s, float *out, nframes_t n, double block_time)
         int64_t hi = pos + (int64_t)n < end ? pos + (int64_t)n : end;
         const float g = s->v_gain[v];
         const float *src = s->bank;
-        for (int64_t i = lo; i < hi; i++)
-            out[i - pos] += g * src[i];
+        int64_t fade_end = s->v_fade_end[v];
+        if (fade_end - s->choke_frames < hi) {  /* choked: a linear fade to fade_end */
+            const float step = 1.0f / (float)s->choke_frames;
+            for (int64_t i = lo; i < hi; i++) {
+                float e = (float)(fade_end - i) * step;
+                out[i - pos] += g * (e < 1.0f ? e : 1.0f) * src[i];
+            }
+        } else {
+            for (int64_t i = lo; i < hi; i++)
+                out[i - pos] += g * src[i];
+        }
         s->v_pos[v] = pos + n < end ? pos + n : end;
     }
 }

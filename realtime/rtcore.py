@@ -46,10 +46,11 @@ class RtState(ctypes.Structure):
         ("midi_get", _vp),
         ("clock_raw", _i64), ("rate", _i64),
         ("bank", _vp), ("starts", _vp), ("ends", _vp), ("layers", _i64), ("layer_of", _vp), ("gain_of", _vp),
-        ("pitches", _vp),
+        ("pitches", _vp), ("sound_of_pitch", _vp), ("choke_of_pitch", _vp), ("choke_frames", _i64),
         ("hits", _vp), ("hit_capacity", _i64), ("hits_written", _i64), ("audio_read", _i64), ("midi_read", _i64),
         ("audio_on", _i64), ("midi_on", _i64),
         ("voices", _i64), ("v_pos", _vp), ("v_start", _vp), ("v_end", _vp), ("v_age", _vp), ("v_gain", _vp),
+        ("v_group", _vp), ("v_fade_end", _vp),
         ("started", _i64), ("stolen", _i64),
         ("origin", _f64), ("have_origin", _i64), ("offset_ns", _f64), ("have_offset", _i64), ("cycle_time", _f64),
         ("frame_s", _f64), ("cycle_frame", _i64), ("output_latency_s", _f64), ("input_latency_s", _f64),
@@ -153,3 +154,38 @@ def load() -> ctypes.CDLL:
 def address(array) -> int:
     """Address of a numpy array's data (kept alive by the caller)."""
     return array.ctypes.data
+
+
+def wire_kit(state: RtState, kit, arr, voices: int) -> None:
+    """Point ``state`` at a kit's preloaded tables and give it ``voices`` voices.
+
+    ``kit`` is a :class:`~rolypoly.kit.SampleKit`, or None (MIDI only: nothing to play);
+    ``arr(name, array)`` keeps an array alive and returns its address.
+    """
+    import numpy as np
+
+    from rolypoly.drum_map import N_CLASSES, OUTPUT_PITCHES
+
+    if kit is not None:
+        state.bank = arr("bank", kit.bank)
+        state.starts, state.ends = arr("starts", kit.starts), arr("ends", kit.ends)
+        state.layers = kit.starts.shape[1]
+        state.layer_of, state.gain_of = arr("layer_of", kit.layer_of), arr("gain_of", kit.gain_of)
+        state.sound_of_pitch = arr("sound_of_pitch", kit.sound_of_pitch)
+        state.choke_of_pitch = arr("choke_of_pitch", kit.choke_of_pitch)
+        state.choke_frames = kit.choke_frames
+    else:  # MIDI only: no layers to play
+        state.bank = arr("bank", np.zeros(1, np.float32))
+        state.starts = state.ends = arr("starts", np.zeros((N_CLASSES, 1), np.int64))
+        state.layers = 1
+        state.layer_of = arr("layer_of", np.zeros((N_CLASSES, 128), np.int64))
+        state.gain_of = arr("gain_of", np.zeros((N_CLASSES, 128), np.float32))
+        state.sound_of_pitch = arr("sound_of_pitch", np.full(128, -1, np.int64))
+        state.choke_of_pitch = arr("choke_of_pitch", np.zeros(128, np.int64))
+        state.choke_frames = 1
+    state.pitches = arr("pitches", np.array(OUTPUT_PITCHES, np.int64))
+    state.voices = int(voices)
+    for field, dtype in (("v_pos", np.int64), ("v_start", np.int64), ("v_end", np.int64),
+                         ("v_age", np.int64), ("v_gain", np.float32), ("v_group", np.int64),
+                         ("v_fade_end", np.int64)):
+        setattr(state, field, arr(field, np.zeros(voices, dtype)))

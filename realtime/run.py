@@ -130,16 +130,16 @@ def live_view(engine) -> dict:
     early), misses, xruns and the partner onsets heard.
     """
     s = engine.status
-    score, row = engine.score, int(s.get("row", -1))
-    view = {"bar": 1, "beat": 1, "left_s": float(score.onset_s[-1] + score.duration_ms[-1] / 1000.0),
+    score, row = engine.plan, int(s.get("row", -1))  # the rows played: the score's, or the bars written
+    view = {"bar": 1, "beat": 1, "left_s": engine.length_s,
             "drums_ms": None, "misses": int(s.get("misses", 0)), "xruns": int(s.get("xruns", 0)),
             "onsets": int(s.get("onsets", 0)), "row": row, "rows": len(score)}
-    if row < 0:
+    if row < 0 or not len(score):
         return view
     row = min(row, len(score) - 1)
     beats = max(1, int(round(score.bar_ms[row] * score.tempo_bpm[row] / 60000.0)))  # quarter notes per bar
     view["bar"] = int(score.bar[row]) + 1
-    view["beat"] = int(score.beat_phase[row] * beats) + 1
+    view["beat"] = int(engine.phase(row) * beats) + 1
     view["left_s"] = max(0.0, view["left_s"] - float(score.onset_s[row]))
     diffs = engine.rows["diff"][max(0, row - 4 * RECENT_HITS):row]  # rows before row are complete
     bars = score.bar_ms[max(0, row - 4 * RECENT_HITS):row]

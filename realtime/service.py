@@ -39,6 +39,16 @@ message                    effect
 ``run/next``, ``run/stop``,  the keys of ``rolypoly session run`` (enter, space, r, q):
 ``run/revert``, ``run/quit``  next take, stop the take and learn, revert, quit; refused
                            (an error reply) when no session run owns the service
+``generate MODE [EVERY]``  bars written during the next takes: follow, fills or free (fills every
+                           EVERY bars; 0: only when asked), or off (the score as written)
+``generate/follow F``,     controls of generation, also while a take plays (the bar after the
+``generate/density F``,    one being written hears them): follow and density within [0, 1],
+``generate/temperature T``,  temperature [0, 5], pocket [-1, 1] (pushed .. laid back), seed a whole
+``generate/pocket P``,     number, style one of the Groove MIDI Dataset's (rock, funk, jazz ...;
+``generate/seed N``,       ``any``: none); a value out of range is an error reply and changes nothing
+``generate/style NAME``
+``generate/fill``          a fill in the next bar not yet written, into the downbeat after it (a take
+                           with generation must be playing; refused during a fill)
 ``status``                 ``/rolypoly/status key value ...``
 ``reply_to HOST PORT``     send replies there (``reply_to sender``: to each sender)
 ``quit``                   end the service (a running take is stopped and kept)
@@ -107,7 +117,7 @@ import queue
 import shutil
 import socket
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -137,7 +147,10 @@ TAKE_JOIN_S = 120.0
 #: The serve loop looks for ``quit`` at least this often.
 POLL_S = 0.1
 #: Messages answered at once even while another one's work is in the worker process.
-IMMEDIATE = ("status", "stop", "quit", "run/stop", "run/quit")
+IMMEDIATE = ("status", "stop", "quit", "run/stop", "run/quit", "generate/fill",
+             *(f"generate/{c}" for c in ("follow", "density", "temperature", "pocket", "seed", "style")))
+#: Generation modes a ``generate`` message may choose (``off``: the score as written).
+GENERATE_MODES = ("follow", "fills", "free", "off")
 #: The commands of ``rolypoly session run`` (:mod:`rolypoly.realtime.run`), as ``run/<command>``.
 RUN_COMMANDS = ("next", "stop", "revert", "quit")
 #: At most this many messages wait for work in the worker process; more are refused.
@@ -255,6 +268,9 @@ class Settings:
     last_take: str = ""
     # A partner source made by the local command line for each take (use_partner); None: from ``partner``.
     make_source: object = None
+    generate: str | None = None           # bars written during the take: follow, fills, free (None: off)
+    fill_every: int = 0
+    controls: dict = field(default_factory=dict)   # generation controls set so far (rolypoly.generate.Controls)
 
     @property
     def bpm(self) -> float:
@@ -680,6 +696,73 @@ class Service:
         self.settings = replace(self.settings, reply=(host, port))
         return [_ok("reply_to", host, port)]
 
+    # ------------------------------------------------------------------ generation
+    def _generate(self, mode, every=0, *, sender) -> list[Reply]:
+        mode = _choice(mode, "MODE", GENERATE_MODES)
+        every = _number(every, "EVERY")
+        if every != int(every) or not 0 <= every <= 1000:
+            raise Rejected(f"EVERY must be a whole number of bars 0-1000, got {every:g}")
+        if mode != "off":
+            self._checked_controls(mode, self.settings.controls)
+        self.settings = replace(self.settings, generate=None if mode == "off" else mode, fill_every=int(every))
+        return [_ok("generate", mode, int(every))]
+
+    @staticmethod
+    def _checked_controls(mode: str | None, controls: dict):
+        from rolypoly.generate import Controls
+
+        from .live_bars import MODE_CONTROLS
+
+        return Controls(**{**MODE_CONTROLS.get(mode or "follow", {}), **controls})  # RolypolyError: the reply
+
+    def _feed(self):
+        """The bar feed of the take playing now (None: no take, or one without generation)."""
+        engine = self.engine
+        return getattr(engine, "bars", None) if engine is not None else None
+
+    def _control(self, name: str, value) -> list[Reply]:
+        if name == "style":
+            value = _text(value, "NAME").strip().lower()
+            value = None if value == "any" else value
+        else:
+            value = _number(value, name.upper())
+            if name == "seed":
+                if value != int(value) or not 0 <= value <= MAX_INDEX:
+                    raise Rejected(f"SEED must be a whole number 0-{MAX_INDEX}, got {value:g}")
+                value = int(value)
+        controls = {**self.settings.controls, name: value}
+        self._checked_controls(self.settings.generate, controls)
+        feed = self._feed()
+        if feed is not None:
+            feed.set(**{name: value})  # the take playing hears it from the next bar written
+        self.settings = replace(self.settings, controls=controls)
+        return [_ok(f"generate/{name}", "any" if value is None else value)]
+
+    def _generate_follow(self, value, *, sender) -> list[Reply]:
+        return self._control("follow", value)
+
+    def _generate_density(self, value, *, sender) -> list[Reply]:
+        return self._control("density", value)
+
+    def _generate_temperature(self, value, *, sender) -> list[Reply]:
+        return self._control("temperature", value)
+
+    def _generate_pocket(self, value, *, sender) -> list[Reply]:
+        return self._control("pocket", value)
+
+    def _generate_seed(self, value, *, sender) -> list[Reply]:
+        return self._control("seed", value)
+
+    def _generate_style(self, value, *, sender) -> list[Reply]:
+        return self._control("style", value)
+
+    def _generate_fill(self, *, sender) -> list[Reply]:
+        feed = self._feed()
+        if feed is None:
+            raise Rejected("no take with generation is playing (generate MODE, then play)")
+        bar = feed.fill()  # RolypolyError (a fill already playing or coming): the error reply
+        return [_ok("generate/fill", bar + 1)]
+
     # ------------------------------------------------------------------ takes
     def _play(self, *, sender) -> list[Reply]:
         s = self.settings
@@ -743,7 +826,9 @@ class Service:
         return dict(score_path=s.score_path, source=source, clock=clock, session=s.session,
                     agent=s.agent, weights=weights, settings=settings,
                     tempo_bpm=s.tempo_bpm if s.tempo_factor != 1.0 else None, midi=self.midi, osc=self.osc,
-                    on_engine=take.attach, mix=self.mix and _synth_available(), plot=self.plot)
+                    on_engine=take.attach, mix=self.mix and _synth_available(), plot=self.plot,
+                    generate=None if s.generate is None else {"mode": s.generate, "fill_every": s.fill_every,
+                                                              "controls": dict(s.controls)})
 
     def _run_take(self, take: _Take, s: Settings, kwargs: dict) -> None:
         """Body of the take thread: play, finish the files, report, go idle."""
@@ -878,9 +963,13 @@ class Service:
         args = ["state", snap["state"], "score", s.score.name if s.score is not None else "",
                 "session", snap["session"], "agent", s.agent, "tempo", s.bpm,
                 "tempo_factor", s.tempo_factor, "window", s.window, "A", s.a, "B", s.b,
-                "clock", s.clock, "partner", snap["partner"], "last_take", s.last_take]
+                "clock", s.clock, "partner", snap["partner"], "last_take", s.last_take,
+                "generate", s.generate or "off"]
         if self._take is not None:
             args += self._take.status()
+            feed = self._feed()
+            if feed is not None:
+                args += ["bars_late", int(feed.counts["late"]), "bars_generated", int(feed.counts["generated"])]
         if self._job is not None:
             args += ["pending", PREFIX + self._job.what, "waiting", len(self._waiting)]
         return [("/rolypoly/status", args)]
@@ -912,6 +1001,10 @@ class Service:
         "quit": ("_quit", (0,), ""),
         "revert": ("_revert", (0, 1), "[VERSION]"),
         **{f"run/{c}": (f"_run_{c}", (0,), "") for c in RUN_COMMANDS},
+        "generate": ("_generate", (1, 2), "follow|fills|free|off [EVERY]"),
+        "generate/fill": ("_generate_fill", (0,), ""),
+        **{f"generate/{c}": (f"_generate_{c}", (1,), "NAME" if c == "style" else "VALUE")
+           for c in ("follow", "density", "temperature", "pocket", "seed", "style")},
     }
 
 

@@ -101,7 +101,7 @@ class _TimingAgent(nn.Module):
         """
         was_training = self.training
         self.eval()
-        y = self(torch.as_tensor(np.asarray(X, dtype=np.float32))[None])[0]
+        y = self(torch.as_tensor(np.ascontiguousarray(X, dtype=np.float32))[None])[0]
         self.train(was_training)
         return y.numpy().astype(np.float64) / OFFSET_SCALE
 

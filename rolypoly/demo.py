@@ -16,7 +16,7 @@ import numpy as np
 
 from .drum_map import class_index
 from .grid import STEPS_PER_BAR
-from .paths import DEMO_PARTNER, DEMO_SCORE  # noqa: F401  (the bundled demo files)
+from .paths import DEMO_PARTNER, DEMO_RIFF, DEMO_SCORE  # noqa: F401  (the bundled demo files)
 from .score import Score, score_from_grid
 
 #: The bundled bass recording starts this long before the demo score (s).
@@ -52,6 +52,35 @@ def demo_score() -> Score:
     vels = np.concatenate([b[1] for b in bars])
     return score_from_grid(hits, vels, tempi=[(0, 96), (12, 78)],
                            meters=[(0, 4, 4), (4, 6, 8), (8, 4, 4)], name="demo_score")
+
+
+#: The generation demo (``rolypoly demo --generate``): 16 bars of the demo's rock groove at 96 bpm
+#: against a bass that plays straight 8ths, then from bar 9 a syncopated riff.
+RIFF_BARS, RIFF_CHANGE_BAR = 16, 8
+STRAIGHT_RIFF = tuple(k / 8 for k in range(8))
+#: 3+3+4+3+3 16ths: the rock groove's kick and snare meet two of its five notes.
+SYNCOPATED_RIFF = (0.0, 3 / 16, 6 / 16, 10 / 16, 13 / 16)
+
+
+def riff_positions(bars: int = RIFF_BARS, change_bar: int = RIFF_CHANGE_BAR, before=STRAIGHT_RIFF,
+                   after=SYNCOPATED_RIFF) -> list[float]:
+    """Bar positions (bar + phase) of a partner who plays ``before`` until ``change_bar``, then ``after``.
+
+    >>> riff_positions(2, 1, before=(0.0, 0.5), after=(0.25,))
+    [0.0, 0.5, 1.25]
+    """
+    return [b + p for b in range(bars) for p in (before if b < change_bar else after)]
+
+
+def riff_score(bars: int = RIFF_BARS, bpm: float = 96.0) -> Score:
+    """The generation demo's drum part: the demo's rock bar, ``bars`` times, 4/4.
+
+    >>> riff_score(2).n_bars
+    2
+    """
+    eighths = range(0, 24, 3)
+    g, v = _bar({"kick": [0, 9, 12], "snare": [6, 18], "closed_hihat": eighths}, accents=(0, 12))
+    return score_from_grid(np.tile(g, (bars, 1)), np.tile(v, (bars, 1)), bpm=bpm, name="riff_score")
 
 
 def run_demo(out_dir="demo-output") -> dict:

@@ -43,6 +43,20 @@ CLASS_PITCHES: tuple[tuple[int, ...], ...] = (
 #: 43/47/50 toms, 49 crash, 51 ride).
 OUTPUT_PITCHES: tuple[int, ...] = tuple(p[0] for p in CLASS_PITCHES)
 
+#: Names of the General MIDI drum notes 35-81 and of the GS notes around them (27-34, 82-87),
+#: as a sampled kit names its sounds (``44.wav`` or ``pedal_hihat.wav``).
+GM_DRUM_NAMES: dict[int, str] = dict(enumerate((
+    "high_q", "slap", "scratch_push", "scratch_pull", "sticks", "square_click", "metronome_click",
+    "metronome_bell", "acoustic_bass_drum", "bass_drum", "side_stick", "acoustic_snare", "hand_clap",
+    "electric_snare", "low_floor_tom", "closed_hihat", "high_floor_tom", "pedal_hihat", "low_tom",
+    "open_hihat", "low_mid_tom", "high_mid_tom", "crash_cymbal_1", "high_tom", "ride_cymbal_1",
+    "chinese_cymbal", "ride_bell", "tambourine", "splash_cymbal", "cowbell", "crash_cymbal_2", "vibraslap",
+    "ride_cymbal_2", "high_bongo", "low_bongo", "mute_high_conga", "open_high_conga", "low_conga",
+    "high_timbale", "low_timbale", "high_agogo", "low_agogo", "cabasa", "maracas", "short_whistle",
+    "long_whistle", "short_guiro", "long_guiro", "claves", "high_wood_block", "low_wood_block", "mute_cuica",
+    "open_cuica", "mute_triangle", "open_triangle", "shaker", "jingle_bell", "belltree", "castanets",
+    "mute_surdo", "open_surdo"), start=27))
+
 #: MIDI channel of drums (General MIDI channel 10, zero-based 9).
 DRUM_CHANNEL = 9
 

@@ -28,8 +28,8 @@ fade once it has decayed by 60 dB.
 Examples
 --------
 >>> kit = load_kit("synth", 48000)
->>> kit.describe()
-'built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz'
+>>> kit.describe()[:62]
+'built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz;'
 >>> shot = kit.sample(1, 100)           # a snare at velocity 100
 >>> shot.dtype.name, shot.ndim
 ('float32', 1)
@@ -46,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rolypoly.drum_map import CLASS_NAMES, N_CLASSES, OUTPUT_PITCHES, class_index, class_of_pitch
+from rolypoly.drum_map import (CLASS_NAMES, CLASS_PITCHES, GM_DRUM_NAMES, N_CLASSES, OUTPUT_PITCHES, class_index,
+                                class_of_pitch)
 from rolypoly.errors import RolypolyError
 
 __all__ = ["SampleKit", "KitError", "load_kit", "synth_kit", "default_soundfont", "LAYER_VELOCITIES",
@@ -54,6 +55,10 @@ __all__ = ["SampleKit", "KitError", "load_kit", "synth_kit", "default_soundfont"
 
 #: Velocities at which a soundfont (or the synthesizer) is played to make the layers.
 LAYER_VELOCITIES = (16, 32, 48, 64, 80, 96, 112, 127)
+#: The drum notes a soundfont is asked for, each its own sound: General MIDI's 35-81 and the GS
+#: notes around them (27-34, 82-87). Other notes of the drum map (the TD-11's hi-hat edges 22, 26)
+#: play their class's sound.
+KIT_PITCHES = tuple(sorted(GM_DRUM_NAMES))
 #: Soundfonts looked for, best first (Debian: fluid-soundfont-gm, timgm6mb-soundfont,
 #: musescore-general-soundfont-small). ``$ROLYPOLY_KIT`` names another kit.
 SOUNDFONT_PATHS = (
@@ -77,6 +82,17 @@ KIT_PEAK = 0.5
 LEVEL_WINDOW_S = 0.05
 #: Zeros between the layers in :attr:`SampleKit.bank`: the longest block the live mixer reads at once.
 BANK_PAD = 4096
+#: Layers of a sound that differ by less than this (dB of the difference, after matching their
+#: levels) are one layer played louder or softer: stored once.
+SAME_LAYER_DB = -50.0
+#: Notes that cut each other, as a drummer expects (General MIDI's exclusive classes, plus the
+#: Roland TD-11's hi-hat edge notes 22 and 26): a closed or pedal hi-hat stops an open one; the
+#: short/long whistle, guiro, cuica, triangle and surdo pairs.
+CHOKE_GROUPS = ((22, 26, 42, 44, 46), (71, 72), (73, 74), (78, 79), (80, 81), (86, 87))
+#: A choked hit fades out over this long (seconds) from the frame of the hit that cuts it.
+CHOKE_S = 0.01
+#: Frames a soundfont's note is rendered at a time, once it has been let go (until it has decayed).
+RENDER_CHUNK = 2048
 #: Soundfont note-on to note-off, seconds (drum presets mostly ignore it; MIDI out sends the same).
 NOTE_GATE_S = 0.05
 AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".ogg")
@@ -87,7 +103,13 @@ class KitError(RolypolyError):
 
 
 class SampleKit:
-    """One-shots per drum class and velocity layer, at one sample rate.
+    """One-shots per drum class and per MIDI note, by velocity layer, at one sample rate.
+
+    A hit plays its *note's* own sound when the kit has one (a pedal hi-hat
+    44 is not the closed hi-hat 42, a ride bell 53 not the ride 51), else its
+    *class's* sound (:data:`rolypoly.drum_map.CLASS_NAMES`). Sounds 0..8 are
+    the classes'; the notes' own sounds follow (a note whose own sound is its
+    class's, like 42 in a soundfont, points at the class's).
 
     Parameters
     ----------
@@ -101,86 +123,209 @@ class SampleKit:
         Things the musician should know about the kit (classes filled in
         from the synthesizer...).
     spec : what :func:`load_kit` was given (to load the kit again at another rate)
+    pitch_layers : dict, optional
+        MIDI pitch -> its own layers (as in ``layers``), or a class index
+        when the note's own sound is that class's.
+    chokes : bool
+        Whether :data:`CHOKE_GROUPS` apply (False: a "kit" of other sounds, no note cuts another).
 
     Attributes
     ----------
     bank : np.ndarray
-        Every layer of every class in one float32 array, with
+        Every distinct layer of every sound in one float32 array, with
         :data:`BANK_PAD` zeros before each and after the last (the live mixer
-        reads whole blocks; outside a layer it reads silence).
+        reads whole blocks; outside a layer it reads silence). Layers that
+        differ only in level (most soundfonts play one sample louder or
+        softer) are kept once.
     velocities : tuple of tuples
-        Layer velocities per class.
+        Layer velocities per sound (the first 9: the classes).
     starts, ends : np.ndarray
-        (9, layers) bank indices of each layer's first sample and one past its last.
+        (sounds, layers) bank indices of each layer's first sample and one past its last.
+    sound_of_pitch : np.ndarray
+        (128,) the sound of each MIDI pitch, -1 where the note plays its class's.
+    choke_of_pitch : np.ndarray
+        (128,) choke group of each pitch (0: none): a hit cuts the sounding
+        hits of its group within :data:`CHOKE_S` (an open hi-hat stops when
+        the hat closes, :data:`CHOKE_GROUPS`).
+    choke_frames : int
+        The fade of a choked hit, in frames.
     """
 
-    def __init__(self, layers, sample_rate: int, name: str = "kit", notes=None, spec=None):
+    def __init__(self, layers, sample_rate: int, name: str = "kit", notes=None, spec=None, pitch_layers=None,
+                 chokes: bool = True):
         self.spec = spec
         if len(layers) != N_CLASSES:
             raise ValueError(f"a kit needs {N_CLASSES} classes of layers, got {len(layers)}")
+        if any(not ls for ls in layers):
+            raise ValueError("every drum class needs at least one layer")
         self.sample_rate = int(sample_rate)
         self.name = name
         self.notes = list(notes or [])
-        width = max(len(ls) for ls in layers)
-        self.velocities = tuple(tuple(int(v) for v, _ in ls) for ls in layers)
-        if any(not ls for ls in layers):
-            raise ValueError("every drum class needs at least one layer")
+        sounds = [list(ls) for ls in layers]
+        self.sound_of_pitch = np.full(128, -1, np.int64)
+        for p, ls in sorted((pitch_layers or {}).items()):
+            if isinstance(ls, (int, np.integer)):
+                self.sound_of_pitch[int(p)] = _check_class(ls)
+            elif ls:
+                self.sound_of_pitch[int(p)] = len(sounds)
+                sounds.append(list(ls))
+        self.choke_of_pitch = np.zeros(128, np.int64)
+        for g, group in enumerate(CHOKE_GROUPS if chokes else (), start=1):
+            self.choke_of_pitch[list(group)] = g
+        self.choke_frames = max(1, int(round(CHOKE_S * self.sample_rate)))
+        n = len(sounds)
+        width = max(len(ls) for ls in sounds)
+        self.velocities = tuple(tuple(int(v) for v, _ in ls) for ls in sounds)
+        # Where each layer lies in the bank, at what scale of what is stored there: a layer that is
+        # another layer of the same sound louder or softer is stored once.
+        self.starts = np.zeros((n, width), np.int64)
+        self.ends = np.zeros((n, width), np.int64)
+        scale = np.ones((n, width))
+        levels = np.zeros((n, width))
+        stored, pos = [], BANK_PAD
+        for s_, ls in enumerate(sounds):
+            mine = []  # (bank start, array, as float64, its energy) of this sound's stored layers
+            for k in reversed(range(len(ls))):  # the loudest first: softer copies of it are scaled down
+                x = np.asarray(ls[k][1], np.float32)
+                levels[s_, k] = _level_db(x, self.sample_rate)
+                x64 = x.astype(np.float64)
+                same = next(((at, y, a) for at, y, y64, yy in mine
+                             if (a := _scale_of(x64, y64, yy)) is not None), None)
+                if same is None:
+                    mine.append((pos, x, x64, float(np.dot(x64, x64))))
+                    stored.append((pos, x))
+                    at, a = pos, 1.0
+                    pos += len(x) + BANK_PAD
+                else:
+                    at, x, a = same  # the layer is the stored one, scaled
+                self.starts[s_, k], self.ends[s_, k], scale[s_, k] = at, at + len(x), a
         # BANK_PAD zeros before every layer and after the last: the live mixer reads a whole
         # block from wherever a voice is, and a voice that has not begun, or has ended, reads
         # silence there (no masks in the audio callback).
-        total = BANK_PAD + sum(len(x) + BANK_PAD for ls in layers for _, x in ls)
-        self.bank = np.zeros(total, np.float32)
-        self.starts = np.zeros((N_CLASSES, width), np.int64)
-        self.ends = np.zeros((N_CLASSES, width), np.int64)
-        levels = np.zeros((N_CLASSES, width))
-        pos = BANK_PAD
-        for c, ls in enumerate(layers):
-            for k, (_, x) in enumerate(ls):
-                x = np.asarray(x, np.float32)
-                self.bank[pos:pos + len(x)] = x
-                self.starts[c, k], self.ends[c, k] = pos, pos + len(x)
-                levels[c, k] = _level_db(x, self.sample_rate)
-                pos += len(x) + BANK_PAD
+        self.bank = np.zeros(pos, np.float32)
+        for at, x in stored:
+            self.bank[at:at + len(x)] = x
+        self.scales = scale
         self.levels_db = levels
-        # Per class and velocity 0..127: which layer plays and at what gain (the live path looks it up).
-        self.layer_of = np.zeros((N_CLASSES, 128), np.int64)
-        self.gain_of = np.zeros((N_CLASSES, 128), np.float32)
-        for c in range(N_CLASSES):
-            vel = np.array(self.velocities[c], float)
-            lev = levels[c, :len(vel)]
+        # Per sound and velocity 0..127: which layer plays and at what gain (the live path looks it up).
+        self.layer_of = np.zeros((n, 128), np.int64)
+        self.gain_of = np.zeros((n, 128), np.float32)
+        for s_ in range(n):
+            vel = np.array(self.velocities[s_], float)
+            lev = levels[s_, :len(vel)]
             for v in range(1, 128):
                 k = int(min(np.searchsorted(vel, v), len(vel) - 1))
-                self.layer_of[c, v] = k
-                self.gain_of[c, v] = 10.0 ** ((_level_at(v, vel, lev) - lev[k]) / 20.0)
+                self.layer_of[s_, v] = k
+                self.gain_of[s_, v] = scale[s_, k] * 10.0 ** ((_level_at(v, vel, lev) - lev[k]) / 20.0)
 
     # ------------------------------------------------------------------ what a hit plays
-    def layer_gain(self, class_index: int, velocity) -> tuple[int, float]:
+    def sound(self, class_index: int, pitch=None) -> int:
+        """The sound a hit plays: its pitch's own, else its class's.
+
+        >>> kit = load_kit("synth", 48000)
+        >>> kit.sound(2, 44), kit.sound(2)      # the synthesizer has one sound per class
+        (2, 2)
+        """
+        c = _check_class(class_index)
+        if pitch is None or not 0 <= int(pitch) < 128:
+            return c
+        s_ = int(self.sound_of_pitch[int(pitch)])
+        return c if s_ < 0 else s_
+
+    def layer_gain(self, class_index: int, velocity, pitch=None) -> tuple[int, float]:
         """The layer a hit plays and its gain (<= 1 up to the top layer).
 
         >>> kit = load_kit("synth", 48000)
         >>> kit.layer_gain(0, 127)
         (7, 1.0)
         """
-        v = _velocity(velocity)
-        return int(self.layer_of[class_index, v]), float(self.gain_of[class_index, v])
+        v, s_ = _velocity(velocity), self.sound(class_index, pitch)
+        return int(self.layer_of[s_, v]), float(self.gain_of[s_, v])
 
-    def layer(self, class_index: int, layer: int) -> np.ndarray:
-        """A layer's one-shot (a view into :attr:`bank`)."""
-        return self.bank[self.starts[class_index, layer]:self.ends[class_index, layer]]
+    def layer(self, class_index: int, layer: int, pitch=None) -> np.ndarray:
+        """A layer's one-shot (a view into :attr:`bank` when stored at its own level)."""
+        s_ = self.sound(class_index, pitch)
+        x = self.bank[self.starts[s_, layer]:self.ends[s_, layer]]
+        a = self.scales[s_, layer]
+        return x if a == 1.0 else x * np.float32(a)
 
-    def sample(self, class_index: int, velocity) -> np.ndarray:
-        """The one-shot a hit of this class and velocity plays (float32, a new array).
+    def sample(self, class_index: int, velocity, pitch=None) -> np.ndarray:
+        """The one-shot a hit of this class (and note) and velocity plays (float32, a new array).
 
         Velocities are clipped into 1..127: a notated hit always sounds.
         """
-        c = _check_class(class_index)
-        k, g = self.layer_gain(c, velocity)
-        return self.layer(c, k) * np.float32(g)
+        s_, v = self.sound(class_index, pitch), _velocity(velocity)
+        k = self.layer_of[s_, v]
+        return self.bank[self.starts[s_, k]:self.ends[s_, k]] * self.gain_of[s_, v]
 
-    def length(self, class_index: int) -> int:
-        """Length in samples of the class's longest layer."""
-        c = _check_class(class_index)
-        return int((self.ends[c] - self.starts[c]).max())
+    def length(self, class_index: int, pitch=None) -> int:
+        """Length in samples of the sound's longest layer."""
+        s_ = self.sound(class_index, pitch)
+        return int((self.ends[s_] - self.starts[s_]).max())
+
+    def own_pitches(self) -> list[int]:
+        """The MIDI pitches with a sound of their own (the others play their class's)."""
+        return [int(p) for p in np.flatnonzero(self.sound_of_pitch >= 0)]
+
+    def render(self, times, classes, velocities, pitches, length: int, limit: bool = False) -> np.ndarray:
+        """Hits mixed offline as the live players mix them: by note, choke groups included.
+
+        Parameters
+        ----------
+        times : seconds from sample 0 of each hit (non-finite: skipped)
+        classes, velocities : per hit
+        pitches : per hit, its MIDI pitch (< 0: the class's sound)
+        length : samples out
+        limit : scale the mix down to a peak of :data:`rolypoly.synth.CLIP_LEVEL` if it
+            goes beyond (as :func:`rolypoly.synth.render_hits`); else as the live players mix it
+
+        Returns float32.
+
+        >>> kit = load_kit("synth", 48000)
+        >>> out = kit.render([0.0, 0.01], [3, 2], [100, 100], [46, 42], 4800)
+        >>> bool(np.all(out[480 + kit.choke_frames:] == kit.sample(2, 100)[kit.choke_frames:4320]))
+        True
+        """
+        from rolypoly.limits import MAX_MIX_SECONDS, check_seconds
+
+        check_seconds(int(length) / self.sample_rate, "drum mix", limit=MAX_MIX_SECONDS, what="would last")
+        out = np.zeros(int(length), np.float32)
+        order = np.argsort(np.asarray(times, np.float64), kind="stable")
+        sounding: dict[int, list] = {}  # choke group -> [(start, one-shot)] not yet cut
+        fade = np.linspace(1.0, 0.0, self.choke_frames + 1, dtype=np.float32)[:-1]  # frame j: (F - j) / F
+        for i in order:
+            t = float(times[i])
+            if not math.isfinite(t):
+                continue
+            start = int(round(t * self.sample_rate))
+            if start >= len(out):
+                continue
+            p = int(pitches[i])
+            shot = self.sample(int(classes[i]), velocities[i], p if p >= 0 else None)
+            group = int(self.choke_of_pitch[p if p >= 0 else OUTPUT_PITCHES[int(classes[i])]])
+            if group:
+                keep = []
+                for a, x in sounding.get(group, []):
+                    if a >= start:          # struck on the same frame: both sound
+                        keep.append((a, x))
+                        continue
+                    # The live mixer fades a choked voice over choke_frames from the choking hit's frame.
+                    lo, hi = max(start, 0), min(a + len(x), len(out))
+                    if hi > lo:
+                        gone = x[lo - a:hi - a].copy()
+                        m = min(len(gone), len(fade))
+                        gone[:m] *= 1.0 - fade[:m]
+                        out[lo:hi] -= gone
+                sounding[group] = keep + [(start, shot)]
+            skip = max(0, -start)
+            a, b = start + skip, min(len(out), start + len(shot))
+            if b > a:
+                out[a:b] += shot[skip:skip + b - a]
+        if limit:
+            from rolypoly.synth import limit_peak
+
+            limit_peak(out)
+        return out
 
     def at_rate(self, sample_rate: int) -> "SampleKit":
         """This kit at another sample rate (loaded again from its source; itself when the rate matches).
@@ -195,13 +340,60 @@ class SampleKit:
         return load_kit(self.spec, sample_rate)
 
     def describe(self) -> str:
+        """The kit in one line: sounds, layers, notes with their own sound, memory.
+
+        >>> load_kit("synth", 48000).describe()[:62]
+        'built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz;'
+        """
         layers = sorted({len(v) for v in self.velocities})
-        count = "/".join(str(n) for n in layers)
-        return (f"{self.name}, {N_CLASSES} drums x {count} velocity layer{'s' if layers != [1] else ''} "
+        count = str(layers[0]) if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+        text = (f"{self.name}, {N_CLASSES} drums x {count} velocity layer{'s' if layers != [1] else ''} "
                 f"at {self.sample_rate} Hz")
+        own = self.own_pitches()
+        if own:
+            text += f"; {len(own)} notes with their own sound ({_ranges(own)}), the others their class's"
+        else:
+            text += "; every note plays its class's sound"
+        return text + f"; {self.bank.nbytes / 1e6:.1f} MB"
 
     def __repr__(self) -> str:
         return f"SampleKit({self.describe()!r})"
+
+
+def _scale_of(x: np.ndarray, y: np.ndarray, yy: float):
+    """``a`` when ``x`` is ``a * y`` within :data:`SAME_LAYER_DB`, else None (both float64).
+
+    Their lengths may differ (where each fell below :data:`TAIL_DB`): what one has beyond the
+    other counts as difference.
+    """
+    if yy <= 0.0 or abs(len(x) - len(y)) > 0.1 * max(len(x), len(y)):
+        return None
+    m = min(len(x), len(y))
+    xm, ym = x[:m], y[:m]
+    xy, ymm, xx = float(np.dot(xm, ym)), float(np.dot(ym, ym)), float(np.dot(x, x))
+    a = xy / (ymm or 1.0)
+    if a <= 0.0 or xx <= 0.0:
+        return None
+    # |x - a y|^2 over the common part, plus what either has beyond it.
+    err = (float(np.dot(xm, xm)) - 2.0 * a * xy + a * a * ymm) + float(np.dot(x[m:], x[m:])) + a * a * (yy - ymm)
+    return a if err <= xx * 10.0 ** (SAME_LAYER_DB / 10.0) else None
+
+
+def _ranges(pitches) -> str:
+    """Pitches as short ranges.
+
+    >>> _ranges([35, 36, 37, 40, 42, 43])
+    '35-37, 40, 42-43'
+    """
+    out, run = [], []
+    for p in sorted(pitches):
+        if run and p != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(p)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
 
 
 def _velocity(velocity) -> int:
@@ -263,11 +455,22 @@ def _max_length(c: int) -> float:
     return MAX_LENGTH_S.get(CLASS_NAMES[c], DEFAULT_MAX_LENGTH_S)
 
 
-def _normalised(layers) -> list:
-    """Scale the whole kit so its loudest top layer peaks at :data:`KIT_PEAK` (balance kept)."""
-    peak = max(float(np.abs(ls[-1][1]).max()) for ls in layers if len(ls[-1][1]))
+def _normalised(layers, pitch_layers=None):
+    """Scale the whole kit so its loudest top layer peaks at :data:`KIT_PEAK` (balance kept).
+
+    Returns the class layers, and the pitch layers when given.
+    """
+    own = [ls for ls in (pitch_layers or {}).values() if not isinstance(ls, (int, np.integer)) and ls]
+    peak = max(float(np.abs(ls[-1][1]).max()) for ls in [*layers, *own] if len(ls[-1][1]))
     g = KIT_PEAK / peak if peak > 0 else 1.0
-    return [[(v, (x * g).astype(np.float32)) for v, x in ls] for ls in layers]
+
+    def scaled(ls):
+        return [(v, (x * g).astype(np.float32)) for v, x in ls]
+
+    if pitch_layers is None:
+        return [scaled(ls) for ls in layers]
+    return ([scaled(ls) for ls in layers],
+            {p: ls if isinstance(ls, (int, np.integer)) else scaled(ls) for p, ls in pitch_layers.items()})
 
 
 # ----------------------------------------------------------------------------- sources of kits
@@ -360,10 +563,12 @@ _soundfont_cache: dict = {}
 def soundfont_kit(path, sample_rate: int = 48000, preset: int | None = None) -> SampleKit:
     """The drum kit (bank 128) of a soundfont, played by FluidSynth into velocity layers.
 
-    Each class plays its General MIDI pitch (:data:`rolypoly.drum_map.OUTPUT_PITCHES`,
-    the note rolypoly's MIDI output sends) at every :data:`LAYER_VELOCITIES`,
-    rendered at ``sample_rate`` with reverb and chorus off. Loaded kits are
-    kept per (file, rate, preset) for the process.
+    Every drum note of :data:`KIT_PITCHES` the kit sounds is played at every
+    :data:`LAYER_VELOCITIES` into its own layers, rendered at ``sample_rate``
+    with reverb and chorus off; each class's sound is its General MIDI note's
+    (:data:`rolypoly.drum_map.OUTPUT_PITCHES`), and notes the soundfont leaves
+    silent play their class's. Loaded kits are kept per (file, rate, preset)
+    for the process.
 
     Parameters
     ----------
@@ -404,19 +609,24 @@ def soundfont_kit(path, sample_rate: int = 48000, preset: int | None = None) -> 
         if synth.program_select(9, sfid, 128, chosen) != 0:
             raise KitError(f"{path}: FluidSynth cannot select drum preset {chosen}")
         write = _float_writer(fluidsynth)
-        layers, silent = [], []
-        for c in range(N_CLASSES):
+        # Every drum note the soundfont sounds, each in its own layers (the class's note is the class's sound).
+        own, silent_pitches = {}, []
+        for p in KIT_PITCHES:
+            c = class_of_pitch(p)
             shots = []
             for v in LAYER_VELOCITIES:
-                x = _play_note(synth, write, OUTPUT_PITCHES[c], v, sample_rate, _max_length(c))
+                x = _play_note(synth, write, p, v, sample_rate, _max_length(c))
                 shots.append((v, shape_one_shot(x, sample_rate, _max_length(c))))
             shots = [(v, x) for v, x in shots if len(x)]
-            if not shots:
-                silent.append(CLASS_NAMES[c])
-            layers.append(shots)
+            if shots:
+                own[p] = shots
+            else:
+                silent_pitches.append(p)
         name = f"{path.name} drum kit {chosen} ({synth.sfpreset_name(sfid, 128, chosen).strip()})"
     finally:
         synth.delete()
+    layers = [own.get(OUTPUT_PITCHES[c], []) for c in range(N_CLASSES)]
+    silent = [CLASS_NAMES[c] for c in range(N_CLASSES) if not layers[c]]
     if len(silent) == N_CLASSES:
         raise KitError(f"{path}: the drum kit is silent")
     notes = []
@@ -426,7 +636,9 @@ def soundfont_kit(path, sample_rate: int = 48000, preset: int | None = None) -> 
             if not layers[c]:
                 layers[c] = [(v, fill.layer(c, k).copy()) for k, v in enumerate(fill.velocities[c])]
         notes.append(f"{path.name}: no sound for {', '.join(silent)}; taken from the built-in synthesizer")
-    kit = SampleKit(_normalised(layers), sample_rate, name=name, notes=notes, spec=str(path))
+    pitch_layers = {p: (OUTPUT_PITCHES.index(p) if p in OUTPUT_PITCHES else ls) for p, ls in own.items()}
+    layers, pitch_layers = _normalised(layers, pitch_layers)
+    kit = SampleKit(layers, sample_rate, name=name, notes=notes, spec=str(path), pitch_layers=pitch_layers)
     _soundfont_cache[key] = kit
     return kit
 
@@ -449,46 +661,71 @@ def _float_writer(fluidsynth):
 
 
 def _play_note(synth, write, pitch: int, velocity: int, sample_rate: int, seconds: float) -> np.ndarray:
-    """One note from silence: note-on, the gate, note-off, the ring; mono float64."""
+    """One note from silence: note-on, the gate, note-off, the ring; mono float64.
+
+    The ring is rendered in chunks until one is all below :data:`TAIL_DB` of the peak
+    (:func:`shape_one_shot` would cut it anyway): most drums are gone long before ``seconds``.
+    """
     n = int(seconds * sample_rate) + 1
     gate = min(n, int(NOTE_GATE_S * sample_rate))
     frames = np.zeros((n, 2), np.float32)
     synth.noteon(9, pitch, velocity)
     write(synth, frames[:gate])
     synth.noteoff(9, pitch)
-    write(synth, frames[gate:])
+    peak, at = float(np.abs(frames[:gate]).max(initial=0.0)), gate
+    floor = 10.0 ** (TAIL_DB / 20.0)
+    while at < n:
+        chunk = frames[at:at + RENDER_CHUNK]
+        write(synth, chunk)
+        loud = float(np.abs(chunk).max())
+        at += len(chunk)
+        if peak > 0.0 and loud < peak * floor:
+            break
+        peak = max(peak, loud)
     # The next note starts from silence: cut whatever still rings.
     synth.cc(9, 120, 0)  # all sound off
     tail = np.zeros((512, 2), np.float32)
     write(synth, tail)
-    return frames.mean(axis=1, dtype=np.float64)
+    return frames[:at].mean(axis=1, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- sample folders
 
 _LAYER_SUFFIX = re.compile(r"^(?P<name>.+?)(?:[_\- ]v?(?P<vel>\d{1,3}))?$", re.IGNORECASE)
+_PITCH_OF_NAME = {name: p for p, name in GM_DRUM_NAMES.items()}
 
 
-def _class_of_name(stem: str) -> tuple[int, int | None] | None:
-    """(class, layer velocity or None) of a sample file's name, or None when it names no drum.
+def _drum_of_name(stem: str) -> tuple[int, int | None, int | None] | None:
+    """(class, MIDI pitch or None, layer velocity or None) a sample file's name gives, or None.
 
-    >>> _class_of_name("snare_40"), _class_of_name("42"), _class_of_name("Kick"), _class_of_name("cowbell")
-    ((1, 40), (2, None), (0, None), None)
+    A drum class (or alias) names the class's sound; a pitch of the drum map, or a General
+    MIDI drum name (:data:`rolypoly.drum_map.GM_DRUM_NAMES`) that is not a class's, names that
+    note's own sound.
+
+    >>> _drum_of_name("snare_40"), _drum_of_name("44"), _drum_of_name("Kick"), _drum_of_name("ride_bell")
+    ((1, None, 40), (2, 44, None), (0, None, None), (8, 53, None))
+    >>> _drum_of_name("guitar") is None
+    True
     """
     stem = stem.strip()
-    if stem.isdigit():
-        c = class_of_pitch(int(stem))
-        return None if c is None else (c, None)
     m = _LAYER_SUFFIX.match(stem)
     candidates = [(m.group("name"), m.group("vel"))] if m and m.group("vel") else []
     candidates.append((stem, None))
     for name, vel in candidates:
-        c = class_of_pitch(int(name)) if name.isdigit() else _class_index_or_none(name)
+        v = None if vel is None else int(vel)
+        if v is not None and not 1 <= v <= 127:
+            continue
+        if name.isdigit():
+            c = class_of_pitch(int(name))
+            if c is not None:
+                return c, int(name), v
+            continue
+        c = _class_index_or_none(name)
         if c is not None:
-            v = None if vel is None else int(vel)
-            if v is not None and not 1 <= v <= 127:
-                return None
-            return c, v
+            return c, None, v
+        p = _PITCH_OF_NAME.get(name.strip().lower().replace("-", "_").replace(" ", "_"))
+        if p is not None:
+            return class_of_pitch(p), p, v
     return None
 
 
@@ -500,14 +737,21 @@ def _class_index_or_none(name: str) -> int | None:
 
 
 def folder_kit(folder, sample_rate: int = 48000) -> SampleKit:
-    """A kit from a folder of samples named after the drums.
+    """A kit from a folder of samples named after the drums, or after the notes.
 
-    A file is ``<drum>[_<velocity>].wav`` (or .flac/.aiff/.ogg): the drum is a
-    class name or alias (``kick``, ``snare``, ``hihat``, ``open_hihat``,
-    ``low_tom``, ``mid_tom``, ``high_tom``, ``crash``, ``ride``...) or a General MIDI
-    pitch (``38``); the optional velocity makes it one layer of several (a
-    file without one is the top layer, 127). Drums the folder lacks come
-    from the built-in synthesizer (and :attr:`SampleKit.notes` says so).
+    A file is ``<drum>[_<velocity>].wav`` (or .flac/.aiff/.ogg). The drum is
+    either a class name or alias (``kick``, ``snare``, ``hihat``,
+    ``open_hihat``, ``low_tom``, ``mid_tom``, ``high_tom``, ``crash``,
+    ``ride``...): the sound of every note of that class without a file of
+    its own; or a MIDI note of the drum map, by number or General MIDI name
+    (``44.wav`` or ``pedal_hihat.wav``, ``53.wav`` or ``ride_bell.wav``): that
+    note's own sound. The optional velocity makes the file one layer of
+    several (a file without one is the top layer, 127). A class without a
+    file of its own takes its General MIDI note's (``42.wav`` for the closed
+    hi-hat), else another note's of the class, else the built-in
+    synthesizer's; :attr:`SampleKit.notes` says which classes came from the
+    synthesizer and, when the folder names notes, which General MIDI notes
+    play their class's sample.
 
     Raises
     ------
@@ -518,14 +762,15 @@ def folder_kit(folder, sample_rate: int = 48000) -> SampleKit:
 
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-    found: dict[int, dict[int, np.ndarray]] = {}
+    by_class: dict[int, dict[int, np.ndarray]] = {}
+    by_pitch: dict[int, dict[int, np.ndarray]] = {}
     problems, unnamed = [], []
     for p in files:
-        which = _class_of_name(p.stem)
+        which = _drum_of_name(p.stem)
         if which is None:
             unnamed.append(p.name)
             continue
-        c, v = which
+        c, pitch, v = which
         try:
             x = shape_one_shot(load_audio(p, sample_rate), sample_rate, _max_length(c))
         except RolypolyError as exc:
@@ -534,29 +779,46 @@ def folder_kit(folder, sample_rate: int = 48000) -> SampleKit:
         if not len(x):
             problems.append(f"{p.name}: silent")
             continue
-        found.setdefault(c, {})[127 if v is None else v] = x
-    if not found:
+        (by_class.setdefault(c, {}) if pitch is None else by_pitch.setdefault(pitch, {}))[127 if v is None else v] = x
+    if not by_class and not by_pitch:
         why = []
         if not files:
             why.append(f"no audio files ({', '.join(AUDIO_SUFFIXES)})")
         if unnamed:
             why.append(f"{len(unnamed)} file(s) not named after a drum (e.g. {unnamed[0]!r}; use kick.wav, "
-                       f"snare_100.wav, 42.wav ...)")
+                       f"snare_100.wav, 44.wav, ride_bell.wav ...)")
         if problems:
             why.append(problems[0])
         raise KitError(f"{folder}: no usable drum samples: {'; '.join(why)}")
     notes = [f"{folder.name}: skipped {p}" for p in problems]
-    missing = [CLASS_NAMES[c] for c in range(N_CLASSES) if c not in found]
-    fill = synth_kit(sample_rate) if missing else None
-    layers = []
+    pitch_layers: dict = {p: sorted(found.items()) for p, found in by_pitch.items()}
+    layers, missing, fill = [], [], None
     for c in range(N_CLASSES):
-        if c in found:
-            layers.append(sorted(found[c].items()))
-        else:
-            layers.append([(v, fill.layer(c, k).copy()) for k, v in enumerate(fill.velocities[c])])
+        if c in by_class:
+            layers.append(sorted(by_class[c].items()))
+            continue
+        # The class's General MIDI note first, then its other notes in the drum map's order.
+        p = next((p for p in CLASS_PITCHES[c] if p in by_pitch), None)
+        if p is not None:
+            layers.append(pitch_layers[p])
+            pitch_layers[p] = c
+            continue
+        missing.append(CLASS_NAMES[c])
+        fill = fill or synth_kit(sample_rate)
+        layers.append([(v, fill.layer(c, k).copy()) for k, v in enumerate(fill.velocities[c])])
     if missing:
         notes.append(f"{folder.name}: no samples for {', '.join(missing)}; taken from the built-in synthesizer")
-    return SampleKit(_normalised(layers), sample_rate, name=f"samples from {folder}", notes=notes, spec=str(folder))
+    if by_pitch:
+        lacking: dict[int, list] = {}
+        for p in range(35, 82):  # General MIDI's drum notes (a class's own note is its class's sound)
+            if p not in pitch_layers and p not in OUTPUT_PITCHES:
+                lacking.setdefault(class_of_pitch(p), []).append(p)
+        if lacking:
+            notes.append(f"{folder.name}: no sample of their own for General MIDI notes "
+                         + "; ".join(f"{_ranges(ps)} (play {CLASS_NAMES[c]})" for c, ps in sorted(lacking.items())))
+    layers, pitch_layers = _normalised(layers, pitch_layers)
+    return SampleKit(layers, sample_rate, name=f"samples from {folder}", notes=notes, spec=str(folder),
+                     pitch_layers=pitch_layers)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -34,6 +34,7 @@ import numpy as np
 from . import finetune as ft
 from .features import DESCRIPTOR, DIFF, score_features
 from .report import take_partner_change
+from .grid import STEPS_PER_BAR
 from .score import write_midi
 from .score_growth import offbeat_notes
 from .take import TakeError, read_take, validate_take
@@ -77,7 +78,10 @@ class LearningSettings:
 
 
 def _centre_rows(centre: str, score, rows):
+    """Which rows set eq. (2)'s centre; ``score`` None: the take's own rows (bars written live, 4/4)."""
     if centre == "beats":
+        if score is None:
+            return rows["step"] % (STEPS_PER_BAR // 4) == 0
         return beat_rows(score, rows["row"])
     if centre == "downbeats":
         return rows["step"] == 0
@@ -139,7 +143,7 @@ def learn_from_take(session, take: int | None = None, settings: LearningSettings
     agent, k_from, warnings = session.agent()
     report["from_version"], report["warnings"] = k_from, warnings
     res = ft.finetune_take(agent, rows, A=A, B=B, epochs=s.epochs, lr=s.lr, dataset=dataset, margin=s.margin,
-                           trainable=trainable, centre=_centre_rows(s.centre, played, rows), progress=progress,
+                           trainable=trainable, centre=_centre_rows(s.centre, None if t.own_rows else played, rows), progress=progress,
                            mse_cache=mse_cache)
     for key in ("targets", "before", "after", "losses", "seconds"):
         if key in res:
@@ -184,7 +188,7 @@ def export_performance(session, path, *, take: int | None = None) -> Path:
         from .session import score_hash
 
         t = read_take(session.take_dir(take))
-        if t.header.score_hash == score_hash(score):
+        if t.header.score_hash == score_hash(score) and not t.own_rows:  # its rows are the score's
             rows = t.rows[(t.rows["row"] >= 0) & (t.rows["row"] < len(score))]
             X[rows["row"], DESCRIPTOR:DIFF + 1] = rows["features"][:, DESCRIPTOR:DIFF + 1]
     offsets = agent.predict(X)  # the whole score at once equals hit-by-hit streaming

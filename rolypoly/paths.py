@@ -41,6 +41,8 @@ SHIPPED_WEIGHTS = PACKAGE_DIR / "weights"
 DATA_DIR = PACKAGE_DIR / "data"
 DEMO_SCORE = DATA_DIR / "demo_score.mid"
 DEMO_PARTNER = DATA_DIR / "demo_partner.flac"
+#: The generation demo's bass: straight 8ths, then a syncopated riff from bar 9 (rolypoly.demo.riff_score).
+DEMO_RIFF = DATA_DIR / "demo_riff.flac"
 
 APP = "rolypoly"
 

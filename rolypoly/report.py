@@ -421,7 +421,7 @@ def _moved(who: str, ms: float, where: str) -> str:
     return f"{who} {abs(ms):.0f} ms {'later' if ms > 0 else 'earlier'} {where}".rstrip()
 
 
-def learning_report(score, before, after, *, rows=None) -> list[str]:
+def learning_report(score, before, after, *, rows=None, own: bool = False) -> list[str]:
     """What changed between two models' offsets, in words: one sentence per line.
 
     Parameters
@@ -434,6 +434,8 @@ def learning_report(score, before, after, *, rows=None) -> list[str]:
     rows : optional take rows (:data:`rolypoly.take.ROW_DTYPE`)
         The take: which score rows, each row's feature row (what sounds,
         tempo and meter as played) and its diff to the partner.
+    own : the take's rows are its own (bars written live), not rows of ``score``:
+        meters are read from the score's tempo map at their bars.
 
     Returns
     -------
@@ -460,11 +462,18 @@ def learning_report(score, before, after, *, rows=None) -> list[str]:
         hits = np.asarray(rows["features"])[:, HITS] > 0.5
         bars, steps = rows["bar"], rows["step"]
         played = row_bar_ms(rows)
-        bar_ms = np.where(np.isnan(played), score.bar_ms[idx], played)
+        bar_ms = np.where(np.isnan(played), score.bar_ms[0] if own else score.bar_ms[np.clip(idx, 0, None)], played)
     if len(before) != len(idx) or len(after) != len(idx):
         raise ValueError(f"{len(before)} and {len(after)} offsets for {len(idx)} rows")
-    meters = score.tempo_map.meter_at(score.tick[idx])
-    whole = np.isclose(score.timesig[idx], meters[:, 0] / meters[:, 1])
+    if own:
+        tmap = score.tempo_map
+        nb = int(np.max(bars)) + 2 if len(idx) else 1
+        starts, _, _ = tmap.bars(float(score.tick[-1] + score.bar_ticks[-1]) + 8 * tmap.ticks_per_beat * nb)
+        meters = tmap.meter_at(starts[np.clip(np.asarray(bars), 0, len(starts) - 1)])
+        whole = np.ones(len(idx), bool)
+    else:
+        meters = score.tempo_map.meter_at(score.tick[idx])
+        whole = np.isclose(score.timesig[idx], meters[:, 0] / meters[:, 1])
     positions = beat_positions(steps, meters, whole)
     move_ms = (after - before) * bar_ms
 
@@ -560,4 +569,37 @@ def take_report(session, take: int | None = None, version: int | None = None) ->
     rows = check.rows
     old, new = session.models.load(rec["parent"]), session.models.load(v)
     return [head] + learning_report(score, old.predict(rows["features"]), new.predict(rows["features"]),
-                                    rows=rows)
+                                    rows=rows, own=t.own_rows)
+
+
+#: A partner note counts as met when a kick or snare sounds within this many grid steps of it.
+ALIGN_STEPS = 1
+
+
+def alignment_per_bar(partner_times, partner_bars, drum_times, drum_kick_snare, bar_s, n_bars: int) -> np.ndarray:
+    """Per bar, the fraction of the partner's notes with a kick or snare within ±:data:`ALIGN_STEPS` grid steps.
+
+    How closely the drums follow the partner's rhythm (live generation's
+    ``follow``). Times in seconds as played; ``drum_kick_snare`` marks the
+    drum rows with a kick or snare; ``bar_s`` is the bar length (s), one
+    grid step 1/24 of it. NaN for a bar without partner notes.
+
+    >>> alignment_per_bar([0.0, 0.5, 2.0], [0, 0, 1], [0.01, 2.3], [True, True], 2.0, 2).tolist()
+    [0.5, 0.0]
+    """
+    p = np.asarray(partner_times, np.float64)
+    pb = np.asarray(partner_bars, np.int64)
+    d = np.sort(np.asarray(drum_times, np.float64)[np.asarray(drum_kick_snare, bool)])
+    tol = ALIGN_STEPS * bar_s / STEPS_PER_BAR + 1e-9
+    if len(d):
+        k = np.clip(np.searchsorted(d, p), 1, len(d)) if len(d) > 1 else np.zeros(len(p), int)
+        near = np.minimum(np.abs(d[np.clip(k, 0, len(d) - 1)] - p), np.abs(d[np.maximum(k - 1, 0)] - p))
+        met = near <= tol
+    else:
+        met = np.zeros(len(p), bool)
+    out = np.full(n_bars, np.nan)
+    for b in range(n_bars):
+        sel = pb == b
+        if sel.any():
+            out[b] = met[sel].mean()
+    return out

@@ -388,7 +388,16 @@ def render_hits(events: Iterable, sample_rate: int, length: int, kit: DrumKit | 
             a, b = start + skip, min(length, start + len(shot))
             if b > a:
                 out[a:b] += shot[skip:skip + b - a]
-    peak = float(np.max(np.abs(out))) if length else 0.0
+    return limit_peak(out)
+
+
+def limit_peak(out: np.ndarray) -> np.ndarray:
+    """Scale a mix down, in place, to a peak of :data:`CLIP_LEVEL` when it would exceed it.
+
+    >>> [round(float(x), 4) for x in limit_peak(np.array([0.5, -2.0], np.float32))]
+    [0.2475, -0.99]
+    """
+    peak = float(np.max(np.abs(out))) if len(out) else 0.0
     if peak > CLIP_LEVEL:
         out *= np.float32(CLIP_LEVEL / peak)
     return out

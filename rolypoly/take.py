@@ -57,7 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RolypolyError
-from .features import N_FEATURES
+from .drum_map import N_CLASSES
+from .features import HITS, N_FEATURES
 
 TAKE_FILE = "take.jsonl"
 #: Partner onsets a row keeps from its diff window (the closest ones; a window rarely holds two).
@@ -75,6 +76,7 @@ ROW_DTYPE = np.dtype([
     ("played", np.float64),                     # when the hit went out, s
     ("heard", np.float64, (MAX_HEARD,)),        # partner onsets in the diff window, s (NaN: none)
     ("diff", np.float64),                       # partner − drum, fraction of a bar (NaN: no onset)
+    ("velocities", np.uint8, (N_CLASSES,)),     # MIDI velocity of each class played (0: silent or not kept)
 ])
 _REQUIRED = ("row", "bar", "step", "yhat", "notated")
 _TIMES = ("yhat", "notated", "intended", "played")
@@ -232,6 +234,9 @@ def as_rows(records, problems: dict | None = None) -> np.ndarray:
         f = r.get("features")
         if isinstance(f, list) and len(f) == N_FEATURES and all(_is_number(v) for v in f):
             out["features"] = f
+        vel = r.get("velocities")
+        if isinstance(vel, list) and len(vel) == N_CLASSES and all(_is_number(v) and 0 <= v <= 127 for v in vel):
+            out["velocities"] = vel
         heard = r.get("onsets")
         if isinstance(heard, list):
             good = sorted(float(v) for v in heard if _is_number(v))[:MAX_HEARD]
@@ -247,7 +252,8 @@ def row_record(row) -> dict:
             "yhat": float(row["yhat"]), "notated": float(row["notated"]),
             "intended": float(row["intended"]), "played": float(row["played"]),
             "onsets": [float(v) for v in row["heard"] if math.isfinite(v)],
-            "diff": None if math.isnan(diff) else diff}
+            "diff": None if math.isnan(diff) else diff,
+            "velocities": [int(v) for v in row["velocities"]]}
 
 
 def heard_onsets(rows) -> np.ndarray:
@@ -350,6 +356,40 @@ class Take:
         """Every partner onset of the take (s), from its closing line (empty without one)."""
         return self.end.partner_onsets if self.end is not None else np.zeros(0)
 
+    @property
+    def own_rows(self) -> bool:
+        """True when the take played rows of its own (bars written live), not the score's rows one by one."""
+        return own_rows(self.header)
+
+
+def own_rows(header: TakeHeader) -> bool:
+    """Whether a take's header says its rows are its own (``generated``: bars written during the take)."""
+    return bool(header.extra.get("generated"))
+
+
+def played_hits(take: "Take", score=None) -> tuple[np.ndarray, np.ndarray]:
+    """What each row of a take sounded: hits (rows, 9) and MIDI velocities.
+
+    The take's own (its feature rows hold the hits, its rows the
+    velocities); a take from before takes kept velocities takes them from
+    the ``score`` it played, row by row (0 where there is no score).
+
+    >>> rows = as_rows([{"row": 0, "bar": 0, "step": 0, "yhat": 0.0, "notated": 0.0,
+    ...                  "features": [1] + [0] * 14, "velocities": [90] + [0] * 8}])
+    >>> hits, vel = played_hits(Take(TakeHeader(), rows))
+    >>> hits[0, :2].tolist(), vel[0, :2].tolist()
+    ([True, False], [90, 0])
+    """
+    rows = take.rows
+    hits = rows["features"][:, HITS] > 0.5
+    vel = rows["velocities"].astype(np.int16)
+    if not vel.any() and score is not None and not take.own_rows:
+        idx = rows["row"]
+        ok = (idx >= 0) & (idx < len(score))
+        vel = np.zeros_like(vel)
+        vel[ok] = np.asarray(score.velocities)[idx[ok]]
+    return hits, np.where(hits, vel, 0)
+
 
 def read_take(path) -> Take:
     """Read a take file (or a take folder), complete or cut short by a crash.
@@ -448,13 +488,14 @@ def validate_take(take: Take, score_hash: str, n_rows: int) -> TakeCheck:
     def refuse(why: str) -> TakeCheck:
         return TakeCheck(rows[:0], False, reasons + [why])
 
+    own = own_rows(header)   # bars written live: as many rows as were played, not the score's
     theirs = header.score_hash
     if theirs is None:
         return refuse("take has no score hash: cannot tell which score it was recorded against")
     if theirs != score_hash:
         return refuse(f"take was recorded against another score ({header.score or '?'!s}, "
                       f"hash {theirs}; this score's hash is {score_hash})")
-    if header.rows is not None and header.rows != n_rows:
+    if not own and header.rows is not None and header.rows != n_rows:
         return refuse(f"take was of a score with {header.rows} rows; this one has {n_rows}")
     if not len(rows):
         return refuse("take has no rows")
@@ -466,12 +507,12 @@ def validate_take(take: Take, score_hash: str, n_rows: int) -> TakeCheck:
     if len(out_of_order):
         k = int(out_of_order[0])
         return refuse(f"rows are not in order: row {int(rows[k]['row'])} where row {k} was expected")
-    if len(rows) > n_rows:
+    if not own and len(rows) > n_rows:
         return refuse(f"take has {len(rows)} rows; the score has only {n_rows}")
 
     ended_badly = end is None or end.error is not None
     how = "no closing line" if end is None else f"ended with an error: {end.error}"
-    if ended_badly and len(rows) < n_rows:
+    if ended_badly and (own or len(rows) < n_rows):
         last_bar = int(rows[-1]["bar"])   # from 0 in the take; said from 1, as musicians count bars
         kept = rows[rows["bar"] != last_bar]
         reasons.append(f"take cut short ({how}): using its {len(kept)} rows of complete bars, "
@@ -482,7 +523,8 @@ def validate_take(take: Take, score_hash: str, n_rows: int) -> TakeCheck:
     elif ended_badly:
         reasons.append(f"take has {how}, but all {n_rows} rows are there: using them all")
     elif end.stopped_early:
-        reasons.append(f"take was stopped early: using its {len(rows)} of {n_rows} rows")
+        reasons.append(f"take was stopped early: using its {len(rows)} rows" if own else
+                       f"take was stopped early: using its {len(rows)} of {n_rows} rows")
 
     if not np.isfinite(rows["diff"]).any():
         return TakeCheck(rows, False, reasons + [

@@ -46,13 +46,10 @@ def play_python(player, blocks: int, block_time0: float = 0.0):
     return np.concatenate(out)
 
 
-def offline(kit, hits, length):
-    events = []
-    for t, c, v in hits:
-        h, vel = np.zeros(N_CLASSES, bool), np.zeros(N_CLASSES)
-        h[c], vel[c] = True, v
-        events.append((t, h, vel))
-    return render_hits(events, SR, length, kit=kit)
+def offline(kit, hits, length, pitches=None):
+    """The kit's offline mix (mix.wav's): a closed hat chokes an open one there too."""
+    t, c, v = (np.array(x) for x in zip(*hits))
+    return kit.render(t, c, v, np.full(len(t), -1) if pitches is None else pitches, length)
 
 
 def test_hits_start_on_their_own_frames(kit):
@@ -164,16 +161,9 @@ class FakeJack:
         s.out_port[0], s.out_port[1] = 1, 2
         s.midi_port, s.clock_port, s.in_port = (3 if midi else None), (4 if clock else None), (5 if listen else None)
         s.clock_raw, s.rate = 0, rate
-        s.bank, s.starts, s.ends = arr(kit.bank), arr(kit.starts), arr(kit.ends)
-        s.layers = kit.starts.shape[1]
-        s.layer_of, s.gain_of = arr(kit.layer_of), arr(kit.gain_of)
-        s.pitches = arr(np.array(OUTPUT_PITCHES, np.int64))
+        rtcore.wire_kit(s, kit, lambda name, a: arr(a), voices)
         self.hits = np.zeros(1024, HIT)
         s.hits, s.hit_capacity, s.audio_on, s.midi_on = arr(self.hits), 1024, 1, int(midi)
-        s.voices = voices
-        for f, dt in (("v_pos", np.int64), ("v_start", np.int64), ("v_end", np.int64), ("v_age", np.int64),
-                      ("v_gain", np.float32)):
-            setattr(s, f, arr(np.zeros(voices, dt)))
         s.gate_s = 0.05
         for c in range(N_CLASSES):
             s.off_at[c] = -1.0
@@ -325,3 +315,35 @@ def test_portaudio_block_places_drums_ahead_of_the_output_latency(kit):
         assert np.array_equal(block[:, 0], block[:, 1])
         out.append(block[:, 0])
     assert int(np.flatnonzero(np.concatenate(out))[0]) == round((0.005 - 0.002 - 0.001) * SR)   # frame 96
+
+
+def test_c_core_and_python_player_sound_each_note_and_choke_the_open_hihat(kit):
+    # A kit with sounds of their own for the pedal hi-hat, the ride bell and the second crash.
+    from rolypoly.drum_map import class_of_pitch
+    from rolypoly.kit import SampleKit
+    from rolypoly.realtime.drum_out import midi_note
+
+    rng = np.random.default_rng(5)
+    layers = [[(v, kit.layer(c, k)) for k, v in enumerate(kit.velocities[c])] for c in range(N_CLASSES)]
+    own = {p: [(127, (rng.standard_normal(n) * np.exp(-np.arange(n) / 3000.0)).astype(np.float32) * 0.3)]
+           for p, n in ((44, 6000), (53, 40000), (57, 50000))}
+    notes_kit = SampleKit(layers, SR, pitch_layers=own)
+    pitches = [46, 44, 53, 51, 57, 49, 42, 46, 38, 46, 46, 36, 44]
+    hits = [(0.01 + 0.037 * i, class_of_pitch(p), 70 + 4 * i, p) for i, p in enumerate(pitches)]
+    fake, player = FakeJack(notes_kit, voices=16), DrumPlayer(notes_kit, voices=16)
+    for t, c, v, p in hits:
+        fake.schedule(t, c, v, midi_note(9, p))
+        player.schedule([c], [v], t, [midi_note(9, p)])
+    blocks = SR // N
+    c_out, py_out = fake.run(blocks), play_python(player, blocks)
+    t, c, v, p = (np.array(x) for x in zip(*hits))
+    ref = notes_kit.render(t, c, v, p, blocks * N)
+    np.testing.assert_allclose(py_out, ref, atol=2e-6)        # what mix.wav has is what was heard
+    np.testing.assert_allclose(c_out, py_out, atol=1e-6)
+    # By class alone, the pedal hi-hat would be the closed one, the bell the ride, crash 2 crash 1.
+    by_class = notes_kit.render(t, c, v, np.full(len(t), -1), blocks * N)
+    assert np.abs(by_class - ref).max() > 0.05
+    # The open hi-hat rang until the pedal closed it: after its fade, the pedal's sample alone.
+    a = round(hits[1][0] * SR) + notes_kit.choke_frames
+    np.testing.assert_allclose(py_out[a:a + 1000], notes_kit.sample(2, hits[1][2], 44)[notes_kit.choke_frames:][:1000],
+                               atol=1e-6)

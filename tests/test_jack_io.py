@@ -90,9 +90,16 @@ def test_drums_sound_on_their_own_frames(jackio, kit):
     t0 = clock.now() + 0.05
     rng = np.random.default_rng(0)
     times = t0 + np.sort(rng.uniform(0, 1.0, 12))
-    classes = rng.integers(0, 9, 12)
-    for t, c in zip(times, classes):
-        out.schedule([c], [100], t)
+    # The player's notes, each its own sound: the pedal hi-hat (44) is not the closed one's sample,
+    # the ride bell (53) not the ride's, the second crash (57) not the first's, 45 not the mid tom's 47.
+    from rolypoly.drum_map import class_of_pitch
+    from rolypoly.realtime.drum_out import midi_note
+
+    pitches = rng.permutation([44, 36, 53, 38, 57, 45, 40, 51, 49, 37, 41, 47])  # no two of a choke group
+    classes = [class_of_pitch(p) for p in pitches]
+    assert not np.allclose(kit.sample(2, 100, 44)[:1000], kit.sample(2, 100, 42)[:1000], atol=1e-3)
+    for t, c, p in zip(times, classes, pitches):
+        out.schedule([c], [100], t, [midi_note(9, p)])
     time.sleep(1.4)
     x, at = heard_since(cap, start)
     cycles = cap.cycle_ring[:int(cap.state.cycles_written)]
@@ -107,9 +114,9 @@ def test_drums_sound_on_their_own_frames(jackio, kit):
         # ... and every hit is on the frame its time falls on (on JACK's clock: frames last what the
         # device's clock says, not exactly 1/48000 s), sample for sample: the capture is the mix.
         ref = np.zeros(len(x) - k)
-        for t, c in zip(times, classes):
+        for t, c, p in zip(times, classes, pitches):
             s0 = int(np.argmin(np.abs(at[k:] - t)))
-            shot = kit.sample(c, 100)
+            shot = kit.sample(c, 100, p)
             ref[s0:s0 + len(shot)] += shot[:len(ref) - s0]
         np.testing.assert_allclose(x[k:], ref, atol=1e-5)
     except AssertionError as exc:
@@ -395,8 +402,8 @@ def test_rolypoly_play_sounds_through_jack(jack_server, tmp_path, capsys, monkey
                    "--session", str(tmp_path / "s"), "--quiet", "--kit", "synth", "--drums", "both"])
     out, err = capsys.readouterr()
     assert status == 0, err
-    assert "drums: built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz -> system:playback_1, " \
-           "system:playback_2 (JACK, placed to the frame)" in err
+    assert "drums: built-in synthesizer, 9 drums x 8 velocity layers at 48000 Hz; every note plays its class's " \
+           "sound; 19.4 MB -> system:playback_1, system:playback_2 (JACK, placed to the frame)" in err
     assert "(JACK, each note on its frame)" in err and "MIDI clock out:" in err
     assert "take written to" in out and "16 hits" in out
     assert (tmp_path / "s" / "takes" / "000" / "mix.wav").is_file()

@@ -8,7 +8,7 @@ import pytest
 
 from rolypoly.audio_io import write_wav
 from rolypoly.drum_map import CLASS_NAMES, N_CLASSES, class_index
-from rolypoly.kit import LAYER_VELOCITIES, KitError, load_kit, shape_one_shot, synth_kit
+from rolypoly.kit import LAYER_VELOCITIES, KitError, SampleKit, load_kit, shape_one_shot, synth_kit
 from rolypoly.lab.soundfont import write_sf2
 from rolypoly.synth import render_hits
 
@@ -133,7 +133,7 @@ def test_sample_folder_kit(tmp_path):
     write_wav(tmp_path / "snare_40.wav", 0.3 * shot(7200), SR)
     write_wav(tmp_path / "snare_110.wav", shot(7200), SR)
     write_wav(tmp_path / "42.wav", shot(4410), 44100)       # a General MIDI pitch, another sample rate
-    write_wav(tmp_path / "cowbell.wav", shot(100), SR)      # no such drum: ignored
+    write_wav(tmp_path / "guitar.wav", shot(100), SR)       # no such drum: ignored
     (tmp_path / "notes.txt").write_text("not audio")
     kit = load_kit(tmp_path, SR)
     snare, hat = class_index("snare"), class_index("hihat")
@@ -206,3 +206,116 @@ def test_mix_wav_is_rendered_with_the_kit_heard_live(tmp_path):
     residual = mix - basis @ coef
     assert coef[0] == pytest.approx(coef[1], rel=1e-3)      # one scale for both
     assert np.sqrt(np.mean(residual ** 2)) < 0.01 * np.sqrt(np.mean(mix ** 2))
+
+
+def _shot(rng, n: int, decay: float = 6.0) -> np.ndarray:
+    return (rng.standard_normal(n) * np.exp(-np.arange(n) / (n / decay))).astype(np.float32) * 0.4
+
+
+def test_soundfont_kit_sounds_each_note_by_its_own_sample():
+    _fluidsynth()
+    if not os.path.isfile(TIMGM):
+        pytest.skip(f"{TIMGM} not installed (Debian timgm6mb-soundfont)")
+    kit = load_kit(TIMGM, SR)
+    assert set(range(35, 82)) <= set(kit.own_pitches())           # every General MIDI drum note
+    hat, crash, ride, mid_tom = (class_index(n) for n in ("closed_hihat", "crash", "ride", "mid_tom"))
+    for c, a, b in ((hat, 42, 44), (ride, 51, 53), (crash, 49, 57), (mid_tom, 47, 45)):
+        x, y = kit.sample(c, 100, a), kit.sample(c, 100, b)
+        assert len(x) != len(y) or not np.allclose(x, y, atol=1e-3), (a, b)
+    # The class's sound is its General MIDI note's; a note the soundfont does not have (the TD-11's
+    # closed hi-hat edge, 22) plays its class's.
+    assert kit.sound(hat, 42) == hat == kit.sound(hat, 22) == kit.sound(hat)
+    np.testing.assert_array_equal(kit.sample(hat, 90, 22), kit.sample(hat, 90))
+    assert "61 notes with their own sound (27-87), the others their class's" in kit.describe()
+    assert kit.bank.nbytes < 40e6   # one copy of a layer that only differs in level
+
+
+def test_layers_that_differ_only_in_level_are_stored_once():
+    rng = np.random.default_rng(2)
+    x = _shot(rng, 4800)
+    layers = [[(64, 0.3 * x), (127, x)]] + [[(127, _shot(rng, 2400))] for _ in range(N_CLASSES - 1)]
+    kit = SampleKit(layers, SR, pitch_layers={44: [(40, 0.1 * x), (90, 0.5 * _shot(rng, 4800))]})
+    assert kit.starts[0, 0] == kit.starts[0, 1] and kit.gain_of[0, 127] == 1.0
+    np.testing.assert_allclose(kit.sample(0, 64), 0.3 * x, atol=1e-6)
+    np.testing.assert_allclose(kit.sample(2, 40, 44), 0.1 * x, atol=1e-6)   # another sound: its own copy
+    assert kit.sound(2, 44) == N_CLASSES and kit.own_pitches() == [44]
+
+
+def test_sample_folder_kit_by_note_and_the_notes_it_lacks(tmp_path):
+    rng = np.random.default_rng(3)
+    shots = {name: _shot(rng, n) for name, n in (("kick", 9600), ("snare", 7200), ("42", 4800),
+                                                 ("pedal_hihat", 3000), ("ride_bell_100", 20000), ("51", 30000))}
+    for name, x in shots.items():
+        write_wav(tmp_path / f"{name}.wav", x, SR)
+    kit = load_kit(tmp_path, SR)
+    hat, ride = class_index("closed_hihat"), class_index("ride")
+    assert kit.own_pitches() == [42, 44, 51, 53]
+    assert kit.velocities[kit.sound(ride, 53)] == (100,)
+    gain = kit.layer_gain(hat, 127)[1]
+    np.testing.assert_allclose(kit.sample(hat, 127, 44) / gain, kit.layer(hat, 0, 44), atol=1e-6)
+    assert len(kit.sample(hat, 127, 44)) == len(shape_one_shot(shots["pedal_hihat"], SR))
+    assert len(kit.sample(hat, 127)) == len(shape_one_shot(shots["42"], SR))   # the class's: its GM note's
+    # A note without a file plays its class's sample, and the kit says so: 46 (no open hi-hat at all)
+    # comes from the synthesizer; 57 plays the crash (the synthesizer's, too); 59 the ride (51.wav).
+    np.testing.assert_array_equal(kit.sample(ride, 90, 59), kit.sample(ride, 90, 51))
+    lacking = next(n for n in kit.notes if "no sample of their own" in n)
+    assert "\n" not in lacking and "59 (play ride)" in lacking and "53" not in lacking
+    assert "52, 55, 57 (play crash)" in lacking and "35 (play kick); 37, 39-40, " in lacking
+    assert any("no samples for open_hihat" in n for n in kit.notes)
+
+
+def test_an_open_hihat_is_choked_by_a_closed_or_pedal_one():
+    kit = synth_kit(SR)
+    open_hat, hat = class_index("open_hihat"), class_index("closed_hihat")
+    ring = kit.sample(open_hat, 100)
+    at, fade = 4800, kit.choke_frames
+    alone = kit.render([0.0], [open_hat], [100], [46], SR)
+    for pitch in (42, 44):
+        out = kit.render([0.0, at / SR], [open_hat, hat], [100, 100], [46, pitch], SR)
+        closed = kit.sample(hat, 100, pitch)
+        np.testing.assert_allclose(out[:at], ring[:at], atol=1e-7)                      # rings until then
+        np.testing.assert_allclose(out[at + fade:at + len(closed)], closed[fade:], atol=1e-6)   # then is cut
+        env = (fade - np.arange(fade)) / fade
+        np.testing.assert_allclose(out[at:at + fade], ring[at:at + fade] * env + closed[:fade], atol=1e-6)
+    # Struck on the same frame, both sound; a snare does not choke it.
+    both = kit.render([0.0, 0.0], [open_hat, hat], [100, 100], [46, 42], SR)
+    np.testing.assert_allclose(both, alone + kit.render([0.0], [hat], [100], [42], SR), atol=1e-6)
+    snare = kit.render([0.0, at / SR], [open_hat, 1], [100, 100], [46, 38], SR)
+    np.testing.assert_allclose(snare, alone + kit.render([at / SR], [1], [100], [38], SR), atol=1e-6)
+
+
+def test_mix_wav_sounds_each_note_of_the_score(tmp_path):
+    # A score with a closed (42) and a pedal hi-hat (44): mix.wav has each one's own sample where it was played.
+    import soundfile
+
+    from rolypoly.realtime.clock import SimClock
+    from rolypoly.realtime.duet import play_take
+    from rolypoly.realtime.engine import EngineSettings
+    from rolypoly.realtime.sources import FileSource
+    from rolypoly.take import read_take
+    from tests.midi_factory import write_drum_midi
+
+    rng = np.random.default_rng(4)
+    kitdir = tmp_path / "kit"
+    kitdir.mkdir()
+    write_wav(kitdir / "kick.wav", _shot(rng, 4800), SR)
+    write_wav(kitdir / "42.wav", _shot(rng, 2400, 3.0), SR)
+    write_wav(kitdir / "44.wav", _shot(rng, 2400, 3.0), SR)
+    kit = load_kit(kitdir, SR)
+    write_drum_midi(tmp_path / "hats.mid", [(480 + k * 240, 42 if k % 2 == 0 else 44, 100) for k in range(16)])
+    write_wav(tmp_path / "partner.wav", np.zeros(4 * SR, np.float32), SR)
+    summary = play_take(tmp_path / "hats.mid", FileSource(tmp_path / "partner.wav"), SimClock(),
+                        session=tmp_path / "s", kit=kit, plot=False, settings=EngineSettings(partner_offset_s=0.0))
+    mix, sr = soundfile.read(summary["mix"], dtype="float64")
+    take = read_take(summary["take_dir"])
+    hat = class_index("closed_hihat")
+    closed, pedal = (kit.sample(hat, 100, p).astype(np.float64) for p in (42, 44))
+    heard = []
+    for r in take.rows:
+        a = int(round(float(r["played"]) * sr))
+        seg = mix[a:a + len(closed)]
+        residual = [float(np.sum((seg - x * (np.dot(seg, x) / np.dot(x, x))) ** 2) / np.dot(seg, seg))
+                    for x in (closed, pedal)]
+        heard.append(42 if residual[0] < residual[1] else 44)
+        assert min(residual) < 1e-3          # the mix is that sample there (16-bit, scaled as a whole)
+    assert heard == [42 if k % 2 == 0 else 44 for k in range(16)]

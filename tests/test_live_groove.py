@@ -114,6 +114,10 @@ def test_evaluate_live_groove_quick_run(capsys, tmp_path):
     style = result["style"]
     assert 0 <= style["accuracy"] <= 1 and style["chance"] == round(1 / len(style["styles"]), 4)
     assert result["next_bar"]["p50_ms"] > 0 and result["next_bar"]["p99_ms"] >= result["next_bar"]["p50_ms"]
+    follow = result["follow"]                                            # the live part's experiment
+    for key in ("alignment_before", "alignment_after", "alignment_fixed_pattern"):
+        assert 0.0 <= follow[key] <= 1.0, key
+    assert follow["beat_never_stopped"] and "bars_to_adapt" in follow
 
 
 def test_evaluate_live_groove_refuses_nonsense_limits(capsys):

@@ -340,7 +340,7 @@ def test_status_when_idle(svc, root):
     assert address == P + "status"
     assert status == {"state": "idle", "score": "demo", "session": str(root / "demo"), "agent": "lstm",
                       "tempo": 96.0, "tempo_factor": 1.0, "window": 3.0, "A": 1.0, "B": 1.0, "clock": "real",
-                      "partner": "", "last_take": ""}
+                      "partner": "", "last_take": "", "generate": "off"}
 
 
 # ----------------------------------------------------------------------------- takes (stand-in player)

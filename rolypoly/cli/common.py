@@ -140,6 +140,11 @@ def print_take(summary: dict, indent: str = "") -> None:
     print(f"{indent}take written to {summary['take_dir']}: {summary['rows']} hits, "
           f"partner heard on {summary['hits_with_partner']}, deadline misses {summary['misses']}, "
           f"xruns {summary['xruns']}")
+    g = summary.get("generated")
+    if g:
+        print(f"{indent}  bars     {g['bars']} ({g['mode']}): {g['bars_generated']} written, {g['bars_fill']} fills, "
+              f"{g['bars_score']} from the score, {g['bars_silent']} from the score while the partner was silent, "
+              f"{g['bars_late']} late (the bar before repeated)")
     for key in ("drums", "partner", "mix", "plot", "heard"):
         if key in summary:
             print(f"{indent}  {key:8s} {summary[key]}")

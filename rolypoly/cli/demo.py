@@ -13,10 +13,45 @@ def add_parser(sub) -> None:
                                                               "(not in real time: 40 s)")
     d.add_argument("--quick", action="store_true", help="a short demo: both takes of the score's first bars "
                                                         "on the simulated clock (seconds)")
+    d.add_argument("--generate", action="store_true",
+                   help="live generation instead: a bass changes its riff half way and the drums follow "
+                        "(the score as written on the simulated clock, then the bars written live)")
     d.set_defaults(run=run_demo)
 
 
+def run_generate(args) -> int:
+    from rolypoly.demo import RIFF_CHANGE_BAR
+    from rolypoly.realtime.demo import run_generate_demo
+    from rolypoly.realtime.display import ProgressLines
+
+    print(f"live generation: the demo's rock groove, 16 bars at 96 bpm, with a bass that plays straight 8ths "
+          f"and from bar {RIFF_CHANGE_BAR + 1} a syncopated riff", flush=True)
+    follow = ProgressLines(enabled=False, stream=sys.stdout, indent="    ")
+    realtime = not (args.no_realtime or args.quick)
+
+    def on_step(name, result):
+        nonlocal follow
+        if result is None:
+            live = realtime and name == "following"
+            follow = ProgressLines(enabled=live, stream=sys.stdout, indent="    ")
+            print(f"  {name}: " + ("the score as written, simulated clock" if name == "as written" else
+                                   "every bar written while the bar before plays, " +
+                                   ("in real time" if live else "simulated clock")), flush=True)
+            return
+        follow.close()
+        a = result["alignment"]
+        print(f"    kick or snare on {a['before']:.0%} of the bass notes in bars 1-{RIFF_CHANGE_BAR}, "
+              f"{a['after']:.0%} from bar {RIFF_CHANGE_BAR + 3} on")
+        print_take(result, indent="    ")
+        sys.stdout.flush()
+
+    run_generate_demo(args.out, realtime=realtime, on_step=on_step, on_engine=lambda engine: follow.watch(engine))
+    return 0
+
+
 def run_demo(args) -> int:
+    if args.generate:
+        return run_generate(args)
     from pathlib import Path
 
     from rolypoly.demo import run_demo as humanize_demo

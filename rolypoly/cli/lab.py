@@ -11,7 +11,7 @@ import sys
 from .common import add_agent, add_forgetting_check, add_gmd, add_json_out, forgetting_check, print_report
 
 #: The paper's between-take experiments (:mod:`rolypoly.lab.experiments`).
-EXPERIMENTS = ("morph", "tresillo", "tame")
+EXPERIMENTS = ("morph", "tresillo", "tame", "follow")
 
 
 def add_parser(sub) -> None:
@@ -77,11 +77,13 @@ def add_parser(sub) -> None:
     k.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     k.set_defaults(run=run_bench_soak)
 
-    e = sub.add_parser("experiment", help="the paper's between-take experiments on the simulated clock")
+    e = sub.add_parser("experiment", help="the paper's between-take experiments, and live generation's follow "
+                                          "experiment, on the simulated clock")
     e.add_argument("name", choices=EXPERIMENTS)
     add_json_out(e, "the report (per-take figures)")
     e.add_argument("--out", metavar="DIR", help="folder for the session and plots (default experiments/NAME)")
     e.add_argument("--takes", type=int, help="fine-tuning rounds (default: 3 for the morphs, 10 for tame)")
+    e.add_argument("--style", help="follow: the style the bars are written in (default: any)")
     add_agent(e, help="timing agent (default: the experiment's own)")
     e.add_argument("--seed", type=int, default=0)
     add_forgetting_check(e, "tame's forgetting check")
@@ -152,6 +154,11 @@ def run_experiment(args) -> int:
     from rolypoly.lab import experiments
 
     out = args.out or f"experiments/{args.name}"
+    if args.name == "follow":
+        report = experiments.follow_experiment(out, seed=args.seed, agent=args.agent or "lstm",
+                                               generate={"controls": {"style": args.style}} if args.style else None)
+        print_report(report, args.json_out)
+        return 0 if report["targets"]["met"] else 1
     dataset = None if args.name != "tame" else forgetting_check(args)
     report = experiments.run_experiment(args.name, out, takes=args.takes, agent=args.agent, seed=args.seed, dataset=dataset,
                             paper_ab=args.paper_ab, progress=lambda line: print(line, file=sys.stderr))

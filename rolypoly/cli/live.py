@@ -44,6 +44,7 @@ def add_parser(sub) -> None:
         add_agent(p, help="agent kind of a new session (default lstm); a session keeps its own")
         p.add_argument("--weights", help="agent weights (.safetensors); default: the shipped ones")
         add_take_options(p, midi="virtual" if name == "play" else "off")
+        add_generate_options(p, controller=name == "play")
         p.add_argument("--kit", metavar="FILE.sf2|DIR",
                        help="the drum kit heard live and in mix.wav: a soundfont's drum kit (.sf2/.sf3), a folder "
                             "of samples (kick.wav, snare_40.wav, 42.wav ...) or 'synth' (default: the installed "
@@ -73,6 +74,53 @@ def add_take_options(p, midi: str) -> None:
                         "aligning the recording's onsets to the score)")
     p.add_argument("--midi", default=midi, help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
     p.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
+
+
+#: Generation controls settable on the command line (rolypoly.generate.Controls).
+CONTROL_OPTIONS = ("follow", "density", "temperature", "seed", "style", "pocket")
+
+
+def add_generate_options(p, controller: bool = False) -> None:
+    """``--generate MODE`` and its controls (``play``, ``simulate``)."""
+    g = p.add_argument_group("generation", "bars written during the take, following the partner "
+                                           "(the session's score is not changed; the take keeps what it played)")
+    g.add_argument("--generate", choices=("follow", "fills", "free"),
+                   help="follow: every bar written, leaning on the partner's rhythm; fills: the score as "
+                        "written with fills; free: every bar written from the drums' own groove")
+    g.add_argument("--follow", type=float, metavar="F", help="0 = the drums' pattern, 1 = the partner's rhythm")
+    g.add_argument("--density", type=float, metavar="F", help="0 sparse .. 1 busy (default 0.5)")
+    g.add_argument("--fill-every", type=int, default=0, metavar="N", help="a fill every N bars (default: only "
+                                                                          "when asked: pedal, OSC)")
+    g.add_argument("--style", help="a Groove MIDI Dataset style: rock, funk, jazz, latin, hiphop, soul, "
+                                   "afrocuban, punk ... (default: any)")
+    g.add_argument("--temperature", type=float, metavar="T", help="0 = the most likely bar; above, drawn")
+    g.add_argument("--seed", type=int, help="repeatable drawing (default 0)")
+    g.add_argument("--pocket", type=float, metavar="P", help="-1 pushed .. 0 .. +1 laid back")
+    g.add_argument("--bars", type=int, metavar="N", help="the take's length in bars (default: the score's; "
+                                                        "the score repeats)")
+    g.add_argument("--continuation-weights", metavar="FILE", help="continuation model (default: shipped)")
+    g.add_argument("--fill-weights", metavar="FILE", help="fill model (default: shipped)")
+    if controller:
+        g.add_argument("--control-cc", action="append", metavar="CC:NAME",
+                       help="a MIDI controller for generation: NAME fill (a press: a fill into the next "
+                            "downbeat), follow, density, temperature or pocket (default 64:fill 1:follow "
+                            "11:density; 'off': none)")
+        g.add_argument("--control-port", metavar="NAME", help="listen to this MIDI output (default: a virtual "
+                                                             "input 'rolypoly-control')")
+
+
+def generate_options(args) -> dict | None:
+    """The ``generate`` keywords of :func:`rolypoly.realtime.duet.play_take` from the command line (None: off)."""
+    from rolypoly.errors import RolypolyError
+
+    given = {k: getattr(args, k) for k in CONTROL_OPTIONS if getattr(args, k) is not None}
+    if args.generate is None:
+        extra = [k for k in given] + (["fill-every"] if args.fill_every else []) + (["bars"] if args.bars else [])
+        if extra:
+            raise RolypolyError(f"--{extra[0].replace('_', '-')} needs --generate follow|fills|free")
+        return None
+    return {"mode": args.generate, "controls": given, "fill_every": args.fill_every, "bars": args.bars,
+            "continuation": args.continuation_weights, "fill": args.fill_weights}
 
 
 def host_port(text: str, option: str, default_host: str | None = None) -> tuple[str, int]:
@@ -151,11 +199,12 @@ def run_simulate(args) -> int:
 
         kit = load_kit(args.kit)
         print_warnings(kit.notes)
+    generate = generate_options(args)
     midi, osc = _outputs(args)
     try:
         summary = play_take(score, FileSource(args.partner_file), SimClock(), session=_session(args),
                             agent=args.agent, weights=args.weights, settings=_engine_settings(args),
-                            midi=midi, osc=osc, kit=kit, say=_say)
+                            midi=midi, osc=osc, kit=kit, say=_say, generate=generate)
     finally:
         if midi is not None:
             midi.close()
@@ -178,6 +227,7 @@ def run_play(args) -> int:
     from rolypoly.realtime.rig import open_rig
 
     score = _score(args)
+    generate = generate_options(args)
     clock = RealClock()
     _, osc = _outputs(args, midi=False)
     # What this machine allows: a JACK client for everything, else PortAudio and rtmidi (realtime/rig.py);
@@ -200,18 +250,53 @@ def run_play(args) -> int:
             start_at = rig.bar_start
             print(f"following the MIDI clock at {tempo:.2f} bpm, from its next bar", file=sys.stderr)
         display = take_display(quiet=args.quiet)
+        pedal, switch = _generation_controller(args) if generate is not None else (None, None)
+
+        def on_engine(engine):
+            display.watch(engine)
+            if pedal is not None:
+                pedal.attach(engine)
+
         with steady_interpreter():
             summary = play_take(score, rig.source, clock, session=_session(args), agent=args.agent,
                                 weights=args.weights, settings=_engine_settings(args), midi=rig.midi, osc=osc,
-                                on_engine=display.watch, drums=rig.drums, kit=rig.kit, tempo_bpm=tempo,
-                                start_at=start_at, midi_early_s=rig.midi_early_s, say=_say)
+                                on_engine=on_engine, drums=rig.drums, kit=rig.kit, tempo_bpm=tempo,
+                                start_at=start_at, midi_early_s=rig.midi_early_s, say=_say, generate=generate)
         summary["problems"] = summary.get("problems", []) + rig.problems(clock.now())
+        if pedal is not None:
+            summary["problems"] += [f"controller: {p}" for p in pedal.problems]
     finally:
         if display is not None:
             display.close()
+        if generate is not None and switch is not None:
+            switch.close()
         rig.close()
     print_take(summary)
     return 0
+
+
+def _generation_controller(args):
+    """The MIDI controller of generation (``--control-cc``): (PedalControls, FootSwitch), or (pedal, None).
+
+    No MIDI input here is a warning, not a reason to stop: the take plays, controlled over OSC or not at all.
+    """
+    from rolypoly.errors import RolypolyError
+    from rolypoly.realtime.live_bars import PedalControls
+    from rolypoly.realtime.midi_in import DEFAULT_GENERATE_CCS, FootSwitch, parse_generate_cc
+
+    pedal = PedalControls()
+    if args.control_cc == ["off"]:
+        return pedal, None
+    switches, knobs = parse_generate_cc(args.control_cc or DEFAULT_GENERATE_CCS)
+    try:
+        switch = FootSwitch(switches, pedal.press, port=args.control_port, knobs=knobs, on_knob=pedal.knob)
+    except RolypolyError as e:
+        if args.control_port is not None:
+            raise
+        print(f"rolypoly: warning: no MIDI controller for generation ({e})", file=sys.stderr)
+        return pedal, None
+    print(f"generation controller: {switch.describe()}", file=sys.stderr)
+    return pedal, switch
 
 
 def run_serve(args) -> int:

@@ -96,6 +96,8 @@ def add_parser(sub) -> None:
                     help="temperature the fills are drawn at (default 1: the model's own probabilities)")
     lg.add_argument("--calls", type=int, default=300,
                     help="timed next-bar calls for next_bar.{p50_ms,p99_ms} (rolypoly bench generate; 0: skip)")
+    lg.add_argument("--no-follow", action="store_true",
+                    help="leave out the follow experiment (rolypoly experiment follow: two simulated 16-bar takes)")
     lg.set_defaults(run=run_evaluate_live_groove)
 
     data = sub.add_parser("data", help="get datasets")
@@ -227,6 +229,13 @@ def run_evaluate_live_groove(args) -> int:
         raise RolypolyError(f"--fill-temperature {temperature:g}: must be within [0, 5]")
     result = evaluate(args.gmd, bars=args.bars, limit=args.limit, continuation_weights=args.continuation,
                       fill_weights=args.fill, drumify_weights=args.drumify, fill_temperature=temperature)
+    if not args.no_follow:
+        from rolypoly.generate import BarWriter
+        from rolypoly.lab.experiments import follow_experiment
+
+        report = follow_experiment(writer=BarWriter.load(args.continuation, args.fill))
+        result["follow"] = {**report["follow"], "beat_never_stopped": report["beat_never_stopped"],
+                            "targets": report["targets"], "measured_by": "rolypoly experiment follow"}
     if args.calls > 0:
         from rolypoly.lab.bench_generate import run as bench_generate
 
