@@ -19,7 +19,7 @@ FLOORS = ("rolypoly", "realtime", "pretrain", "lab")
 COMMANDS = ("demo", "play", "simulate", "serve",
             "session new", "session pattern", "session list", "session revert", "session export", "finetune", "plot",
             "humanize", "groove humanize", "groove drumify", "groove infill", "groove transfer",
-            "pretrain timing", "pretrain groove", "evaluate timing", "evaluate groove", "data gmd",
+            "pretrain timing", "pretrain groove", "pretrain onsets", "evaluate timing", "evaluate groove", "data gmd",
             "devices", "onsets", "bench decide", "bench onsets", "bench finetune", "bench output", "bench service",
             "experiment")
 

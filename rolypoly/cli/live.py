@@ -7,13 +7,14 @@ from pathlib import Path
 from rolypoly import AGENT_KINDS
 
 from .common import add_agent, add_gmd, add_sessions, print_take, session_folder
+from .devices import add_instrument
 
 #: Addresses that only this machine can reach: serving on any other warns.
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def add_parser(sub) -> None:
-    for name, helptext in (("play", "play a take with a partner: live input or a recording in real time"),
+    for name, helptext in (("play", "play a take with a partner: live input, MIDI or a recording in real time"),
                            ("simulate", "play a take with a recorded partner on a simulated clock")):
         p = sub.add_parser(name, help=helptext, description=helptext)
         p.add_argument("score", help="drum part, Standard MIDI File")
@@ -21,6 +22,7 @@ def add_parser(sub) -> None:
             src = p.add_mutually_exclusive_group()
             src.add_argument("--partner-device", metavar="DEV", help="audio input (index or name); default input if omitted")
             src.add_argument("--partner-file", metavar="FILE", help="WAV/FLAC recording played as the partner in real time")
+            add_partner_midi(p)
             p.add_argument("--channel", type=int, default=1, help="input channel the partner is on (from 1)")
             p.add_argument("--sample-rate", type=int, default=48000)
             p.add_argument("--block", type=int, default=64, help="audio block size in frames")
@@ -39,6 +41,7 @@ def add_parser(sub) -> None:
         p.add_argument("--midi", default="virtual" if name == "play" else "off",
                        help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
         p.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
+        add_instrument(p, default="the session's calibration, else auto")
         p.set_defaults(run=run_play if name == "play" else run_simulate)
 
     p = sub.add_parser("serve", help="a long-lived service controlled over OSC (load, play, stop, tempo...)")
@@ -52,7 +55,16 @@ def add_parser(sub) -> None:
         p.add_argument(f"--{kind}-weights", metavar="FILE", help=f"{kind} weights of new sessions (default: shipped)")
     p.add_argument("--no-mix", action="store_true", help="do not write each take's mix.wav")
     p.add_argument("--no-plot", action="store_true", help="do not plot each take")
+    add_partner_midi(p)
+    add_instrument(p, default="each session's calibration, else auto")
     p.set_defaults(run=run_serve)
+
+
+def add_partner_midi(parser) -> None:
+    """``--partner-midi PORT``: a partner playing MIDI, alone or beside the audio partner."""
+    parser.add_argument("--partner-midi", metavar="PORT",
+                        help="a partner playing MIDI (keyboard, e-drums, MIDI guitar): their output port, exact "
+                             "name or a unique part; alone, or with the audio partner")
 
 
 def host_port(text: str, option: str, default_host: str | None = None) -> tuple[str, int]:
@@ -101,13 +113,45 @@ def _session(args):
     return None
 
 
+def _take_session(args) -> Path:
+    """The folder the take goes to (as play_take decides), whose calibration the detector uses."""
+    from rolypoly import paths
+
+    return _session(args) or paths.sessions_dir() / Path(args.score).stem
+
+
+def partner_source(args):
+    """The take's partner: a recording or an audio input, a MIDI port, or both at once.
+
+    Audio is heard with the session's calibration (``rolypoly onsets --calibrate``),
+    if it has one, and the instrument asked for.
+    """
+    from rolypoly.onsets import session_settings
+    from rolypoly.realtime.sources import FileSource, LiveSource
+
+    detector = session_settings(_take_session(args), args.instrument)
+    sources = []
+    if args.partner_file:
+        sources.append(FileSource(args.partner_file, detector=detector))
+    elif args.partner_device is not None or not args.partner_midi:
+        sources.append(LiveSource(args.partner_device, channel=args.channel - 1, sample_rate=args.sample_rate,
+                                  block=args.block, detector=detector))
+    if args.partner_midi:
+        from rolypoly.realtime.midi_in import CombinedSource, MidiSource
+
+        sources.append(MidiSource(args.partner_midi))
+    return sources[0] if len(sources) == 1 else CombinedSource(*sources)
+
+
 def run_simulate(args) -> int:
+    from rolypoly.onsets import session_settings
     from rolypoly.realtime.clock import SimClock
     from rolypoly.realtime.duet import play_take
     from rolypoly.realtime.sources import FileSource
 
     midi, osc = _outputs(args)
-    summary = play_take(args.score, FileSource(args.partner_file), SimClock(), session=_session(args),
+    source = FileSource(args.partner_file, detector=session_settings(_take_session(args), args.instrument))
+    summary = play_take(args.score, source, SimClock(), session=_session(args),
                         agent=args.agent, weights=args.weights, settings=_engine_settings(args),
                         midi=midi, osc=osc)
     print_take(summary)
@@ -118,13 +162,8 @@ def run_play(args) -> int:
     from rolypoly.realtime.clock import RealClock
     from rolypoly.realtime.display import LiveDisplay
     from rolypoly.realtime.duet import play_take
-    from rolypoly.realtime.sources import FileSource, LiveSource
 
-    if args.partner_file:
-        source = FileSource(args.partner_file)
-    else:
-        source = LiveSource(args.partner_device, channel=args.channel - 1, sample_rate=args.sample_rate,
-                            block=args.block)
+    source = partner_source(args)
     midi, osc = _outputs(args)
     display = LiveDisplay(enabled=not args.quiet)
     try:
@@ -135,6 +174,8 @@ def run_play(args) -> int:
         display.close()
         if midi is not None:
             midi.close()
+        if hasattr(source, "close"):
+            source.close()
     print_take(summary)
     return 0
 
@@ -147,7 +188,8 @@ def run_serve(args) -> int:
     weights = {k: getattr(args, f"{k}_weights") for k in AGENT_KINDS}
     service = Service(args.sessions, reply=reply, weights={k: v for k, v in weights.items() if v},
                       mix=not args.no_mix, plot=not args.no_plot,
-                      forgetting_set=lambda: forgetting_set(args.gmd))
+                      forgetting_set=lambda: forgetting_set(args.gmd),
+                      partner_midi=args.partner_midi, instrument=args.instrument)
     if args.host not in LOCAL_HOSTS:
         print(f"rolypoly: warning: listening on {args.host}: anyone who can reach port {args.port} "
               "can control the drum machine", file=sys.stderr)
