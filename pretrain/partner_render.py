@@ -63,7 +63,7 @@ _PEAK_WINDOW_S = 0.06
 #: Gestures (each one onset) are at least this far apart: faster than any partner plays.
 MIN_GAP_S = 0.06
 #: Bumped whenever a change here changes the rendered audio (training caches are keyed by it).
-RENDER_VERSION = 2
+RENDER_VERSION = 3
 #: FluidSynth applies events at the start of its 64-frame blocks.
 SYNTH_BLOCK = 64
 
@@ -594,6 +594,8 @@ def render_take(style: str, seed: int, soundfont: Soundfont, seconds: float = 8.
     if style == SYNTHETIC:
         audio, onsets, program, family = _synthetic_part(rng, seconds, sr)
         font = "synthetic"
+        # Half of them as the lab's fixtures are: straight from the synthesizer, no room, no noise.
+        room = room if rng.random() < 0.5 else 0.0
     else:
         p = perform(style, seed, seconds, program)
         audio, onsets = render(p, soundfont)

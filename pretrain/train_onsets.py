@@ -49,7 +49,7 @@ HELD_OUT_SOUNDFONT = "timgm6mb"
 #: How often each style is drawn (the rest of the mix: room tone without a note).
 STYLE_WEIGHTS = {"guitar_strum": 2.0, "guitar_fingerpick": 2.0, "guitar_lick": 2.0, "bass_line": 2.0,
                  "piano_legato": 2.5, "piano_chords": 1.5, "piano_runs": 1.5, "keys_comp": 1.5,
-                 "voice_line": 0.5, "synthetic": 1.0}
+                 "voice_line": 0.5, "synthetic": 2.5}
 ROOM_TONE_SHARE = 0.04
 CLIPPED_SHARE = 0.05
 TAKE_SECONDS = 8.0
@@ -61,7 +61,7 @@ LICENCES = {"fluidr3": "FluidR3_GM.sf2 (Debian fluid-soundfont-gm): MIT",
             "timgm6mb": "TimGM6mb.sf2 (Debian timgm6mb-soundfont): GPL-2"}
 
 # -- labels ----------------------------------------------------------------------------
-POSITIVE_HOPS = 3
+POSITIVE_HOPS = 4
 CARE_HOPS = 3
 WARM_UP_HOPS = 40       # the first hops of a training crop have no past: not scored
 
@@ -188,11 +188,11 @@ def render_split(plan: list, *, workers: int = 2, cache: Path | None = None, sam
 def labels(n_rows: int, onset_samples: np.ndarray, hop: int = HOP):
     """Per hop: target (0/1), care (0/1: scored or not) and hops since the onset.
 
-    >>> t, c, ago = labels(10, np.array([130]), hop=64)
+    >>> t, c, ago = labels(12, np.array([130]), hop=64)
     >>> t.astype(int).tolist(), c.astype(int).tolist()
-    ([0, 0, 1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0, 1, 1])
-    >>> [round(float(a), 2) for a in ago[2:5]]
-    [0.97, 1.97, 2.97]
+    ([0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1])
+    >>> [round(float(a), 2) for a in ago[2:6]]
+    [0.97, 1.97, 2.97, 3.97]
     """
     target = np.zeros(n_rows, np.float32)
     care = np.ones(n_rows, np.float32)

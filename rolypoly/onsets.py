@@ -31,8 +31,9 @@ code runs over a file and inside the audio callback):
    ``rolypoly/weights/onsets.safetensors`` with their metrics JSON.
 
 3. **Picking**: an onset when the probability rises through ``threshold``
-   while the signal is above the ``silence_db`` gate and ``min_ioi_ms`` has
-   passed; the detector re-arms once the probability has fallen below
+   while the signal is above the ``silence_db`` gate, ``min_ioi_ms`` has
+   passed and some band's level rose at least 3 dB (a steady buzz never
+   does); the detector re-arms once the probability has fallen below
    ``rearm``. The attack is placed by tracing the time-domain rise back to
    where it began (sample-exact on a clean attack), but never further back
    than the network's own estimate allows.
@@ -115,6 +116,10 @@ _DC_BLOCK_HZ = 20.0               # below the lowest bass string: removes DC, le
 _RELEASE_MS = 12.0                # peak follower's fall when placing an attack
 _ATTACK_RISE_DB = 6.0             # a band that rose this much since before the onset can place it,
 _ATTACK_START_DB = 3.0            # at its first sample this far above where it started
+#: An onset needs some band to have risen at least this much (dB) around it: a note brings energy
+#: somewhere. A steady buzz (a clipped square wave, a distorted drone) never does, however
+#: onset-like its edges look to the network. (Costs nothing measurable on the rendered set.)
+_EVIDENCE_DB = 3.0
 
 #: Per-instrument presets: silence gate (dBFS) and minimum interval (ms). The decision
 #: threshold of each is the one that scored best on that family's validation takes when the
@@ -129,6 +134,10 @@ INSTRUMENTS = {
 }
 #: The detector re-arms once the probability has fallen below this share of the threshold.
 REARM_SHARE = 0.6
+
+
+class OnsetSettingsError(RolypolyError, ValueError):
+    """A detector setting out of range: one line at the command line, a ValueError to callers."""
 
 
 def _scaled(n: int, sample_rate: int) -> int:
@@ -335,8 +344,8 @@ class Listener:
         The newest hop's feature row (:data:`N_FEATURES` values, see
         :data:`FEATURE_NAMES`), overwritten by every :meth:`run`.
     trace : np.ndarray
-        (hops, bands, hop): the bands' audio over the last few hops, a ring
-        whose newest hop is ``trace_at``.
+        (bands, hops * hop): the bands' audio over the last few hops, a ring
+        of hops along time whose newest hop is hop number ``trace_at``.
     level_db : float
         Level of the newest hop (dBFS: mean power of its loudest quarter, DC blocked).
 
@@ -370,7 +379,7 @@ class Listener:
         # log10 of each quarter's sum of squares, per band; the features' own memory.
         self._quarters = self.features[n_spec:].reshape(n_bands, QUARTERS)
         # The bands' audio of the last few hops (a ring of hops), for placing an attack.
-        self.trace = np.zeros((HISTORY_HOPS + 1, n_bands, hop))
+        self.trace = np.zeros((n_bands, (HISTORY_HOPS + 1) * hop))
         self.trace_at = 0
         self.level_db = _FLOOR_DB
         self._bin_pos = np.linspace(0.0, 1.0, len(self.spectrum.power))
@@ -400,8 +409,8 @@ class Listener:
         self._ring[pos:pos + hop] = bands[0]
         self._ring[size + pos:size + pos + hop] = bands[0]
         self._pos = (pos + hop) % size
-        self.trace_at = (self.trace_at + 1) % len(self.trace)
-        self.trace[self.trace_at] = bands
+        self.trace_at = (self.trace_at + 1) % (HISTORY_HOPS + 1)
+        self.trace[:, self.trace_at * hop:(self.trace_at + 1) * hop] = bands
         f = self.features
         self.spectrum.run(self.recent(size), f[self._spec_out])
         q, half = self._quarters, QUARTERS // 2
@@ -604,7 +613,7 @@ class OnsetDetector:
                  silence_db: float | None = None, min_ioi_ms: float | None = None,
                  weights=None, max_block: int = 8192):
         if sample_rate <= 0 or int(sample_rate) < 16000:
-            raise ValueError(f"sample_rate must be at least 16000 Hz, got {sample_rate}")
+            raise OnsetSettingsError(f"sample_rate must be at least 16000 Hz, got {sample_rate}")
         if instrument not in INSTRUMENTS:
             raise RolypolyError(f"unknown instrument {instrument!r}: choose one of {', '.join(INSTRUMENTS)}")
         preset = INSTRUMENTS[instrument]
@@ -618,11 +627,11 @@ class OnsetDetector:
         self.silence_db = float(preset["silence_db"] if silence_db is None else silence_db)
         self.min_ioi_ms = float(preset["min_ioi_ms"] if min_ioi_ms is None else min_ioi_ms)
         if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be a probability between 0 and 1, got {self.threshold}")
+            raise OnsetSettingsError(f"threshold must be a probability between 0 and 1, got {self.threshold}")
         if not 0.0 <= self.rearm < self.threshold:
-            raise ValueError(f"rearm ({self.rearm}) must be below threshold ({self.threshold})")
+            raise OnsetSettingsError(f"rearm ({self.rearm}) must be below threshold ({self.threshold})")
         if self.min_ioi_ms < 0:
-            raise ValueError(f"min_ioi_ms must be >= 0, got {self.min_ioi_ms}")
+            raise OnsetSettingsError(f"min_ioi_ms must be >= 0, got {self.min_ioi_ms}")
         self.max_block = int(max_block)
         if self.max_block < 1:
             raise ValueError(f"max_block must be >= 1, got {max_block}")
@@ -753,6 +762,8 @@ class OnsetDetector:
             return
         self._armed = False
         attack = self._place(float(ago))
+        if self._span.max() < _EVIDENCE_DB:
+            return                              # nothing rose: not heard (and not re-armed until it falls)
         attack = max(attack, self._next_allowed - hop, 0)
         self._next_allowed = attack + self._min_ioi
         event = self._events[self._count]
@@ -766,23 +777,23 @@ class OnsetDetector:
         """Stream index of the attack just decided.
 
         The network says roughly how many hops ago the note began; the audio
-        says exactly where: in each band (broadband, presence, air) a peak
-        follower in dB over the last few hops, and the attack at the first
-        sample where a band that rose clearly was already
-        ``_ATTACK_START_DB`` above where it stood before the onset (the
-        earliest such band wins). Sample-exact on a clean attack; where no
+        says exactly where: in each band a peak follower in dB over the last
+        few hops, and the attack just after the last sample before the
+        band's peak that was still within ``_ATTACK_START_DB`` of where the
+        band stood before the onset (the earliest such band of those that
+        rose clearly wins). Sample-exact on a clean attack; where no
         band rose clearly (a soft note under a loud one) the network's
         estimate stands.
         """
         hop, end = self.hop, self._position + self.hop
         ago = min(max(ago_hops, 0.0), float(HISTORY_HOPS))
         guess = end - int(round((ago + 0.5) * hop))
-        env, trace, at = self._env, self.ears.trace, self.ears.trace_at + 1
+        env, trace, at = self._env, self.ears.trace, (self.ears.trace_at + 1) * hop
         length = env.shape[1]
-        older = (len(trace) - at) * hop
+        older = length - at
         # The ring of hops in time order, newest last.
-        env[:, :older] = trace[at:].transpose(1, 0, 2).reshape(env.shape[0], -1)
-        env[:, older:] = trace[:at].transpose(1, 0, 2).reshape(env.shape[0], -1)
+        env[:, :older] = trace[:, at:]
+        env[:, older:] = trace[:, :at]
         np.abs(env, out=env)
         env += _TINY
         np.log10(env, out=env)
@@ -792,16 +803,22 @@ class OnsetDetector:
         env -= self._ramp
         start = max(0, length - int(round((ago + 2.0) * hop)))
         np.copyto(self._base[:, 0], env[:, start])
-        np.max(env[:, start:], axis=1, out=self._span)
+        window = env[:, start:]
+        np.argmax(window, axis=1, out=self._first)            # each band's peak
+        np.max(window, axis=1, out=self._span)
         self._span -= self._base[:, 0]
         self._base += _ATTACK_START_DB
-        above = self._above[:, start:]
-        np.greater_equal(env[:, start:], self._base, out=above)
-        np.argmax(above, axis=1, out=self._first)
+        low = self._above[:, start:]
+        np.less(window, self._base, out=low)
         best = length
         for b in range(env.shape[0]):
-            if self._span[b] >= _ATTACK_RISE_DB and above[b, self._first[b]]:
-                best = min(best, start + int(self._first[b]))
+            peak = int(self._first[b])
+            if self._span[b] < _ATTACK_RISE_DB or not low[b, :peak + 1].any():
+                continue
+            # Just after the last sample, before the peak, still near where the band started:
+            # a wobble of the note before does not pull the attack early.
+            last = peak - int(np.argmax(low[b, peak::-1]))
+            best = min(best, start + last + 1)
         if best == length:
             return max(guess, 0)
         return max(end - length + best, 0)

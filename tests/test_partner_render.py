@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rolypoly.pretrain import partner_render as pr
-from rolypoly.pretrain.train_onsets import labels, pick, plan_takes, score_hops
+from rolypoly.pretrain.train_onsets import CARE_HOPS, POSITIVE_HOPS, labels, pick, plan_takes, score_hops
 
 SR = 48000
 
@@ -80,8 +80,10 @@ def test_training_plan_and_labels():
     styles = {p[0] for p in plan_takes(200, 7)}
     assert set(pr.STYLES) <= styles and None in styles            # every style, and some room tone
     target, care, ago = labels(20, np.array([64 * 5 + 10, 64 * 6 + 3]))
-    assert target[5:9].tolist() == [1, 1, 1, 1] and target[:5].sum() == 0
-    assert care[9:12].tolist() == [0, 0, 0] and care[12] == 1
+    end = 6 + POSITIVE_HOPS                                      # the second onset's positives end here
+    assert target[5:end].all() and target[:5].sum() == 0 and target[end:].sum() == 0
+    assert not care[end:end + CARE_HOPS].any() and care[end + CARE_HOPS:].all() and care[:end].all()
+    assert ago[5] == pytest.approx((64 * 6 - (64 * 5 + 10)) / 64)
     assert pick(np.array([0.9, 0.9, 0.1, 0.9]), np.full(4, -90.0), 0.5, 0.3, -60.0, 1).tolist() == []
     s = score_hops([64 * 10], [11])
     assert s["tp"] == 1 and 0 < s["latencies"][0] < 3.0
