@@ -34,10 +34,9 @@ import time
 import numpy as np
 
 from rolypoly.errors import DeviceError
-
-from . import jack
 from rolypoly.errors import one_line as _one_line
 
+from . import jack
 from .midi_out import list_ports, match_port, usable_apis
 from .sources import ONSET, POLL_CAPACITY, OnsetRing, PartnerSource
 
