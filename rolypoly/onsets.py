@@ -30,13 +30,22 @@ code runs over a file and inside the audio callback):
    (:mod:`rolypoly.pretrain.partner_render`); the weights ship in
    ``rolypoly/weights/onsets.safetensors`` with their metrics JSON.
 
-3. **Picking**: an onset when the probability rises through ``threshold``
-   while the signal is above the ``silence_db`` gate, ``min_ioi_ms`` has
-   passed and some band's level rose at least 3 dB (a steady buzz never
-   does); the detector re-arms once the probability has fallen below
-   ``rearm``. The attack is placed by tracing the time-domain rise back to
-   where it began (sample-exact on a clean attack), but never further back
-   than the network's own estimate allows.
+3. **Picking**, two ways to hear a note, one minimum interval between them:
+
+   * the *fast trigger* (:class:`_Trigger`, rolypoly's original envelope
+     detector on the listener's presence and air bands): fires within a hop
+     of a clean attack (a pick, a hammer, a key) and places it
+     sample-exactly, tracing fast - slow envelope back to where it rose;
+   * the *network*: an onset when the probability rises through
+     ``threshold`` while the signal is above the ``silence_db`` gate and
+     ``min_ioi_ms`` has passed since the last onset (else it was that note),
+     and two bands rose clearly (or one by 9 dB: a steady buzz, a legato
+     release, a low string's bursts never do); it re-arms once the
+     probability has fallen below ``rearm``. It catches what the trigger
+     misses: soft and legato notes, a low note under a ringing chord. The
+     attack is placed where the second band to rise began (a lone band's
+     earlier step is the note before), or where the trigger's rise began
+     if that is later.
 
 Presets per instrument (:data:`INSTRUMENTS`) set the threshold, gate and
 minimum interval; a calibration from a minute of the partner playing alone
@@ -54,7 +63,9 @@ Each onset reports
     stream sample index at the end of the hop in which it was decided --
     the moment the drummer can use it;
 ``strength``
-    the network's probability at the decision, 0..1;
+    how sure, between the threshold and 1: the network's probability at the
+    decision, or for the trigger how far the attack rose (1 - e^(-dB/12)
+    of the way from the threshold to 1);
 ``descriptor``
     spectral centroid of the last 21 ms, as a fraction of Nyquist
     (0 = dark, 1 = bright): a cheap "what did the partner play".
@@ -116,10 +127,23 @@ _DC_BLOCK_HZ = 20.0               # below the lowest bass string: removes DC, le
 _RELEASE_MS = 12.0                # peak follower's fall when placing an attack
 _ATTACK_RISE_DB = 6.0             # a band that rose this much since before the onset can place it,
 _ATTACK_START_DB = 3.0            # at its first sample this far above where it started
-#: An onset needs some band to have risen at least this much (dB) around it: a note brings energy
-#: somewhere. A steady buzz (a clipped square wave, a distorted drone) never does, however
-#: onset-like its edges look to the network. (Costs nothing measurable on the rendered set.)
-_EVIDENCE_DB = 3.0
+#: An onset the network hears needs this many bands to have risen ``_ATTACK_RISE_DB`` around it: a
+#: note brings energy across the spectrum. A steady buzz (a clipped square wave, a distorted drone)
+#: never does, however onset-like its edges look to the network, nor does a lone band's wobble
+#: (the release of a legato note, a low string's bursts).
+_EVIDENCE_BANDS = 2
+_EVIDENCE_LONE_DB = 9.0           # ... or one band this much (a soft low note under a ringing chord)
+
+#: The fast trigger (:class:`_Trigger`): which of :data:`BANDS` it listens to (presence and air),
+#: the rise of fast over slow envelope (dB) that fires it, the rise it must fall below to re-arm,
+#: the rise below which the attack is traced back to, the slow envelope's time constant (ms), and
+#: the lowest silence gate it fires above (dBFS, peak level: clean attacks only).
+TRIGGER_BANDS = (3, 4)
+TRIGGER_DB = 6.0
+TRIGGER_REARM_DB = 2.0
+TRIGGER_BACKTRACK_DB = 2.0
+TRIGGER_SLOW_MS = 30.0
+TRIGGER_GATE_DB = -50.0
 
 #: Per-instrument presets: silence gate (dBFS) and minimum interval (ms). The decision
 #: threshold of each is the one that scored best on that family's validation takes when the
@@ -443,6 +467,115 @@ class Listener:
         return float(np.dot(mag, self._bin_pos) / total)
 
 
+# ----------------------------------------------------------------------
+# The fast trigger (the original envelope detector)
+
+
+def _one_pole_matrix(coef: float, hop: int):
+    """Matrix and powers that run y[n] = coef * y[n-1] + u[n] over a hop: y = u @ M.T + p * y[-1].
+
+    >>> m, p = _one_pole_matrix(0.5, 3)
+    >>> m.tolist(), p.tolist()
+    ([[1.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.25, 0.5, 1.0]], [0.5, 0.25, 0.125])
+    """
+    n = np.arange(hop)
+    lag = n[:, None] - n[None, :]
+    matrix = np.where(lag >= 0, coef ** np.maximum(lag, 0).astype(float), 0.0)
+    return np.ascontiguousarray(matrix), coef ** (n + 1.0)
+
+
+class _Trigger:
+    """The fast path: rolypoly's original time-domain detector, on the listener's bands.
+
+    In the presence and air bands (where a pick, finger or hammer stands out
+    from notes already ringing) a *fast* envelope -- a peak follower in dB,
+    instant attack, 12 ms release -- and a *slow* one, the fast one smoothed
+    over 30 ms: the level the ear has got used to. An attack is fast - slow
+    rising through :data:`TRIGGER_DB` while the peak level of the whole
+    signal is above the gate. It fires within a hop of a clean attack and
+    places it sample-exactly: just after the last sample where fast - slow
+    was still below :data:`TRIGGER_BACKTRACK_DB`. The network catches what it
+    misses (a soft note under a loud one, a legato change).
+
+    Works on a (bands, hop) block of the listener's filter outputs; all
+    buffers are made here.
+    """
+
+    def __init__(self, sample_rate: int, hop: int, floor_db: float):
+        self.rows = np.array((0,) + TRIGGER_BANDS)            # broadband level first
+        n = len(self.rows)
+        self.hop, self.floor_db = hop, floor_db
+        self._drop = _DB_PER_NEPER / (_RELEASE_MS * 1e-3 * sample_rate)
+        self._ramp = np.arange(hop) * self._drop
+        s = math.exp(-1.0 / (TRIGGER_SLOW_MS * 1e-3 * sample_rate))
+        m, self._powers = _one_pole_matrix(s, hop)
+        self._slow_t = np.ascontiguousarray(((1.0 - s) * m).T)
+        self.fast = np.zeros((n, hop))                     # fast envelopes, dB
+        self.level = self.fast[0]                          # the whole signal's
+        self._bands = self.fast[1:]
+        self.slow = np.zeros((n - 1, hop))
+        self._carry = np.zeros((n - 1, hop))
+        self._quiet = np.zeros((n - 1, hop), dtype=bool)
+        self._rises = np.zeros((n - 1, hop))
+        self.rise = np.zeros(hop)                          # the largest band's fast - slow
+        self.previous_rise = np.zeros(hop)
+        self._last = np.zeros(n)
+        self._slow_last = np.zeros(n - 1)
+        self._peak = np.zeros(n - 1)
+        self._mask = np.zeros(hop, dtype=bool)
+        self.reset()
+
+    def reset(self) -> None:
+        self._last.fill(_FLOOR_DB)
+        self._slow_last.fill(_FLOOR_DB)
+        self.rise.fill(0.0)
+        self.previous_rise.fill(0.0)
+
+    def run(self, bands: np.ndarray) -> None:
+        """Envelopes and rise of one hop of the listener's filter outputs ((bands, hop))."""
+        fast = self.fast
+        np.take(bands, self.rows, axis=0, out=fast)
+        np.abs(fast, out=fast)
+        fast += _TINY
+        np.log10(fast, out=fast)
+        fast *= 20.0
+        fast += self._ramp
+        self._last -= self._drop                           # the release carried over the hop edge
+        np.maximum(fast[:, 0], self._last, out=fast[:, 0])
+        np.maximum.accumulate(fast, axis=1, out=fast)
+        fast -= self._ramp
+        self._last[:] = fast[:, -1]
+        np.dot(self._bands, self._slow_t, out=self.slow)
+        np.multiply(self._slow_last[:, None], self._powers, out=self._carry)
+        self.slow += self._carry
+        self._slow_last[:] = self.slow[:, -1]
+        np.subtract(self._bands, self.slow, out=self._rises)
+        # A band with almost nothing in it (keys have no air) flickers by many dB on noise: no say.
+        np.less(self._bands, self.floor_db, out=self._quiet)
+        np.copyto(self._rises, 0.0, where=self._quiet)
+        self.rise, self.previous_rise = self.previous_rise, self.rise
+        np.max(self._rises, axis=0, out=self.rise)
+
+    def get_used_to(self, upto: int) -> None:
+        """Lift the slow envelopes to the peak of the hop's first ``upto`` samples (a note just heard)."""
+        np.max(self._bands[:, :upto], axis=1, out=self._peak)
+        np.maximum(self._slow_last, self._peak, out=self._slow_last)
+
+    def backtrack(self, k: int) -> int:
+        """Samples back from the hop's start to just after fast - slow last sat below the backtrack level.
+
+        (0 .. k + 1 within this hop, negative into the previous hop, -hop at most.)
+        """
+        hop, quiet = self.hop, self._mask
+        np.less(self.rise[:k + 1], TRIGGER_BACKTRACK_DB, out=quiet[:k + 1])
+        if quiet[:k + 1].any():
+            return k + 1 - int(np.argmax(quiet[k::-1]))
+        np.less(self.previous_rise, TRIGGER_BACKTRACK_DB, out=quiet)
+        if quiet.any():
+            return -int(np.argmax(quiet[::-1]))
+        return -hop
+
+
 def _feature_names() -> list[str]:
     n_bands = _filterbank(REFERENCE_RATE, FRAME_HOPS * HOP, *SPECTRUM_BANDS).shape[0]
     bands = [f"spec{i}" for i in range(n_bands)]
@@ -649,7 +782,13 @@ class OnsetDetector:
         self._above = np.zeros((n_bands, length), dtype=bool)
         self._base = np.zeros((n_bands, 1))
         self._span = np.zeros(n_bands)
+        self.agreeing = 0               # bands that rose clearly at the last network decision
         self._first = np.zeros(n_bands, dtype=np.int64)
+        # The fast trigger fires only well above the room (never below its own gate).
+        self._trigger_gate = max(self.silence_db, TRIGGER_GATE_DB)
+        self.trigger = _Trigger(self.sample_rate, hop, floor_db=self._trigger_gate - 20.0)
+        self._ready = np.zeros(hop, dtype=bool)
+        self._gate = np.zeros(hop, dtype=bool)
         self._capacity = (self.max_block + hop - 1) // hop + 1
         self._events = np.zeros(self._capacity, dtype=ONSET_DTYPE)
         self._count = 0
@@ -670,7 +809,9 @@ class OnsetDetector:
         self._position = 0              # stream index of the current hop's start
         self.ears.reset()
         self.net.reset()
+        self.trigger.reset()
         self._armed = True
+        self._trigger_armed = True
         self._next_allowed = 0          # refractory end (min IOI), stream index
         self._count = 0
         self.probability = 0.0
@@ -750,28 +891,78 @@ class OnsetDetector:
             np.nan_to_num(x, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
         ears = self.ears
         features = ears.run(x)
+        self.trigger.run(ears.filters.out)
+        self._trigger_decide()
         logit, ago = self.net.step(features)
         p = 1.0 / (1.0 + math.exp(-max(min(float(logit), 30.0), -30.0)))
         self.probability = p
         pos = self._position
+        refractory = self._next_allowed - pos
+        if refractory > 0:
+            # The ear gets used to a note just heard: its own swell is not another attack.
+            self.trigger.get_used_to(min(hop, refractory))
         if not self._armed:
             if p < self.rearm:
                 self._armed = True
             return
-        if p < self.threshold or ears.level_db < self.silence_db or pos + hop <= self._next_allowed:
+        if p < self.threshold or ears.level_db < self.silence_db:
             return
         self._armed = False
+        if pos + hop <= self._next_allowed:
+            return                              # the note the trigger (or the network) just heard
         attack = self._place(float(ago))
-        if self._span.max() < _EVIDENCE_DB:
+        if self.agreeing < _EVIDENCE_BANDS and self._span.max() < _EVIDENCE_LONE_DB:
             return                              # nothing rose: not heard (and not re-armed until it falls)
+        rise = self.trigger.rise
+        k = int(np.argmax(rise))
+        if rise[k] >= TRIGGER_BACKTRACK_DB:
+            # The trigger heard this attack rise (not enough to fire): where its rise began is
+            # sharper than the bands' envelopes, and never earlier than the attack itself.
+            attack = max(attack, pos + self.trigger.backtrack(k))
         attack = max(attack, self._next_allowed - hop, 0)
+        self._emit(attack, p)
+
+    def _emit(self, attack: int, strength: float) -> None:
         self._next_allowed = attack + self._min_ioi
         event = self._events[self._count]
         event["sample"] = attack
-        event["available"] = pos + hop
-        event["strength"] = p
-        event["descriptor"] = ears.centroid()
+        event["available"] = self._position + self.hop
+        event["strength"] = strength
+        event["descriptor"] = self.ears.centroid()
         self._count += 1
+
+    def _trigger_decide(self) -> None:
+        """The fast trigger's hysteresis over one hop, sample by sample (vectorised)."""
+        hop, pos, trig = self.hop, self._position, self.trigger
+        rise, level = trig.rise, trig.level
+        start = max(0, self._next_allowed - pos)
+        if start >= hop:
+            return
+        ok, ready = self._gate, self._ready
+        if not self._trigger_armed:
+            np.less_equal(rise[start:], TRIGGER_REARM_DB, out=ok[start:])
+            if not ok[start:].any():
+                return
+            start += int(np.argmax(ok[start:]))
+            self._trigger_armed = True
+        np.greater_equal(rise[start:], TRIGGER_DB, out=ready[start:])
+        np.greater_equal(level[start:], self._trigger_gate, out=ok[start:])
+        ready[start:] &= ok[start:]
+        if not ready[start:].any():
+            return
+        k = start + int(np.argmax(ready[start:]))
+        self._trigger_armed = False
+        # How far it rose (out of silence, counted from the gate): the strength, between the
+        # network's threshold and 1.
+        db = min(float(rise[k:].max()), float(level[k:].max()) - self._trigger_gate)
+        strength = self.threshold + (1.0 - self.threshold) * (1.0 - math.exp(-max(db, 0.0) / (2 * TRIGGER_DB)))
+        self._emit(max(pos + trig.backtrack(k), self._next_allowed), strength)
+        # A short minimum interval: the trigger may re-arm later in this same hop.
+        rest = max(k + 1, self._next_allowed - pos)
+        if rest < hop:
+            np.less_equal(rise[rest:], TRIGGER_REARM_DB, out=ok[rest:])
+            if ok[rest:].any():
+                self._trigger_armed = True
 
     def _place(self, ago_hops: float) -> int:
         """Stream index of the attack just decided.
@@ -810,15 +1001,23 @@ class OnsetDetector:
         self._base += _ATTACK_START_DB
         low = self._above[:, start:]
         np.less(window, self._base, out=low)
-        best = length
+        # Each band that rose clearly says where the attack began; a second band must agree: a
+        # lone band's earlier step is more likely the note before (a low string's bursts, noise).
+        first = second = length
+        self.agreeing = 0
         for b in range(env.shape[0]):
             peak = int(self._first[b])
             if self._span[b] < _ATTACK_RISE_DB or not low[b, :peak + 1].any():
                 continue
             # Just after the last sample, before the peak, still near where the band started:
             # a wobble of the note before does not pull the attack early.
-            last = peak - int(np.argmax(low[b, peak::-1]))
-            best = min(best, start + last + 1)
+            at = start + peak - int(np.argmax(low[b, peak::-1])) + 1
+            self.agreeing += 1
+            if at < first:
+                first, second = at, first
+            elif at < second:
+                second = at
+        best = second if second < length else first
         if best == length:
             return max(guess, 0)
         return max(end - length + best, 0)
