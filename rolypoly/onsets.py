@@ -144,6 +144,12 @@ TRIGGER_REARM_DB = 2.0
 TRIGGER_BACKTRACK_DB = 2.0
 TRIGGER_SLOW_MS = 30.0
 TRIGGER_GATE_DB = -50.0
+#: A clipped input (a sample this close to full scale) makes every edge of the flattened wave a
+#: burst in the presence and air bands, note or not: the trigger stays silent while the input
+#: clips and for this long after (ms), and the network -- which needs bands across the spectrum
+#: to agree -- decides alone.
+CLIP_LEVEL = 0.99
+CLIP_HOLD_MS = 30.0
 
 #: Per-instrument presets: silence gate (dBFS) and minimum interval (ms). The decision
 #: threshold of each is the one that scored best on that family's validation takes when the
@@ -243,7 +249,8 @@ class _Filters:
 
     def __init__(self, sample_rate: int, hop: int):
         n_state = 2 + sum(len(sections) + 1 for sections in _band_sections(sample_rate) if sections)
-        n_out = len(BANDS) * hop
+        n_bands = len(BANDS)
+        n_out = n_bands * hop
         size_in = hop + n_state
         matrix = np.empty((n_out + n_state, size_in))
         for j, unit in enumerate(np.eye(size_in)):
@@ -254,7 +261,7 @@ class _Filters:
         self._hop, self._n_out = hop, n_out
         self._io = np.zeros(size_in)            # [input hop; carried state]
         self._result = np.zeros(n_out + n_state)
-        self.out = self._result[:n_out].reshape(len(BANDS), hop)
+        self.out = self._result[:n_out].reshape(n_bands, hop)
 
     def reset(self) -> None:
         self._io.fill(0.0)
@@ -325,9 +332,22 @@ class _Spectrum:
         self.window = _window(self.size, _scaled(TAPER, sample_rate))
         self.fb = np.ascontiguousarray(_filterbank(sample_rate, self.size, *SPECTRUM_BANDS))
         self.n_bands = self.fb.shape[0]
+        n_bins = self.size // 2 + 1
         self._frame = np.zeros(self.size)
-        self._spec = np.zeros(self.size // 2 + 1, np.complex128)
-        self.power = np.zeros(self.size // 2 + 1)         # |X|^2 of the newest frame
+        self._spec = np.zeros(n_bins, np.complex128)
+        # Fewer calls per hop (at a 64-sample hop the calls cost more than the arithmetic): the
+        # filterbank reads the squared real and imaginary parts directly (each bin's weight twice)
+        # and a last input held at 1 adds the level floor in the same product.
+        # Only the bins some band uses.
+        used = np.flatnonzero(self.fb.any(axis=0))
+        lo, hi = int(used[0]), int(used[-1]) + 1
+        self._parts = self._spec.view(np.float64)[2 * lo:2 * hi]
+        self._squares = np.ones(2 * (hi - lo) + 1)
+        self._fb_parts = np.zeros((self.n_bands, 2 * (hi - lo) + 1))
+        self._fb_parts[:, 0:-1:2] = self.fb[:, lo:hi]
+        self._fb_parts[:, 1:-1:2] = self.fb[:, lo:hi]
+        self._fb_parts[:, -1] = _TINY * _TINY
+        self.power = np.zeros(n_bins)         # |X|^2 of the newest frame (by :meth:`update_power`)
         self.history = np.zeros((max(FLUX_LAGS) + 1, self.n_bands))   # ring of band levels
         self._at = 0
         self.reset()
@@ -340,18 +360,22 @@ class _Spectrum:
         """``out`` = [levels, rise over each lag]; ``recent`` is the newest frame of audio, oldest first."""
         np.multiply(recent, self.window, out=self._frame)
         np.fft.rfft(self._frame, out=self._spec)
-        np.abs(self._spec, out=self.power)
-        np.square(self.power, out=self.power)
+        np.square(self._parts, out=self._squares[:-1])
         n = self.n_bands
         level = out[:n]
-        np.dot(self.fb, self.power, out=level)
-        level += _TINY * _TINY
+        np.dot(self._fb_parts, self._squares, out=level)
         np.log10(level, out=level)
         depth = len(self.history)
         self._at = (self._at + 1) % depth
         self.history[self._at] = level
         for i, lag in enumerate(FLUX_LAGS):
             np.subtract(level, self.history[(self._at - lag) % depth], out=out[n * (i + 1):n * (i + 2)])
+
+    def update_power(self) -> np.ndarray:
+        """|X|^2 of the newest frame into :attr:`power` (only when it is wanted: at a detection)."""
+        np.abs(self._spec, out=self.power)
+        np.square(self.power, out=self.power)
+        return self.power
 
 
 class Listener:
@@ -441,8 +465,7 @@ class Listener:
         q[:, :half] = q[:, half:]
         new = q[:, half:]
         np.square(self._quarter_in, out=self._quarter_sq)
-        np.add.reduce(self._quarter_sq, axis=2, out=new)
-        new += _TINY * _TINY
+        np.add.reduce(self._quarter_sq, axis=2, out=new, initial=_TINY * _TINY)
         np.log10(new, out=new)
         self.level_db = 10.0 * float(new[0].max()) + self._quarter_db
         return f
@@ -460,7 +483,7 @@ class Listener:
     def centroid(self) -> float:
         """Spectral centroid (of magnitudes) of the newest frame, 0..1 of Nyquist (at a detection only)."""
         mag = self._magnitude
-        np.sqrt(self.spectrum.power, out=mag)
+        np.sqrt(self.spectrum.update_power(), out=mag)
         total = mag.sum()
         if total <= 1e-12:
             return 0.0
@@ -502,25 +525,28 @@ class _Trigger:
     """
 
     def __init__(self, sample_rate: int, hop: int, floor_db: float):
-        self.rows = np.array((0,) + TRIGGER_BANDS)            # broadband level first
-        n = len(self.rows)
+        n = 1 + len(TRIGGER_BANDS)                          # broadband level first
+        assert TRIGGER_BANDS == tuple(range(TRIGGER_BANDS[0], TRIGGER_BANDS[-1] + 1)), "one slice"
         self.hop, self.floor_db = hop, floor_db
         self._drop = _DB_PER_NEPER / (_RELEASE_MS * 1e-3 * sample_rate)
         self._ramp = np.arange(hop) * self._drop
         s = math.exp(-1.0 / (TRIGGER_SLOW_MS * 1e-3 * sample_rate))
-        m, self._powers = _one_pole_matrix(s, hop)
-        self._slow_t = np.ascontiguousarray(((1.0 - s) * m).T)
-        self.fast = np.zeros((n, hop))                     # fast envelopes, dB
+        m, powers = _one_pole_matrix(s, hop)
+        # The slow envelopes in one product: each band row carries, after its hop, the slow
+        # envelope's last value, which the matrix's last row (its powers) carries over the hop.
+        self._slow_t = np.ascontiguousarray(np.vstack([((1.0 - s) * m).T, powers[None, :]]))
+        self._rows = np.zeros((n, hop + 1))
+        self.fast = self._rows[:, :hop]                    # fast envelopes, dB
         self.level = self.fast[0]                          # the whole signal's
         self._bands = self.fast[1:]
+        self._slow_in = self._rows[1:]                     # [band envelopes, last slow value]
+        self._slow_last = self._rows[1:, hop]
         self.slow = np.zeros((n - 1, hop))
-        self._carry = np.zeros((n - 1, hop))
         self._quiet = np.zeros((n - 1, hop), dtype=bool)
         self._rises = np.zeros((n - 1, hop))
         self.rise = np.zeros(hop)                          # the largest band's fast - slow
         self.previous_rise = np.zeros(hop)
         self._last = np.zeros(n)
-        self._slow_last = np.zeros(n - 1)
         self._peak = np.zeros(n - 1)
         self._mask = np.zeros(hop, dtype=bool)
         self.reset()
@@ -534,8 +560,8 @@ class _Trigger:
     def run(self, bands: np.ndarray) -> None:
         """Envelopes and rise of one hop of the listener's filter outputs ((bands, hop))."""
         fast = self.fast
-        np.take(bands, self.rows, axis=0, out=fast)
-        np.abs(fast, out=fast)
+        np.abs(bands[0], out=fast[0])
+        np.abs(bands[TRIGGER_BANDS[0]:TRIGGER_BANDS[-1] + 1], out=self._bands)
         fast += _TINY
         np.log10(fast, out=fast)
         fast *= 20.0
@@ -545,16 +571,14 @@ class _Trigger:
         np.maximum.accumulate(fast, axis=1, out=fast)
         fast -= self._ramp
         self._last[:] = fast[:, -1]
-        np.dot(self._bands, self._slow_t, out=self.slow)
-        np.multiply(self._slow_last[:, None], self._powers, out=self._carry)
-        self.slow += self._carry
+        np.dot(self._slow_in, self._slow_t, out=self.slow)
         self._slow_last[:] = self.slow[:, -1]
         np.subtract(self._bands, self.slow, out=self._rises)
         # A band with almost nothing in it (keys have no air) flickers by many dB on noise: no say.
         np.less(self._bands, self.floor_db, out=self._quiet)
         np.copyto(self._rises, 0.0, where=self._quiet)
         self.rise, self.previous_rise = self.previous_rise, self.rise
-        np.max(self._rises, axis=0, out=self.rise)
+        np.maximum.reduce(self._rises, axis=0, out=self.rise)
 
     def get_used_to(self, upto: int) -> None:
         """Lift the slow envelopes to the peak of the hop's first ``upto`` samples (a note just heard)."""
@@ -628,16 +652,23 @@ class OnsetNet:
         self._w_in = w.astype(np.float32)
         half = np.ones((3 * H, 1))
         half[:2 * H] = 0.5                      # r and z: sigmoid(a) = (1 + tanh(a / 2)) / 2
-        self._w_ih = (np.hstack([t["gru.weight_ih_l0"], t["gru.bias_ih_l0"][:, None]]) * half).astype(np.float32)
-        self._w_hh = (np.hstack([t["gru.weight_hh_l0"], t["gru.bias_hh_l0"][:, None]]) * half).astype(np.float32)
+        w_ih = np.hstack([t["gru.weight_ih_l0"], t["gru.bias_ih_l0"][:, None]]) * half
+        w_hh = np.hstack([t["gru.weight_hh_l0"], t["gru.bias_hh_l0"][:, None]]) * half
+        # Both of the GRU's products in one, over [dense output; h; 1]: the rows give r and z's
+        # pre-activations already summed, then n's input part, then n's hidden part (r scales it).
+        w = np.zeros((4 * H, dense + 1 + H + 1))
+        w[:2 * H, :dense + 1], w[:2 * H, dense + 1:] = w_ih[:2 * H], w_hh[:2 * H]
+        w[2 * H:3 * H, :dense + 1] = w_ih[2 * H:]
+        w[3 * H:, dense + 1:] = w_hh[2 * H:]
+        self._w_gru = w.astype(np.float32)
         self._w_head = np.hstack([t["head.weight"], t["head.bias"][:, None]]).astype(np.float32)
         self._x = np.zeros(self.n_in + 1, np.float32)
         self._x[-1] = 1.0
-        self._a = np.zeros(dense + 1, np.float32)
-        self._h1 = np.zeros(H + 1, np.float32)     # [h; 1]
+        self._v = np.zeros(dense + 1 + H + 1, np.float32)    # [dense output (last unit 1); h; 1]
+        self._a = self._v[:dense + 1]
+        self._h1 = self._v[dense + 1:]             # [h; 1]
         self.h = self._h1[:H]
-        self._gi = np.zeros(3 * H, np.float32)
-        self._gh = np.zeros(3 * H, np.float32)
+        self._g = np.zeros(4 * H, np.float32)
         self._tmp = np.zeros(H, np.float32)
         self.out = np.zeros(2, np.float32)
         self.reset()
@@ -652,16 +683,14 @@ class OnsetNet:
         self._x[:-1] = features
         np.dot(self._w_in, self._x, out=self._a)
         np.maximum(self._a, 0.0, out=self._a)
-        gi, gh = self._gi, self._gh
-        np.dot(self._w_ih, self._a, out=gi)
-        np.dot(self._w_hh, self._h1, out=gh)
-        rz = gi[:2 * H]
-        rz += gh[:2 * H]
+        g = self._g
+        np.dot(self._w_gru, self._v, out=g)
+        rz = g[:2 * H]
         np.tanh(rz, out=rz)
         rz += 1.0
         rz *= 0.5                               # r, z = sigmoid of the pre-activations
-        r, z, n = gi[:H], gi[H:2 * H], gi[2 * H:]
-        np.multiply(r, gh[2 * H:], out=self._tmp)
+        r, z, n = g[:H], g[H:2 * H], g[2 * H:3 * H]
+        np.multiply(r, g[3 * H:], out=self._tmp)
         n += self._tmp
         np.tanh(n, out=n)
         # h = (1 - z) * n + z * h = n + z * (h - n)
@@ -788,6 +817,8 @@ class OnsetDetector:
         self._trigger_gate = max(self.silence_db, TRIGGER_GATE_DB)
         self.trigger = _Trigger(self.sample_rate, hop, floor_db=self._trigger_gate - 20.0)
         self._ready = np.zeros(hop, dtype=bool)
+        self._magnitude = np.zeros(hop)
+        self._clip_hold = int(round(CLIP_HOLD_MS * self.sample_rate / 1000.0))
         self._gate = np.zeros(hop, dtype=bool)
         self._capacity = (self.max_block + hop - 1) // hop + 1
         self._events = np.zeros(self._capacity, dtype=ONSET_DTYPE)
@@ -813,6 +844,7 @@ class OnsetDetector:
         self._armed = True
         self._trigger_armed = True
         self._next_allowed = 0          # refractory end (min IOI), stream index
+        self._clipped_until = 0         # the trigger is deaf before this stream index (clipping)
         self._count = 0
         self.probability = 0.0
 
@@ -886,13 +918,18 @@ class OnsetDetector:
     # ------------------------------------------------------------------
     def _process_hop(self) -> None:
         hop, x = self.hop, self._x
-        if not math.isfinite(x.sum()):
+        peak = float(np.abs(x, out=self._magnitude).max())
+        if not math.isfinite(peak):
             # A NaN would poison the filter state for good; treat it as a dropout.
             np.nan_to_num(x, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+            peak = float(np.abs(x, out=self._magnitude).max())
+        if peak >= CLIP_LEVEL:
+            self._clipped_until = self._position + hop + self._clip_hold
         ears = self.ears
         features = ears.run(x)
         self.trigger.run(ears.filters.out)
-        self._trigger_decide()
+        if self._position >= self._clipped_until:
+            self._trigger_decide()
         logit, ago = self.net.step(features)
         p = 1.0 / (1.0 + math.exp(-max(min(float(logit), 30.0), -30.0)))
         self.probability = p
@@ -945,6 +982,8 @@ class OnsetDetector:
                 return
             start += int(np.argmax(ok[start:]))
             self._trigger_armed = True
+        if np.maximum.reduce(rise[start:]) < TRIGGER_DB:
+            return                              # most hops: nothing rose enough (one call)
         np.greater_equal(rise[start:], TRIGGER_DB, out=ready[start:])
         np.greater_equal(level[start:], self._trigger_gate, out=ok[start:])
         ready[start:] &= ok[start:]
