@@ -178,6 +178,20 @@ def validation_figures(model: GrooveModel, data, instrument: str, mean_velocity:
     return figures
 
 
+class BestState:
+    """The model's state at its best validation loss so far, and the epochs since it last improved."""
+
+    def __init__(self, min_delta: float):
+        self.min_delta, self.loss, self.state, self.stale = min_delta, math.inf, None, 0
+
+    def update(self, loss: float, model: torch.nn.Module) -> None:
+        if loss < self.loss - self.min_delta:
+            self.loss, self.stale = loss, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.stale += 1
+
+
 class _Quiet:
     """A stand-in for a tqdm bar: the steps, nothing shown."""
 
@@ -212,7 +226,7 @@ def _fit(task: str, gmd, grid: str, instrument: str, seed: int, budget_s: float,
     model = GrooveModel(task, grid=grid, instrument=instrument, **(model_kwargs or {}))
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     name = f"{task}{label}"
-    history, best, best_state, stale, stopped = [], math.inf, None, 0, "max epochs"
+    history, best, stopped = [], BestState(1e-6), "max epochs"
     for epoch in range(1, epochs + 1):
         model.train()
         order = rng.permutation(len(train_set))
@@ -243,18 +257,14 @@ def _fit(task: str, gmd, grid: str, instrument: str, seed: int, budget_s: float,
             print(f"{name} epoch {epoch}: train {total / max(seen, 1):.4f} val {val['loss']:.4f} "
                   f"(velocity mse {val['velocity_mse']:.4f}, offset mse {val['offset_mse']:.4f}, "
                   f"hit bce {val['hit_bce']:.4f}) {time.time() - started:.0f} s", file=sys.stderr, flush=True)
-        if val["loss"] < best - 1e-6:
-            best, stale = val["loss"], 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
+        best.update(val["loss"], model)
         if stopped == "time cap":
             break
-        if stale >= patience:
+        if best.stale >= patience:
             stopped = "early stopping"
             break
     best_epoch = int(np.argmin([h["val_loss"] for h in history]) + 1)
-    return {"seed": seed, "state": best_state, "epochs": history, "best_epoch": best_epoch, "stopped": stopped,
+    return {"seed": seed, "state": best.state, "epochs": history, "best_epoch": best_epoch, "stopped": stopped,
             "validation_loss": history[best_epoch - 1]["val_loss"], "train_seconds": round(time.time() - started, 1)}
 
 

@@ -15,14 +15,28 @@ from pathlib import Path
 
 from rolypoly.demo import DEMO_PARTNER, DEMO_SCORE, PARTNER_LEAD_S
 
+#: The demo's session, inside its output folder.
+SESSION = "demo-session"
 
-def run_duet_demo(out_dir="demo-output", realtime: bool = True) -> dict:
+
+def run_duet_demo(out_dir="demo-output", realtime: bool = True, *, on_step=None, on_engine=None) -> dict:
     """Play the demo duet on the simulated clock, learn from it, and play it again.
 
     A fresh session each run: take 0 on the simulated clock with the
     pretrained agent, a fine-tune on it (model version 1), then take 1 with
     the new version in real time (or on the simulated clock without
     ``realtime``). Returns the take summaries and the fine-tune report.
+
+    Both takes' ``mix.wav`` sound with the sampled kit (the installed General
+    MIDI soundfont's drum kit, else the built-in synthesizer); the real-time
+    take also plays it live, through JACK when a server runs (each hit on its
+    frame), else through the audio output (``heard`` in the summary says
+    where, or why not).
+
+    ``on_step(name, result)`` is called as each step ends ("simulated",
+    "finetune", then "real time" or "simulated again"), and before the
+    second take with ``(name, None)``; ``on_engine(engine)`` before each take
+    starts (a display that follows the take, :mod:`rolypoly.realtime.display`).
     """
     import shutil
 
@@ -33,13 +47,49 @@ def run_duet_demo(out_dir="demo-output", realtime: bool = True) -> dict:
     from .engine import EngineSettings
     from .sources import FileSource
 
-    session = Path(out_dir) / "demo-session"
+    step = on_step or (lambda name, result: None)
+    session = Path(out_dir) / SESSION
     if (session / "session.json").is_file():
         shutil.rmtree(session)  # the demo's own folder: every run starts from the pretrained agent
     settings = EngineSettings(partner_offset_s=PARTNER_LEAD_S)
     out = {"simulated": play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), SimClock(), session=session,
-                                  settings=settings)}
+                                  settings=settings, on_engine=on_engine)}
+    step("simulated", out["simulated"])
     out["finetune"] = Session(session).finetune()
+    step("finetune", out["finetune"])
     clock, how = (RealClock(), "real time") if realtime else (SimClock(), "simulated again")
-    out[how] = play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), clock, session=session, settings=settings)
+    step(how, None)
+    rig, heard = _live_rig(clock) if realtime else (None, None)
+    try:
+        source = rig.source if rig is not None else FileSource(DEMO_PARTNER)
+        out[how] = play_take(DEMO_SCORE, source, clock, session=session, settings=settings,
+                             drums=rig.drums if rig is not None else None, kit=rig.kit if rig is not None else None,
+                             on_engine=on_engine)
+    finally:
+        if rig is not None:
+            rig.close()
+    if heard:
+        out[how]["heard"] = heard
+    step(how, out[how])
     return out
+
+
+def _live_rig(clock):
+    """The demo partner, and the sampled kit through what this machine sounds with; and where it plays.
+
+    The rig of ``rolypoly play --drums audio --midi off`` (:func:`~rolypoly.realtime.rig.open_rig`):
+    JACK when a server runs, else the default audio output; with neither, the take still plays and
+    the drums sound in its ``mix.wav``.
+    """
+    from rolypoly.errors import DeviceError
+    from rolypoly.realtime import jack
+
+    from .rig import open_rig
+
+    try:
+        rig = open_rig(partner_file=DEMO_PARTNER, drums="audio", midi="off", name=jack.own_name("rolypoly-demo"),
+                       clock=clock)
+    except DeviceError as exc:  # a device that went away: the demo still writes its files
+        return None, f"nowhere live ({exc}); the drums sound in mix.wav"
+    drums = [d.removeprefix("drums: ") for d in rig.describe if d.startswith("drums: ")]
+    return rig, "; ".join(drums) or "; ".join(rig.notes) or None

@@ -5,7 +5,7 @@ service and the demo all call. It opens the session, runs the
 :class:`~rolypoly.realtime.engine.Engine` with the given clock and source, and then
 (off the live path) writes what a musician keeps from a take: the rows
 (``take.jsonl``, written during the take), the partner audio, the drums as
-played (MIDI), a mix of both (WAV) and a plot of ŷ and diff per hit.
+played (MIDI), a mix of both (WAV) and a plot of the drums' offsets and the partner per hit.
 
 Examples
 --------
@@ -16,11 +16,14 @@ Examples
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from pathlib import Path
 
 import numpy as np
 
 from rolypoly.agents import Performer
+from rolypoly.errors import RolypolyError
+from rolypoly.limits import MAX_AUDIO_SECONDS, MAX_MIX_SECONDS
 from rolypoly.score import write_midi
 from rolypoly import paths
 from rolypoly.session import Session
@@ -28,9 +31,40 @@ from rolypoly.session import Session
 from .engine import Engine, EngineSettings
 from rolypoly.take import TAKE_FILE, Take, TakeEnd, TakeHeader, TakeWriter
 
+#: The range of each engine setting a take accepts (the command line's options, the service's messages).
+SETTING_RANGES = {
+    "budget_ms": (0.0, 1000.0),          # decide up to a second ahead
+    "window_factor": (1.0, 100.0),       # window hit ± duration / factor: > 1 keeps it inside the gap
+    "clamp_factor": (2.0, 100.0),        # ŷ within gap / factor: >= 2 keeps neighbouring hits in order
+    "lead_in_s": (0.0, 60.0),
+    "partner_offset_s": (-MAX_AUDIO_SECONDS, MAX_AUDIO_SECONDS),
+}
+
+
+def check_settings(settings: EngineSettings) -> EngineSettings:
+    """``settings``, each a finite number in :data:`SETTING_RANGES`; else a RolypolyError naming it.
+
+    >>> check_settings(EngineSettings(window_factor=2.5)).window_factor
+    2.5
+    >>> check_settings(EngineSettings(window_factor=1e39))
+    Traceback (most recent call last):
+    ...
+    rolypoly.errors.RolypolyError: window_factor 1e+39 is outside 1-100
+    """
+    for name, (lo, hi) in SETTING_RANGES.items():
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RolypolyError(f"{name} must be a finite number, got {value!r}")
+        left_open = name == "window_factor"
+        if not ((lo < value) if left_open else (lo <= value)) or value > hi:
+            raise RolypolyError(f"{name} {value:g} is outside {lo:g}-{hi:g}")
+    return settings
+
+
 def play_take(score_path, source, clock, *, session=None, agent: str | None = None, weights=None,
               settings: EngineSettings | None = None, tempo_bpm: float | None = None, midi=None,
-              osc=None, on_engine=None, mix: bool = True, plot: bool = True) -> dict:
+              osc=None, on_engine=None, mix: bool = True, plot: bool = True, drums=None, kit=None,
+              start_at=None, midi_early_s: float = 0.0) -> dict:
     """Play one take and keep everything it leaves behind.
 
     Parameters
@@ -42,12 +76,17 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     agent, weights : which timing agent; the shipped weights where ``weights`` is omitted
     tempo_bpm : play at this tempo instead of the score's (later tempo changes keep their ratio)
     on_engine : optional callable(engine) called before the take starts (live displays)
+    drums : an output that plays the hits placed to the sample (rolypoly.realtime.jack_io.JackIO...)
+    kit : the rolypoly.kit.SampleKit the drums sound with live; ``mix.wav`` is rendered with it
+        (default: :func:`rolypoly.kit.load_kit`'s kit)
+    start_at : optional callable(clock, score) -> engine time of the score's time zero (an incoming MIDI clock's bar)
+    midi_early_s : rtmidi MIDI leaves this much early (an external synth's latency)
 
     Returns
     -------
     dict : a summary of the take, also stored in the take's closing line
     """
-    settings = settings or EngineSettings()
+    settings = check_settings(settings or EngineSettings())
     name = Path(score_path).stem
     sess = Session.open(session or paths.sessions_dir() / name, score_path)
     score = sess.score(tempo_bpm)
@@ -63,13 +102,18 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         settings=settings.as_dict(), source=source.name, sample_rate=source.sample_rate,
         clock="simulated" if clock.simulated else "real", started=_now())
     take = TakeWriter(take_dir / TAKE_FILE, header)
-    hits = []
+    # When each row's hit sounded (NaN: not played): filled in place, nothing kept per hit.
+    sounded = np.full(len(score), np.nan)
+
+    def on_hit(t, at):
+        sounded[t] = at
+
     engine = Engine(score, Performer(model), source, clock, midi=midi, osc=osc, take=take,
-                    settings=settings, on_hit=lambda t, at: hits.append((t, at)))
+                    settings=settings, on_hit=on_hit, drums=drums, midi_early_s=midi_early_s)
     if on_engine is not None:
         on_engine(engine)
     try:
-        result = engine.run()
+        result = engine.run(start_at(clock, score) if start_at is not None else None)
     except BaseException as e:
         # Whatever happened, the rows written so far stay a closed, readable take.
         take.close(TakeEnd(error=str(e).splitlines()[0] if str(e) else type(e).__name__, ended=_now()))
@@ -108,18 +152,28 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         drums = score.head(int(played.sum()))
     write_midi(drums, take_dir / "drums.mid", offsets=offsets[:len(drums)])
     if mix:
+        from rolypoly.kit import load_kit
         from rolypoly.synth import render_hits
 
-        events = [(at, score.hits[t], score.velocities[t]) for t, at in hits]
+        rows = np.flatnonzero(np.isfinite(sounded))
+        events = [(sounded[t], score.hits[t], score.velocities[t]) for t in rows]
         start = int(round(-settings.partner_offset_s * sr))  # partner sample 0 on the score's time line
-        length = max(len(partner) + start, int((max((at for _, at in hits), default=0) + 2.0) * sr))
-        drum_audio = render_hits(events, sr, length)
+        last = float(sounded[rows].max()) if len(rows) else 0.0
+        length = max(len(partner) + start, int((last + 2.0) * sr))
+        if length > MAX_MIX_SECONDS * sr:  # the partner and drums are kept whole; the mix is a preview
+            length = int(MAX_MIX_SECONDS * sr)
+            summary["problems"].append(f"mix.wav cut at {MAX_MIX_SECONDS / 60:.0f} minutes (the longest mix)")
+        # The kit heard live, at the recording's rate: what was heard and what is kept sound alike.
+        kit = load_kit(None, sr) if kit is None else kit.at_rate(sr)
+        drum_audio = render_hits(events, sr, length, kit=kit)
         write_wav(take_dir / "mix.wav", _mix(drum_audio, partner, start), sr, subtype="PCM_16")
         summary["mix"] = str(take_dir / "mix.wav")
     if plot:
-        from rolypoly.session_plots import plot_take_fig1
+        from rolypoly.session_plots import bar_meters, plot_take_fig1, session_ylim
 
-        plot_take_fig1(Take(header, engine.rows[:len(rel)], end), take_dir / "take.png")
+        # On the session's scale: this take's picture compares with the ones before it.
+        plot_take_fig1(Take(header, engine.rows[:len(rel)], end), take_dir / "take.png",
+                       ylim=session_ylim(sess.folder), meters=bar_meters(score))
         summary["plot"] = str(take_dir / "take.png")
     summary["partner"] = str(take_dir / "partner.wav")
     summary["drums"] = str(take_dir / "drums.mid")
@@ -136,7 +190,7 @@ def _r(x) -> float:
 
 def _mix(drums: np.ndarray, partner: np.ndarray, partner_start: int) -> np.ndarray:
     """Drums plus partner, the partner placed at its sample on the score's time line."""
-    out = drums.astype(np.float32)
+    out = drums.astype(np.float32, copy=False)  # in place: a long take's mix is hundreds of MB
     a = max(0, partner_start)
     b = min(len(out), partner_start + len(partner))
     if b > a:

@@ -13,7 +13,10 @@ For each score row t the engine
    diff_{t-1}) on a worker thread. If ŷ_t is not there by the earliest
    moment hit t may sound, the previous ŷ is used and the miss counted:
    a late model never stalls the beat;
-4. plays the hit at notated time + ŷ_t, through MIDI and OSC.
+4. plays the hit at notated time + ŷ_t: outputs that place sound ahead of
+   time (the sampled kit, JACK MIDI: ``drums``) get it as soon as ŷ_t is
+   known and start it on its own sample; MIDI through rtmidi and OSC leave
+   when the time comes.
 
 All times are absolute on one clock, zero at the score's start plus a
 lead-in, so no error accumulates from hit to hit. The same code serves a
@@ -36,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rolypoly.features import fill_partner, score_features
+from rolypoly.drum_map import class_of_pitch
+from rolypoly.score import played_notes
 from rolypoly.take import MAX_HEARD, empty_rows
 
 #: The engine checks the partner and releases MIDI notes at least this often while waiting.
@@ -74,6 +79,36 @@ class TakeResult:
     stopped_early: bool = False
     t0: float = 0.0              # engine-clock time of the score's time zero
     problems: list[str] = field(default_factory=list)
+
+
+def row_midi(score) -> list[tuple]:
+    """The MIDI messages of every row, made before the take: the player's own notes.
+
+    The per-hit path then only sends them (:meth:`rolypoly.realtime.midi_out.MidiOut.play`).
+    """
+    from .midi_out import row_messages
+
+    notes = played_notes(score)
+    bounds = np.searchsorted(notes["row"], np.arange(len(score) + 1))
+    return [row_messages(*(notes[f][a:b] for f in ("channel", "pitch", "velocity")))
+            for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def row_hits(score) -> tuple[list, list, list]:
+    """Per row, the classes, velocities and notes (``channel * 128 + pitch``) it plays, made before the take.
+
+    The player's own notes (:func:`rolypoly.score.played_notes`), each with the drum class it
+    belongs to, for outputs that place hits ahead of time (the sampled kit, JACK MIDI).
+    """
+    notes = played_notes(score)
+    classes = np.array([class_of_pitch(int(p)) for p in notes["pitch"]], dtype=object)
+    keep = np.array([c is not None for c in classes], dtype=bool)
+    notes, classes = notes[keep], classes[keep].astype(np.int64)
+    bounds = np.searchsorted(notes["row"], np.arange(len(score) + 1))
+    rows = list(zip(bounds[:-1], bounds[1:]))
+    return ([classes[a:b].tolist() for a, b in rows],
+            [notes["velocity"][a:b].astype(int).tolist() for a, b in rows],
+            [(notes["channel"][a:b].astype(int) * 128 + notes["pitch"][a:b].astype(int)).tolist() for a, b in rows])
 
 
 class Decider:
@@ -133,12 +168,20 @@ class Engine:
     take : optional rolypoly.take.TakeWriter receiving every row (:data:`rolypoly.take.ROW_DTYPE`)
     settings : EngineSettings
     on_hit : optional callable(row, actual_time) for monitors (drum synth, tests)
+    drums : optional output that places hits ahead of time, to the sample
+        (rolypoly.realtime.jack_io.JackIO, rolypoly.realtime.sources.LiveSource
+        with drums): ``begin(clock, t0, score)``, ``schedule(classes,
+        velocities, at)``, ``end()``, ``problems()``. A hit then counts as
+        played at its intended time: the output makes it *sound* then.
+    midi_early_s : rtmidi MIDI leaves this much before the hit's time (an
+        external synth's latency); JACK MIDI in ``drums`` shifts its own.
     """
 
     def __init__(self, score, performer, source, clock, *, midi=None, osc=None, take=None,
-                 settings: EngineSettings | None = None, on_hit=None):
+                 settings: EngineSettings | None = None, on_hit=None, drums=None, midi_early_s: float = 0.0):
         self.score, self.performer, self.source, self.clock = score, performer, source, clock
         self.midi, self.osc, self.take, self.on_hit = midi, osc, take, on_hit
+        self.drums, self.midi_early_s = drums, float(midi_early_s) if midi is not None else 0.0
         self.settings = settings or EngineSettings()
         self.X = score_features(score)
         self._row = np.zeros(self.X.shape[1], np.float32)
@@ -146,8 +189,10 @@ class Engine:
         self.rows = empty_rows(len(score))
         self.rows["row"] = np.arange(len(score))
         self.rows["bar"], self.rows["step"] = score.bar, score.step
-        self._classes = [np.flatnonzero(h).tolist() for h in score.hits]
-        self._velocities = [score.velocities[r, c].tolist() for r, c in enumerate(self._classes)]
+        self._messages = row_midi(score)
+        # The drums placed ahead of time (rolypoly.realtime.drum_out): the player's notes, each with
+        # its class (the kit sounds by class; MIDI sends the note).
+        self._classes, self._velocities, self._notes = row_hits(score)
         self._on_times = np.zeros(ONSET_MEMORY)
         self._on_desc = np.zeros(ONSET_MEMORY, np.float32)
         self._on_count = 0
@@ -210,14 +255,20 @@ class Engine:
             out[:len(near)] = np.sort(self._on_times[near]) - self._t0
 
     # ------------------------------------------------------------------ the take
-    def run(self) -> TakeResult:
-        """Play the whole score once; returns what happened."""
+    def run(self, start_at: float | None = None) -> TakeResult:
+        """Play the whole score once; returns what happened.
+
+        ``start_at``: engine time of the score's time zero (a bar of an
+        incoming MIDI clock); default the lead-in from now.
+        """
         s, clock, score = self.settings, self.clock, self.score
         n = len(score)
-        t0 = clock.now() + s.lead_in_s
+        t0 = clock.now() + s.lead_in_s if start_at is None else float(start_at)
         self._t0 = t0
         self._heard_time, self._heard_avail = [], []
         self.source.start(clock, t0 - s.partner_offset_s)
+        if self.drums is not None:
+            self.drums.begin(clock, t0, score)
         self.performer.prime(self.X)
         decider = Decider(self.performer)
 
@@ -255,7 +306,9 @@ class Engine:
                     y = y_prev
                 y = min(max(y, lo[t]), hi[t])
                 intended[t] = notated[t] + y * bar_s[t]
-                self._wait(intended[t])
+                if self.drums is not None:  # placed to the sample: handed over now, ahead of time
+                    self.drums.schedule(self._classes[t], self._velocities[t], intended[t], self._notes[t])
+                self._wait(intended[t] - self.midi_early_s)
                 played[t] = self._play(t, intended[t], y)
                 yhat[t] = y_prev = y
                 if t > 0 and self.take is not None:
@@ -278,9 +331,13 @@ class Engine:
             self.source.stop()
             if self.midi is not None:
                 self.midi.all_notes_off()
+            if self.drums is not None:
+                self.drums.end()
         problems = []
         if self.midi is not None and self.midi.error:
             problems.append(f"MIDI output stopped: {self.midi.error}")
+        if self.drums is not None:
+            problems.extend(self.drums.problems())
         return TakeResult(notated=notated[:last] - t0, intended=intended[:last] - t0,
                           played=played[:last] - t0, yhat=yhat[:last], diff=diff[:last],
                           onsets=np.array(self._heard_time), onsets_available=np.array(self._heard_avail),
@@ -308,9 +365,14 @@ class Engine:
     def _play(self, t: int, intended: float, y: float) -> float:
         actual = self.clock.now()
         if self.midi is not None:
-            self.midi.hit(self._classes[t], self._velocities[t])
+            self.midi.play(self._messages[t])
             if self.midi.error and self.status["midi"] == "ok":
                 self.status["midi"] = self.midi.error
+            if self.midi_early_s:
+                self._wait(intended)
+                actual = self.clock.now()
+        if self.drums is not None:
+            actual = intended  # the output starts it on the sample that sounds then
         if self.osc is not None:
             self.osc.hit(t, intended - self._t0, actual - self._t0, y)
         if self.on_hit is not None:

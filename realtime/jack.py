@@ -449,6 +449,28 @@ class JackWatch:
         self._client = None
 
 
+#: SCHED_FIFO priority of a started jackd's process thread (jackd's own default is 10; 70 is
+#: what audio distributions give JACK, above interrupt threads of other devices).
+REALTIME_PRIORITY = 70
+
+
+def realtime_allowed() -> bool:
+    """Whether this process may give jackd real-time scheduling (root, or an rtprio limit).
+
+    >>> isinstance(realtime_allowed(), bool)
+    True
+    """
+    import resource
+
+    if os.geteuid() == 0:
+        return True
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
+    except (AttributeError, ValueError, OSError):
+        return False
+    return soft == resource.RLIM_INFINITY or soft >= REALTIME_PRIORITY
+
+
 #: Servers started here and not stopped yet: ended at interpreter exit.
 _STARTED: set["JackServer"] = set()
 
@@ -465,8 +487,9 @@ def _stop_started() -> None:
 class JackServer:
     """A JACK server for this process: reuses a running one or starts ``jackd``.
 
-    Starting runs ``jackd -n NAME --no-realtime -d DRIVER -r RATE -p PERIOD``
-    and waits until ``jack_lsp`` answers. While active, ``JACK_DEFAULT_SERVER``
+    Starting runs ``jackd -n NAME -R -P 70 -d DRIVER -r RATE -p PERIOD`` where
+    real-time scheduling is allowed (:func:`realtime_allowed`; otherwise, or
+    when jackd cannot get it, ``--no-realtime``) and waits until ``jack_lsp`` answers. While active, ``JACK_DEFAULT_SERVER``
     names the server so every client this process opens reaches it, and
     PortAudio is re-initialised to see it. :meth:`stop` ends only a server
     this object started; ``jackd`` is also ended at interpreter exit and,
@@ -493,11 +516,17 @@ class JackServer:
         JACK client name for PortAudio (default ``"PortAudio"``). Client names
         must differ across *all* servers of a user: JACK2 puts each client's
         socket at ``/dev/shm/jack_<client>_<uid>_0``, without the server name.
+    realtime : bool, optional
+        Start jackd with real-time scheduling (``-R``); None: where this
+        process may (:func:`realtime_allowed`).
 
     Attributes
     ----------
     owned : bool
         True when this object started (and will stop) the server.
+    realtime : bool or None
+        Whether a started jackd runs with real-time scheduling (None for a
+        reused server: not known).
 
     Examples
     --------
@@ -508,8 +537,9 @@ class JackServer:
 
     def __init__(self, name: str | None = None, *, rate: int = 48000, period: int = 64,
                  driver: str = "dummy", reuse: bool = True, timeout_s: float = 5.0,
-                 portaudio: bool = True, portaudio_client: str | None = None):
+                 portaudio: bool = True, portaudio_client: str | None = None, realtime: bool | None = None):
         self.name = server_name(name)
+        self.realtime = realtime_allowed() if realtime is None else bool(realtime)
         self.rate, self.period, self.driver = int(rate), int(period), driver
         self.reuse, self.timeout_s, self.portaudio = reuse, timeout_s, portaudio
         self.portaudio_client = portaudio_client
@@ -566,6 +596,7 @@ class JackServer:
         if server_running(self.name):
             if not self.reuse:
                 raise DeviceError(f"JACK server {self.name!r} is already running")
+            self.realtime = None  # someone else's server: its scheduling is not known here
         else:
             self._spawn()
         self._old_env = os.environ.get("JACK_DEFAULT_SERVER")
@@ -576,8 +607,17 @@ class JackServer:
         return self
 
     def _spawn(self) -> None:
-        cmd = ["jackd", "-n", self.name, "--no-realtime", "-d", self.driver,
-               "-r", str(self.rate), "-p", str(self.period)]
+        try:
+            self._spawn_once()
+        except DeviceError:
+            if not self.realtime:
+                raise
+            self.realtime = False  # no real-time scheduling after all (a container without CAP_SYS_NICE)
+            self._spawn_once()
+
+    def _spawn_once(self) -> None:
+        mode = ["-R", "-P", str(REALTIME_PRIORITY)] if self.realtime else ["--no-realtime"]
+        cmd = ["jackd", "-n", self.name, *mode, "-d", self.driver, "-r", str(self.rate), "-p", str(self.period)]
         if shutil.which("setpriv"):
             # Kernel sends jackd SIGTERM if we die without running atexit.
             cmd = ["setpriv", "--pdeathsig", "TERM", *cmd]

@@ -1,4 +1,9 @@
-"""Drum hits out as General MIDI notes on channel 10, through python-rtmidi.
+"""Drum hits out as MIDI notes, through python-rtmidi.
+
+A score read from the player's file plays the player's own notes (pitch and
+channel, :func:`rolypoly.score.played_notes`); the messages of every row are
+built before the take (:func:`row_messages`), so a hit only sends them. A
+score made in code plays General MIDI drums on channel 10.
 
 :class:`MidiOut` either offers a virtual output port (``rolypoly``) that a
 synth or DAW connects to, or connects itself to an existing port. Note-offs
@@ -15,7 +20,7 @@ Examples
 --------
 >>> from rolypoly.realtime.midi_out import MidiOut
 >>> with MidiOut() as out:                                  # doctest: +SKIP
-...     out.hit([0, 2], [110, 70])      # kick and closed hi-hat
+...     out.hit([0, 2], [110, 70])      # kick and closed hi-hat (GM pitches)
 ...     out.release_due()               # later: the note-offs whose gate ended
 2
 0
@@ -36,10 +41,25 @@ try:
 except ImportError:  # reported as a DeviceError where MIDI is used
     rtmidi = None
 
-NOTE_ON = 0x90 | DRUM_CHANNEL
-NOTE_OFF = 0x80 | DRUM_CHANNEL
-CONTROL = 0xB0 | DRUM_CHANNEL
 ALL_NOTES_OFF = 123
+
+
+def row_messages(channels, pitches, velocities) -> tuple:
+    """The MIDI of one row, ready to send: ``((drum, note-on, note-off), ...)``.
+
+    ``drum`` is ``channel * 128 + pitch`` (what a note-off ends). Notes of
+    velocity 0 (after rounding) are left out; velocities are clipped to 127.
+
+    >>> row_messages([9, 9], [44, 57], [80, 0])
+    ((1196, (153, 44, 80), (137, 44, 0)),)
+    """
+    out = []
+    for ch, p, v in zip(channels, pitches, velocities):
+        v = int(round(float(v)))
+        if v > 0:
+            ch, p = int(ch), int(p)
+            out.append((ch * 128 + p, (0x90 | ch, p, min(v, 127)), (0x80 | ch, p, 0)))
+    return tuple(out)
 
 #: rtmidi's JACK output queues into a 16 KiB ring buffer (~2300 short messages)
 #: and blocks forever when it is full; never queue this many without seeing
@@ -197,7 +217,9 @@ class MidiOut:
         self.failures = 0
         self.sent = 0
         self.target: str | None = None
-        self._pending: dict[int, float] = {}  # pitch -> when its note-off is due
+        self._pending: dict[int, float] = {}  # drum (channel * 128 + pitch) -> when its note-off is due
+        self._offs: dict[int, tuple] = {}     # drum -> its note-off message
+        self._channels = {DRUM_CHANNEL}       # channels All Notes Off goes to
         self._lock = threading.Lock()
         self._midi = None
         self._watch: jack.JackWatch | None = None
@@ -258,10 +280,9 @@ class MidiOut:
         return self.error is not None
 
     def hit(self, classes, velocities, now: float | None = None) -> int:
-        """Play drum classes with MIDI velocities; returns how many note-ons went out.
+        """Play drum classes (GM pitches on channel 10) with MIDI velocities; see :meth:`play`.
 
-        Due note-offs are sent first; a class still sounding is ended before
-        it is struck again. Velocities are clipped to 1..127, zero means no hit.
+        Velocities are clipped to 1..127, zero means no hit.
 
         Parameters
         ----------
@@ -279,20 +300,33 @@ class MidiOut:
         >>> out.hit([0, 1], [100, 0])                        # doctest: +SKIP
         1
         """
+        classes = [int(c) for c in classes]
+        return self.play(row_messages([DRUM_CHANNEL] * len(classes), [OUTPUT_PITCHES[c] for c in classes],
+                                      velocities), now)
+
+    def play(self, messages, now: float | None = None) -> int:
+        """Send a row's notes (:func:`row_messages`); returns how many note-ons went out.
+
+        Due note-offs are sent first; a drum still sounding is ended before
+        it is struck again. Nothing here builds a message: the live path
+        sends what was made before the take.
+
+        >>> out.play(row_messages([9], [44], [90]))            # doctest: +SKIP
+        1
+        """
         now = time.monotonic() if now is None else now
         with self._lock:
             self._release(now, everything=False)
             count = 0
-            for c, v in zip(classes, velocities):
-                v = int(round(float(v)))
-                if v <= 0:
-                    continue
-                pitch = OUTPUT_PITCHES[int(c)]
-                if pitch in self._pending:
-                    del self._pending[pitch]
-                    self._send((NOTE_OFF, pitch, 0))
-                if self._send((NOTE_ON, pitch, min(v, 127))):
-                    self._pending[pitch] = now + self.gate_s
+            for drum, on, off in messages:
+                if drum in self._pending:
+                    del self._pending[drum]
+                    self._send(self._offs[drum])
+                if self._send(on):
+                    self._pending[drum] = now + self.gate_s
+                    if drum not in self._offs:
+                        self._offs[drum] = off
+                        self._channels.add(drum >> 7)
                     count += 1
             return count
 
@@ -307,11 +341,12 @@ class MidiOut:
             return self._release(now, everything=False)
 
     def all_notes_off(self) -> None:
-        """End every sounding note and send All Notes Off (CC 123) on channel 10."""
+        """End every sounding note and send All Notes Off (CC 123) on channel 10 and every channel played."""
         now = time.monotonic()
         with self._lock:
             self._release(now, everything=True)
-            self._send((CONTROL, ALL_NOTES_OFF, 0))
+            for ch in sorted(self._channels):
+                self._send((0xB0 | ch, ALL_NOTES_OFF, 0))
 
     def close(self) -> None:
         """Silence and close the port; safe to call twice and after failures."""
@@ -347,10 +382,10 @@ class MidiOut:
         # the shared watch knows its server is gone: JackWatch.shared() drops it
 
     def _release(self, now: float, everything: bool) -> int:
-        due = [p for p, t in self._pending.items() if everything or t <= now]
-        for pitch in due:
-            del self._pending[pitch]
-            self._send((NOTE_OFF, pitch, 0))
+        due = [d for d, t in self._pending.items() if everything or t <= now]
+        for drum in due:
+            del self._pending[drum]
+            self._send(self._offs[drum])
         return len(due)
 
     def _fail(self, message: str, jack_dead: bool = False) -> None:

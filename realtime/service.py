@@ -19,8 +19,8 @@ message                    effect
 ``stop``                   end the current take after the current hit
 ``tempo BPM``              next takes at BPM (20-400): the score's first tempo
                            becomes BPM, later tempo changes keep their ratio
-``window FACTOR``          partner onset window: hit ± duration / FACTOR (> 1)
-``ab A B``                 learning-step weights, kept in the session's session.json
+``window FACTOR``          partner onset window: hit ± duration / FACTOR (above 1, at most 100)
+``ab A B``                 learning-step weights (within ±1000), kept in the session's session.json
 ``finetune [TAKE [EPOCHS [LR]]]``  learn from a take (default: the latest; TAKE -1 too)
                            between takes, on a thread: ``/rolypoly/finetuning`` now,
                            ``/rolypoly/finetune_progress EPOCH EPOCHS LOSS`` per epoch,
@@ -32,6 +32,12 @@ message                    effect
                            sessions folder) becomes a drum score by the drumify model, in a
                            new session ``<stem>-drums`` that is loaded for the next take
 ``agent lstm|seq2seq``     the timing agent
+``revert [VERSION]``       the session plays model version VERSION from the next take
+                           (default: the version the current one learnt from);
+                           ``/rolypoly/ok /rolypoly/revert VERSION``
+``run/next``, ``run/stop``,  the keys of ``rolypoly session run`` (enter, space, r, q):
+``run/revert``, ``run/quit``  next take, stop the take and learn, revert, quit; refused
+                           (an error reply) when no session run owns the service
 ``status``                 ``/rolypoly/status key value ...``
 ``reply_to HOST PORT``     send replies there (``reply_to sender``: to each sender)
 ``quit``                   end the service (a running take is stopped and kept)
@@ -41,7 +47,13 @@ A setting that is accepted is acknowledged as ``/rolypoly/ok ADDRESS ...``.
 Anything malformed (unknown address, wrong argument count or type, NaN, out
 of range, a path leaving the sessions folder, a score that does not load)
 is answered ``/rolypoly/error ADDRESS REASON`` and changes nothing: every
-handler works out the complete new state first and stores it last.
+handler works out the complete new state first and stores it last. Ranges
+are checked on the way in, so nothing stored can make a later reply
+unsendable; a reply that still cannot be packed as OSC is sent as an error
+reply, never dropped. Every path the service writes through -- the ones a
+message names and the session folders it works out from them (``<stem>``,
+``<stem>-drums``) with what it writes in them -- must resolve inside the
+sessions folder, symlinks followed.
 
 **While a take plays** nothing that parses or loads runs in the service's
 own process, where it would hold the take's interpreter lock and set off
@@ -101,7 +113,9 @@ from pathlib import Path
 from rolypoly import paths
 from rolypoly.errors import DeviceError, RolypolyError
 from rolypoly.errors import one_line as _one_line
+from rolypoly.paths import checked_path
 from rolypoly.score import Score, at_tempo
+from rolypoly.session import AB_LIMIT
 
 from . import duet
 from .clock import steady_interpreter
@@ -115,12 +129,16 @@ DEFAULT_REPLY = ("127.0.0.1", 9101)
 TEMPO_LIMITS = (20.0, 400.0)
 AGENTS = ("lstm", "seq2seq")
 CLOCKS = ("real", "sim")
+#: Largest whole number a message may give as a seed, device or take (an OSC int32).
+MAX_INDEX = 2 ** 31 - 1
 #: How long ``quit`` waits for a stopped take to write its files.
 TAKE_JOIN_S = 120.0
 #: The serve loop looks for ``quit`` at least this often.
 POLL_S = 0.1
 #: Messages answered at once even while another one's work is in the worker process.
-IMMEDIATE = ("status", "stop", "quit")
+IMMEDIATE = ("status", "stop", "quit", "run/stop", "run/quit")
+#: The commands of ``rolypoly session run`` (:mod:`rolypoly.realtime.run`), as ``run/<command>``.
+RUN_COMMANDS = ("next", "stop", "revert", "quit")
 #: At most this many messages wait for work in the worker process; more are refused.
 MAX_WAITING = 32
 
@@ -181,6 +199,7 @@ def _inside(root: Path, rel, name: str = "PATH") -> Path:
     '/srv/sessions/song/score.mid'
     """
     rel = _text(rel, name)
+    checked_path(root / rel, name)  # a name too long for the system: said so, not an OSError later
     try:
         path = (root / rel).resolve()  # an absolute rel replaces root here
     except (OSError, RuntimeError, ValueError) as e:  # symlink loops, odd bytes
@@ -188,6 +207,23 @@ def _inside(root: Path, rel, name: str = "PATH") -> Path:
     if path != root and root not in path.parents:
         raise Rejected(f"{name} {rel}: outside the sessions folder {root}")
     return path
+
+
+#: What the service writes in a session folder (rolypoly.session, rolypoly.realtime.duet, session_plots).
+SESSION_ENTRIES = ("session.json", "score.mid", "takes", "models", "plots")
+
+
+def _confined(root: Path, folder: Path) -> Path:
+    """A session folder the service derived (from a file's name, a recording's), checked as :func:`_inside`
+    checks the paths it is given: the folder and everything it writes there must resolve inside ``root``.
+
+    One rule for every path: ``<sessions>/sym`` linking elsewhere is refused
+    whether a message names it or the service works it out.
+    """
+    for path in (folder, *(folder / entry for entry in SESSION_ENTRIES)):
+        if path is folder or os.path.lexists(path):
+            _inside(root, os.path.relpath(path, root), "session folder")
+    return folder
 
 
 def _synth_available() -> bool:
@@ -216,6 +252,8 @@ class Settings:
     b: float = 1.0
     reply: tuple | None = DEFAULT_REPLY   # None: reply to each message's sender
     last_take: str = ""
+    # A partner source made by the local command line for each take (use_partner); None: from ``partner``.
+    make_source: object = None
 
     @property
     def bpm(self) -> float:
@@ -292,6 +330,10 @@ class Service:
         check was skipped
     worker : the :class:`rolypoly.realtime.offload.Worker` that loads scores and sessions while a
         take plays (default: a new one)
+    midi, osc : outputs every take plays through (a MidiOut, an OscOut; default none: the take's
+        files only); the caller closes them
+    engine : EngineSettings every take starts from (budget, partner offset); the ``window``
+        message sets its window
 
     Examples
     --------
@@ -304,8 +346,8 @@ class Service:
 
     def __init__(self, sessions_dir=None, *, reply=DEFAULT_REPLY, weights: dict | None = None,
                  mix: bool = True, plot: bool = True, emit=None, player=None, forgetting_set=None,
-                 worker: Worker | None = None, partner_midi: str | None = None,
-                 instrument: str | None = None):
+                 worker: Worker | None = None, midi=None, osc=None, engine=None,
+                 partner_midi: str | None = None, instrument: str | None = None):
         root = paths.sessions_dir(sessions_dir)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -316,6 +358,11 @@ class Service:
         self.weights = dict(weights or {})
         self.mix, self.plot = mix, plot
         self.partner_midi, self.instrument = partner_midi, instrument   # heard in every take
+        self.midi, self.osc, self.engine_settings = midi, osc, engine
+        #: callable(command) taking the ``run/<command>`` messages (set by a session run), else None
+        self.on_run = None
+        #: what the latest fine-tune returned (rolypoly.learning.learn_from_take), for a session run's report
+        self.last_learning: dict | None = None
         self.outbox: queue.Queue = queue.Queue()
         self.emit = emit or (lambda dest, replies: self.outbox.put((dest, replies)))
         self.player = player
@@ -373,6 +420,27 @@ class Service:
     @property
     def playing(self) -> bool:
         return self._take is not None
+
+    @property
+    def engine(self):
+        """The engine of the take playing now, or None: for displays, which only read its ``status``."""
+        take = self._take
+        return take.engine if take is not None else None
+
+    @property
+    def tuning(self) -> bool:
+        return self._tuning is not None
+
+    def use_partner(self, kind: str, label: str, make) -> None:
+        """The partner of the next takes, from the local command line: ``make()`` gives each take its source.
+
+        The command line may name any file or device (and its channel, rate,
+        block), where a message may only name files in the sessions folder;
+        ``kind`` ("file" or "device") keeps the clock checks.
+        """
+        with self._lock:
+            self.settings = replace(self.settings, partner=(_choice(kind, "KIND", ("file", "device")), label),
+                                    make_source=make)
 
     def snapshot(self) -> dict:
         """Settings as plain values (for tests and logs)."""
@@ -462,13 +530,14 @@ class Service:
         midi = _inside(self.root, path)
         # A session's own score.mid reopens that session; any other file gets <sessions>/<stem>.
         own = midi.name == "score.mid" and (midi.parent / "session.json").is_file()
-        return self._open(midi.parent if own else self.root / midi.stem, midi, "load_score", sender=sender)
+        folder = _confined(self.root, midi.parent if own else self.root / midi.stem)
+        return self._open(folder, midi, "load_score", sender=sender)
 
     def _load_session(self, name, *, sender) -> list[Reply]:
         name = _text(name, "NAME")
         if name in (".", "..") or "/" in name or (os.altsep and os.altsep in name) or os.sep in name:
             raise Rejected(f"NAME {name}: a session is a folder name, without / or ..")
-        folder = _inside(self.root, name, "NAME")
+        folder = _confined(self.root, _inside(self.root, name, "NAME"))
         if not (folder / "score.mid").is_file():
             raise Rejected(f"no session {name} in {self.root} (a folder with score.mid)")
         return self._open(folder, folder / "score.mid", "load_session", name=name, sender=sender)
@@ -495,20 +564,20 @@ class Service:
             info = soundfile.info(str(wav))
         except Exception as e:  # libsndfile's errors come in several types
             raise Rejected(f"PATH {path}: not a readable audio file ({_one_line(e)})") from None
-        self.settings = replace(self.settings, partner=("file", wav))
+        self.settings = replace(self.settings, partner=("file", wav), make_source=None)
         return [_ok("partner_file", str(wav), float(info.duration))]
 
     def _partner_device(self, device, *, sender) -> list[Reply]:
         if isinstance(device, bool) or not isinstance(device, (int, str)):
             raise Rejected(f"DEV must be a device index or name, got {_kind(device)}")
-        if isinstance(device, int) and device < 0:
-            raise Rejected(f"DEV {device}: device indices start at 0")
+        if isinstance(device, int) and not 0 <= device <= MAX_INDEX:
+            raise Rejected(f"DEV {device}: a device index is 0-{MAX_INDEX}")
         if isinstance(device, str):
             device = _text(device, "DEV")
         if self.settings.clock == "sim":
             raise Rejected("a live input needs the real clock; send clock real first")
         # The device itself is opened at play: it may be plugged in meanwhile.
-        self.settings = replace(self.settings, partner=("device", device))
+        self.settings = replace(self.settings, partner=("device", device), make_source=None)
         return [_ok("partner_device", device)]
 
     def _clock(self, kind, *, sender) -> list[Reply]:
@@ -533,13 +602,17 @@ class Service:
 
     def _window(self, factor, *, sender) -> list[Reply]:
         factor = _number(factor, "FACTOR")
-        if not factor > 1:
-            raise Rejected(f"FACTOR {factor:g} must be > 1 (window: hit ± duration / FACTOR)")
+        lo, hi = duet.SETTING_RANGES["window_factor"]  # the range a take accepts, checked on the way in
+        if not lo < factor <= hi:
+            raise Rejected(f"FACTOR {factor:g} must be > {lo:g} and at most {hi:g} "
+                           "(window: hit ± duration / FACTOR)")
         self.settings = replace(self.settings, window=factor)
         return [_ok("window", factor)]
 
     def _ab(self, a, b, *, sender) -> list[Reply]:
         a, b = _number(a, "A"), _number(b, "B")
+        if not (abs(a) <= AB_LIMIT and abs(b) <= AB_LIMIT):  # what session.json may hold
+            raise Rejected(f"A {a:g} and B {b:g} must be within ±{AB_LIMIT:g}")
 
         def stored(_) -> list[Reply]:
             self.settings = replace(self.settings, a=a, b=b)
@@ -559,8 +632,8 @@ class Service:
         if self._take is not None:
             raise Rejected("a take is playing; change the pattern between takes")
         on, seed = _number(on, "ON"), _number(seed, "SEED")
-        if on not in (0.0, 1.0) or seed != int(seed):
-            raise Rejected("ON must be 0 or 1 and SEED a whole number")
+        if on not in (0.0, 1.0) or seed != int(seed) or not 0 <= seed <= MAX_INDEX:
+            raise Rejected(f"ON must be 0 or 1 and SEED a whole number 0-{MAX_INDEX}")
         Session(self.settings.session).set_pattern(humanize=bool(on), seed=int(seed))
         return [_ok("humanize", int(on), int(seed))]
 
@@ -572,11 +645,13 @@ class Service:
             raise Rejected("a take is playing; drumify between takes")
         from rolypoly.pattern import drumify_recording  # torch models: imported only when used
         bpm = None if bpm is None else _number(bpm, "BPM")
+        if bpm is not None and not TEMPO_LIMITS[0] <= bpm <= TEMPO_LIMITS[1]:
+            raise Rejected(f"BPM {bpm:g} is outside {TEMPO_LIMITS[0]:g}-{TEMPO_LIMITS[1]:g}")
         k, name = 0, f"{recording.stem}-drums"
-        while (self.root / name).exists():  # never into an existing session
+        while os.path.lexists(self.root / name):  # never into an existing session (nor through a link)
             k += 1
             name = f"{recording.stem}-drums-{k}"
-        folder = self.root / name
+        folder = _confined(self.root, self.root / name)
         folder.mkdir()
         try:
             midi = drumify_recording(recording, folder / "drumified.mid", bpm=bpm)
@@ -648,8 +723,10 @@ class Service:
 
         from .sources import FileSource, LiveSource
 
-        from .midi_in import CombinedSource, MidiSource
+        from .midi_partner import CombinedSource, MidiSource
 
+        if s.make_source is not None:
+            return s.make_source()
         if s.partner is None:                # a MIDI partner alone (serve --partner-midi)
             return MidiSource(self.partner_midi)
         kind, where = s.partner
@@ -675,9 +752,10 @@ class Service:
     def _take_kwargs(self, s: Settings, source, clock, weights: Path | None, take: _Take) -> dict:
         from .engine import EngineSettings
 
+        settings = replace(self.engine_settings or EngineSettings(), window_factor=s.window)
         return dict(score_path=s.score_path, source=source, clock=clock, session=s.session,
-                    agent=s.agent, weights=weights, settings=EngineSettings(window_factor=s.window),
-                    tempo_bpm=s.tempo_bpm if s.tempo_factor != 1.0 else None,
+                    agent=s.agent, weights=weights, settings=settings,
+                    tempo_bpm=s.tempo_bpm if s.tempo_factor != 1.0 else None, midi=self.midi, osc=self.osc,
                     on_engine=take.attach, mix=self.mix and _synth_available(), plot=self.plot)
 
     def _run_take(self, take: _Take, s: Settings, kwargs: dict) -> None:
@@ -712,6 +790,8 @@ class Service:
         if self._tuning is not None:
             raise Rejected("already fine-tuning; wait for /rolypoly/finetuned")
         take = int(_number(take, "TAKE"))
+        if not -1 <= take <= MAX_INDEX:
+            raise Rejected(f"TAKE {take} must be a take number, or -1 for the latest")
         epochs = EPOCHS if epochs is None else int(_number(epochs, "EPOCHS"))
         lr = LEARNING_RATE if lr is None else _number(lr, "LR")
         if not 1 <= epochs <= 200:
@@ -740,6 +820,7 @@ class Service:
                 from rolypoly.session_plots import plot_session
 
                 plot_session(session.folder)
+            self.last_learning = report
             reason = report["reason"] + (f" ({note})" if note else "")
             version = -1 if report["version"] is None else int(report["version"])
             replies = [("/rolypoly/finetuned", [int(bool(report["accepted"])), version,
@@ -771,6 +852,39 @@ class Service:
             raise Rejected("no take is playing")
         self._take.request_stop()
         return [("/rolypoly/stopping", [])]
+
+    def _revert(self, version=None, *, sender) -> list[Reply]:
+        if self.settings.session is None:
+            raise Rejected("no session: send load_score PATH or load_session NAME first")
+        if version is not None:
+            version = _number(version, "VERSION")
+            if version != int(version) or version < 0:
+                raise Rejected(f"VERSION must be a model version number (0, 1, ...), got {version:g}")
+            version = int(version)
+
+        def reverted(k) -> list[Reply]:
+            return [_ok("revert", k)]
+
+        # Reading version records and checking weights loads torch: off the take's process mid-take.
+        return self._off_take("revert", _revert_session, (self.settings.session, version), reverted, sender)
+
+    def _run(self, command: str, sender) -> list[Reply]:
+        if self.on_run is None:
+            raise Rejected("no session run here (rolypoly session run NAME takes these)")
+        self.on_run(command)
+        return [_ok(f"run/{command}")]
+
+    def _run_next(self, *, sender) -> list[Reply]:
+        return self._run("next", sender)
+
+    def _run_stop(self, *, sender) -> list[Reply]:
+        return self._run("stop", sender)
+
+    def _run_revert(self, *, sender) -> list[Reply]:
+        return self._run("revert", sender)
+
+    def _run_quit(self, *, sender) -> list[Reply]:
+        return self._run("quit", sender)
 
     def _status(self, *, sender) -> list[Reply]:
         s, snap = self.settings, self.snapshot()
@@ -809,6 +923,8 @@ class Service:
         "status": ("_status", (0,), ""),
         "reply_to": ("_reply_to", (1, 2), "HOST PORT (or: sender)"),
         "quit": ("_quit", (0,), ""),
+        "revert": ("_revert", (0, 1), "[VERSION]"),
+        **{f"run/{c}": (f"_run_{c}", (0,), "") for c in RUN_COMMANDS},
     }
 
 
@@ -839,6 +955,25 @@ def _open_session(session: Path, midi: Path, name: str | None, ab: tuple) -> tup
     return opened.folder, score, stored
 
 
+def _revert_session(session: Path, version: int | None) -> int:
+    """Make ``version`` (None: the one the current version learnt from) current; the version now played.
+
+    A job for :meth:`Service._off_take` (in the worker process while a take plays).
+    """
+    from rolypoly.session import Session
+
+    opened = Session(session)
+    if version is None:
+        current, _ = opened.current_version()
+        if current is None:
+            raise Rejected("the session has no model version yet: play a take first")
+        record = next((r for r in opened.versions() if r["version"] == current), {})
+        if record.get("parent") is None:
+            raise Rejected(f"model version {current} is where the session started; nothing earlier to revert to")
+        version = int(record["parent"])
+    return opened.revert(version)
+
+
 def _set_ab(session: Path, a: float, b: float) -> None:
     """Store A and B in the session's session.json (a job for :meth:`Service._off_take`)."""
     from rolypoly.session import Session
@@ -852,6 +987,9 @@ def _answer(address, handler, *args, **kwargs) -> list[Reply]:
         return handler(*args, **kwargs)
     except RolypolyError as e:
         return [_error(address, _one_line(e))]
+    except OSError as e:  # a file the system refuses: name it and the problem
+        where = f"{e.filename}: " if e.filename else ""
+        return [_error(address, f"{where}{e.strerror or _one_line(e)}")]
     except Exception as e:  # a bug must not end the service either
         return [_error(address, f"internal error: {type(e).__name__}: {_one_line(e)}")]
 
@@ -896,13 +1034,32 @@ class Replier:
                 self.failures += len(replies)
                 return
         for address, args in replies:
-            if not out.send(address, [_packable(a) for a in args]):
+            args = [_packable(a) for a in args]
+            problem = _unsendable(address, args)
+            if problem:  # a reply that cannot be sent is said, never dropped in silence
+                about = args[0] if address in (PREFIX + "ok", PREFIX + "error") and args else address
+                address, args = _error(about, f"the reply {address} could not be sent as OSC ({problem})")
+            if not out.send(address, args):
                 self.failures += 1
 
     def close(self) -> None:
         for out in self._outs.values():
             out.close()
         self._outs.clear()
+
+
+def _unsendable(address, args) -> str | None:
+    """Why a reply cannot be packed as an OSC message (a float past float32, an int past int64), or None."""
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    try:
+        builder = OscMessageBuilder(address=address)
+        for a in args:
+            builder.add_arg(a)
+        builder.build()
+    except Exception as e:  # python-osc raises struct.error, OverflowError, BuildError...
+        return _one_line(e)
+    return None
 
 
 def _packable(value):

@@ -194,6 +194,15 @@ class FileSource(PartnerSource):
 class LiveSource(PartnerSource):
     """A live input: a sounddevice stream with the detector in its callback.
 
+    With ``drums``, the same stream plays them: one full-duplex stream on the
+    device, so partner onsets and drum hits live on the device's one clock.
+    Each output block's DAC time (PortAudio's ``outputBufferDacTime``, put on
+    the engine clock and smoothed by a :class:`~rolypoly.realtime.drum_out.FrameClock`)
+    tells the :class:`~rolypoly.realtime.drum_out.DrumPlayer` where in the
+    block each hit starts. The source is then also the engine's ``drums``
+    (``begin``, ``schedule``, ``end``, ``problems``). A device without outputs
+    cannot play them (``DeviceError``).
+
     Parameters
     ----------
     device : index or (part of a) name; the default input where omitted
@@ -201,16 +210,21 @@ class LiveSource(PartnerSource):
     sample_rate, block : stream settings (block = callback size in frames)
     detector : dict of :class:`OnsetDetector` settings
     record_seconds : size of the audio ring the recorder drains
+    drums : rolypoly.realtime.drum_out.DrumPlayer, optional
+        Drums to play through the device's outputs (at ``sample_rate``).
+    output_latency_s, input_latency_s : float
+        Latency beyond what PortAudio reports (``rolypoly calibrate``).
 
     Raises
     ------
     DeviceError
         Missing or busy device (the message lists the input devices),
-        unsupported sample rate or channel.
+        unsupported sample rate or channel, no outputs for the drums.
     """
 
     def __init__(self, device=None, *, channel: int = 0, sample_rate: int = DEFAULT_RATE,
-                 block: int = DEFAULT_BLOCK, detector: dict | None = None, record_seconds: float = 8.0):
+                 block: int = DEFAULT_BLOCK, detector: dict | None = None, record_seconds: float = 8.0,
+                 drums=None, output_latency_s: float = 0.0, input_latency_s: float = 0.0):
         import sounddevice as sd
 
         from .devices import resolve_input_device
@@ -227,6 +241,20 @@ class LiveSource(PartnerSource):
         except Exception as e:
             raise DeviceError(f"{info['name']}: cannot record at {self.sample_rate} Hz ({e}); its default "
                               f"rate is {info['default_samplerate']:g} Hz (--sample-rate)") from None
+        self.player = drums
+        self.out_channels = 0
+        if drums is not None:
+            out = sd.query_devices(self.device)
+            self.out_channels = min(2, int(out["max_output_channels"]))
+            if self.out_channels == 0:
+                raise DeviceError(f"{info['name']}: has no outputs to play the drums on (--drums midi)")
+            if drums.sample_rate != self.sample_rate:
+                raise DeviceError(f"the drum kit is at {drums.sample_rate} Hz, the device at {self.sample_rate} Hz")
+            from .drum_out import FrameClock
+
+            self._frame_clock = FrameClock(self.sample_rate)
+            self._mono = np.zeros(self.block, np.float32)
+        self.output_latency_s, self.extra_input_latency_s = float(output_latency_s), float(input_latency_s)
         self.detector = OnsetDetector(sample_rate=self.sample_rate, max_block=max(8192, self.block),
                                       **(detector or {}))
         self._ring = OnsetRing()
@@ -235,19 +263,31 @@ class LiveSource(PartnerSource):
         self._samples = 0
         self.xruns = 0
         self.input_latency = 0.0
+        self.output_latency = 0.0
         self._clock = None
         self._stream = None
         self._recorder = None
         self._running = threading.Event()
 
-    def _callback(self, indata, frames, time_info, status) -> None:
-        # Real-time: bounded work on preallocated buffers only.
+    def _duplex(self, indata, outdata, frames, time_info, status) -> None:
+        # Real-time: bounded work on preallocated buffers only. Drums first: they are due.
         now = self._clock.to_engine(time.perf_counter())
+        if status.output_underflow or status.output_overflow:
+            self.xruns += 1
+        self._mono = _play_block(self.player, self._frame_clock, self._mono, outdata, frames,
+                                 time_info.outputBufferDacTime, time_info.currentTime, now,
+                                 self.output_latency, self.output_latency_s)
+        self._callback(indata, frames, time_info, status, now)
+
+    def _callback(self, indata, frames, time_info, status, now=None) -> None:
+        # Real-time: bounded work on preallocated buffers only.
+        if now is None:
+            now = self._clock.to_engine(time.perf_counter())
         if status.input_overflow or status.input_underflow:
             self.xruns += 1
         adc, current = time_info.inputBufferAdcTime, time_info.currentTime
         lag = current - adc if adc > 0 and current >= adc else frames / self.sample_rate + self.input_latency
-        block_start = now - lag
+        block_start = now - lag - self.extra_input_latency_s
         first = self._samples
         x = indata[:, self.channel]
         for o in self.detector.process(x):
@@ -265,10 +305,17 @@ class LiveSource(PartnerSource):
             raise RolypolyError("a live input cannot run on a simulated clock")
         self._clock = clock
         try:
-            self._stream = sd.InputStream(device=self.device, channels=self.channel + 1,
-                                          samplerate=self.sample_rate, blocksize=self.block,
-                                          dtype="float32", latency="low", callback=self._callback)
-            self.input_latency = float(self._stream.latency)
+            if self.player is None:
+                self._stream = sd.InputStream(device=self.device, channels=self.channel + 1,
+                                              samplerate=self.sample_rate, blocksize=self.block,
+                                              dtype="float32", latency="low", callback=self._callback)
+                self.input_latency = float(self._stream.latency)
+            else:  # one full-duplex stream: onsets and drums on the device's one clock
+                self._stream = sd.Stream(device=(self.device, self.device),
+                                         channels=(self.channel + 1, self.out_channels),
+                                         samplerate=self.sample_rate, blocksize=self.block,
+                                         dtype="float32", latency="low", callback=self._duplex)
+                self.input_latency, self.output_latency = (float(x) for x in self._stream.latency)
             self._stream.start()
         except Exception as e:
             raise DeviceError(f"cannot open input {self.name}: {str(e).splitlines()[0]} "
@@ -286,6 +333,19 @@ class LiveSource(PartnerSource):
     def poll(self, now: float) -> np.ndarray:
         return self._ring.pop_all()
 
+    # The engine's drums (with ``drums``): the stream opened in start() plays them.
+    def begin(self, clock, t0: float, score=None) -> None:
+        pass
+
+    def schedule(self, classes, velocities, at: float, notes=None) -> int:
+        return self.player.schedule(classes, velocities, at, notes)
+
+    def end(self) -> None:
+        pass
+
+    def problems(self) -> list[str]:
+        return _player_problems(self.player)
+
     def stop(self) -> None:
         if self._stream is not None:
             self._stream.stop()
@@ -297,3 +357,117 @@ class LiveSource(PartnerSource):
 
     def recording(self) -> np.ndarray:
         return np.concatenate(self._recorded) if self._recorded else np.zeros(0, np.float32)
+
+
+def _play_block(player, frame_clock, mono, outdata, frames, dac, current, now, reported_latency, extra_latency):
+    """Fill a PortAudio output block with the drums; returns the mono buffer (new only if the size changed).
+
+    The block sounds at the stream's DAC time: ``now`` plus PortAudio's
+    ``outputBufferDacTime - currentTime`` (its reported latency when it gives
+    no times), smoothed by ``frame_clock``; placed ``extra_latency`` earlier
+    (calibrated). Every output channel gets the same drums.
+    """
+    ahead = dac - current if dac > 0 and dac >= current else reported_latency
+    block_time, frame_s = frame_clock.update(frames, now + ahead)
+    if len(mono) != frames:  # only when the device changes its block size
+        mono = np.zeros(frames, np.float32)
+    player.render(mono, block_time + extra_latency, frame_s)  # sounds later still: hits go earlier
+    for c in range(outdata.shape[1]):
+        outdata[:, c] = mono
+    return mono
+
+
+def _player_problems(player) -> list[str]:
+    st = player.stats() if player is not None else {}
+    out = []
+    if st.get("late"):
+        out.append(f"{st['late']} drum hit(s) reached the output too late to sound on time "
+                   f"(at most {st['late_max_ms']} ms)")
+    if st.get("dropped"):
+        out.append(f"{st['dropped']} drum hit(s) dropped (hit ring full)")
+    return out
+
+
+class AudioOut:
+    """Drums through a sound card's output, on their own (a recorded partner, or an input without outputs).
+
+    A PortAudio output stream on ``device`` (default: the default output)
+    whose callback plays the :class:`~rolypoly.realtime.drum_out.DrumPlayer`,
+    each hit on its frame by the block's DAC time (see :class:`LiveSource`).
+    It is the engine's ``drums``: the stream opens when the take begins and
+    plays until :meth:`close` (tails ring out).
+
+    Raises
+    ------
+    DeviceError
+        No such output device, or it cannot play at the kit's rate.
+    """
+
+    def __init__(self, player, device=None, *, sample_rate: int = DEFAULT_RATE, block: int = DEFAULT_BLOCK,
+                 output_latency_s: float = 0.0):
+        import sounddevice as sd
+
+        from .drum_out import FrameClock
+
+        self.player, self.sample_rate, self.block = player, int(sample_rate), int(block)
+        try:
+            info = sd.query_devices(device, "output")
+            sd.check_output_settings(device, channels=1, samplerate=self.sample_rate)
+        except Exception as e:
+            raise DeviceError(f"audio output {device if device is not None else '(default)'}: "
+                              f"{str(e).splitlines()[0]}") from None
+        if player.sample_rate != self.sample_rate:
+            raise DeviceError(f"the drum kit is at {player.sample_rate} Hz, the output at {self.sample_rate} Hz")
+        self.device, self.name = device, info["name"]
+        self.channels = min(2, int(info["max_output_channels"]))
+        self.output_latency_s = float(output_latency_s)
+        self._frame_clock = FrameClock(self.sample_rate)
+        self._mono = np.zeros(self.block, np.float32)
+        self._stream = None
+        self._clock = None
+        self.xruns = 0
+        self.latency = 0.0
+
+    def _callback(self, outdata, frames, time_info, status) -> None:
+        now = self._clock.to_engine(time.perf_counter())
+        if status.output_underflow:
+            self.xruns += 1
+        self._mono = _play_block(self.player, self._frame_clock, self._mono, outdata, frames,
+                                 time_info.outputBufferDacTime, time_info.currentTime, now, self.latency,
+                                 self.output_latency_s)
+
+    def begin(self, clock, t0: float, score=None) -> None:
+        import sounddevice as sd
+
+        if self._stream is not None:
+            return
+        if clock.simulated:
+            raise RolypolyError("an audio output cannot run on a simulated clock")
+        self._clock = clock
+        try:
+            self._stream = sd.OutputStream(device=self.device, channels=self.channels, samplerate=self.sample_rate,
+                                           blocksize=self.block, dtype="float32", latency="low",
+                                           callback=self._callback)
+            self.latency = float(self._stream.latency)
+            self._stream.start()
+        except Exception as e:
+            self._stream = None
+            raise DeviceError(f"cannot open audio output {self.name}: {str(e).splitlines()[0]} (busy or gone?)") from None
+
+    def schedule(self, classes, velocities, at: float, notes=None) -> int:
+        return self.player.schedule(classes, velocities, at, notes)
+
+    def end(self) -> None:
+        pass
+
+    def problems(self) -> list[str]:
+        out = _player_problems(self.player)
+        if self.xruns:
+            out.append(f"audio output {self.name}: {self.xruns} underrun(s)")
+        return out
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+            self._stream = None

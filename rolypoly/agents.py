@@ -188,6 +188,10 @@ def save_agent(agent: _TimingAgent, path, metadata: dict | None = None) -> None:
 def load_agent(path) -> _TimingAgent:
     """Load an agent from a safetensors file; pickled checkpoints are refused.
 
+    The file's config is checked against its tensors' shapes, and against
+    :data:`rolypoly.limits.MAX_MODEL_PARAMETERS`, before the agent is built
+    (:func:`build_checked`): a small file cannot make a large model.
+
     Raises
     ------
     CheckpointError
@@ -195,15 +199,78 @@ def load_agent(path) -> _TimingAgent:
     """
     path = os.fspath(path)
     header, tensors = read_weights(path)
-    try:
-        config = json.loads(header["config"])
+
+    def make(config):
         kind = config.pop("kind")
-        agent = make_agent(kind, **config)
-        agent.load_state_dict(tensors, strict=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a rolypoly timing agent ({str(e).splitlines()[0][:120]})") from None
+        return lambda: make_agent(kind, **config)
+
+    agent = build_checked(path, header, tensors, make, "rolypoly timing agent")
     agent.eval()
     return agent
+
+
+def build_checked(path, header: dict, tensors: dict, make, what: str) -> nn.Module:
+    """The model a weights file describes, built only once its config is known to match its tensors.
+
+    ``make(config)`` returns a function that builds the model from the
+    header's config (a dict). It is first built on the ``meta`` device,
+    where tensors have shapes and no memory: its parameter count is checked
+    against :data:`~rolypoly.limits.MAX_MODEL_PARAMETERS` and every tensor
+    shape against the file's. Only then is it built for real and loaded.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the file: no config, a config that builds no
+        ``what``, a model past the limits, or shapes that differ from the file's.
+
+    Examples
+    --------
+    >>> agent = make_agent("lstm")
+    >>> tensors = agent.state_dict()
+    >>> header = {"config": json.dumps(agent.config() | {"hidden": 12000})}
+    >>> build_checked("big.safetensors", header, tensors, lambda c: lambda: make_agent(c.pop("kind"), **c),
+    ...               "timing agent")
+    Traceback (most recent call last):
+    ...
+    rolypoly.errors.CheckpointError: big.safetensors: 1728924001 parameters in its config, more than the 32000000 rolypoly accepts
+    """
+    from .limits import MAX_MODEL_DEPTH, MAX_MODEL_PARAMETERS, check_count
+
+    try:
+        config = json.loads(header["config"])
+        if not isinstance(config, dict):
+            raise ValueError("config is not a JSON object")
+        for key in ("layers", "members"):  # each layer is objects even on the meta device
+            if key in config:
+                if not (isinstance(config[key], int) and not isinstance(config[key], bool)):
+                    raise ValueError(f"{key} must be a whole number, not {config[key]!r:.40}")
+                check_count(key, config[key], MAX_MODEL_DEPTH, path, error=CheckpointError)
+        build = make(config)
+        with torch.device("meta"):
+            skeleton = build()
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a {what} ({_first_line(e)})") from None
+    check_count("parameters in its config", sum(p.numel() for p in skeleton.parameters()), MAX_MODEL_PARAMETERS,
+                path, error=CheckpointError)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    held = {k: tuple(v.shape) for k, v in tensors.items()}
+    for key in sorted(expected.keys() | held.keys()):
+        if expected.get(key) != held.get(key):
+            says = "no such tensor" if key not in expected else f"shape {expected[key]}"
+            has = "no such tensor" if key not in held else f"shape {held[key]}"
+            raise CheckpointError(f"{path}: not a {what}: its config does not match its weights "
+                                  f"({key}: the config says {says}, the file holds {has})")
+    model = build()
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:120]
 
 
 def load_metadata(path) -> dict:

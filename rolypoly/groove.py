@@ -13,7 +13,9 @@ Examples
 """
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +29,8 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".ogg")
 TICKS_PER_BEAT = 480
 #: Tap velocities of a recording: the quietest and the loudest onsets map here.
 TAP_VELOCITY_RANGE = (40, 120)
+#: Window steps played in one batch (humanize, transfer): bounds the memory of a long piece.
+BATCH_STEPS = 16384
 
 
 def perform(model, groove: Groove, *, inputs=None, H_target=None, z_from=None,
@@ -68,12 +72,22 @@ def perform(model, groove: Groove, *, inputs=None, H_target=None, z_from=None,
         # These tasks play given hits and the decoder hears only hits: no window depends on
         # what another one played, so the whole piece is one batch (an ensemble of four
         # plays 100 bars in well under a second instead of several).
-        if H_target is not None:
-            common["H_target"] = H_target
-        if z_from is not None:
-            j = np.arange(len(bounds)) % len(z_from[0])
-            common["z_from"] = tuple(part[j] for part in z_from)
-        H, V, O = model.generate(*inputs, temperature=temperature, seed=base_seed, **common)
+        # The batch goes in chunks of about BATCH_STEPS steps: the decoder's inputs take a few
+        # kB a step, so a whole hour in one batch would take GBs; a chunk takes ~100 MB.
+        n, T = len(bounds), inputs[0].shape[1]
+        size = max(1, BATCH_STEPS // T)
+        outs = []
+        for j, a in enumerate(range(0, n, size)):
+            part = slice(a, a + size)
+            kwargs = {}
+            if H_target is not None:
+                kwargs["H_target"] = H_target[part]
+            if z_from is not None:
+                clip = np.arange(n)[part] % len(z_from[0])
+                kwargs["z_from"] = tuple(p[clip] for p in z_from)
+            outs.append(model.generate(*(p[part] for p in inputs), temperature=temperature,
+                                       seed=None if base_seed is None else base_seed + j, **common, **kwargs))
+        H, V, O = (np.concatenate(p) for p in zip(*outs))
         return groove.with_parts(*stitch(H, V, O, groove.bar_starts))
     outs = []
     for k, (a, b) in enumerate(bounds):
@@ -96,12 +110,26 @@ def perform(model, groove: Groove, *, inputs=None, H_target=None, z_from=None,
 
 
 def _model(task: str, weights=None, grid: str | None = None):
-    from .groove_model import load_groove_model  # torch: only when a model plays
+    from .groove_model import default_groove_weights
 
-    model = load_groove_model(task, weights)
+    path = Path(weights or default_groove_weights(task))
+    try:
+        stat = path.stat()
+        key = (task, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:  # missing: the loader says so in its own words
+        key = (task, str(path), 0, 0)
+    model = _loaded(*key)
     if grid is not None and grid != model.grid:
         raise RolypolyError(f"the {task} model plays the {model.grid} grid, not {grid}")
     return model
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(task: str, path: str, mtime_ns: int, size: int):
+    """A groove model, loaded once per process and file version (the model only plays: never changed)."""
+    from .groove_model import load_groove_model  # torch: only when a model plays
+
+    return load_groove_model(task, path)
 
 
 def humanize_midi(in_path, out_path, *, weights=None, temperature: float = 0.0,

@@ -37,7 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .drum_map import CLASS_NAMES, N_CLASSES, class_index
-from .score import TempoMap, read_drum_notes, write_drum_notes
+from .errors import ScoreError
+from .limits import MAX_BARS, MAX_GROOVE_WINDOW_STEPS, check_count
+from .material import Material, write_performed
+from .score import TempoMap, check_length, read_material, write_drum_notes
 
 #: Steps per quarter note of each grid. "triplet" (12) holds 16ths (3 steps),
 #: 8th-note triplets (4) and 16th-note triplets (2) together. R-VAE uses 24 to
@@ -103,6 +106,8 @@ class Groove:
     grid: str = "16th"
     name: str = "groove"
     warnings: list[str] = field(default_factory=list)
+    #: The player's file and its notes (None: a part made by rolypoly, written with GM pitches).
+    material: Material | None = None
 
     def __len__(self) -> int:
         return len(self.H)
@@ -150,7 +155,7 @@ def bar_layout(tempo_map: TempoMap, end_tick: float, grid: str = "16th"):
 
 
 def groove_from_notes(notes, tempo_map: TempoMap, *, grid: str = "16th", name: str = "groove",
-                      n_bars: int | None = None) -> Groove:
+                      n_bars: int | None = None, material: Material | None = None) -> Groove:
     """Place drum notes on the grid.
 
     Each note goes to the nearest step of its bar; a note played just before
@@ -167,6 +172,9 @@ def groove_from_notes(notes, tempo_map: TempoMap, *, grid: str = "16th", name: s
     name : str
     n_bars : int, optional
         Length of the piece in bars; by default up to the bar of the last note.
+    material : rolypoly.material.Material, optional
+        The same notes in the player's file (:func:`rolypoly.score.read_material`):
+        the groove then writes that file back (:func:`write_groove`).
 
     Returns
     -------
@@ -176,6 +184,10 @@ def groove_from_notes(notes, tempo_map: TempoMap, *, grid: str = "16th", name: s
     ticks, classes, vels = notes[:, 0], notes[:, 1].astype(np.int64), notes[:, 2]
     whole = 4 * tempo_map.ticks_per_beat
     last_tick = ticks.max() if len(ticks) else 0.0
+    # Taps at another tempo, or onsets of a recording, have not been through the score's check.
+    check_length(name, tempo_map, last_tick)
+    if n_bars is not None:
+        check_count("bars", n_bars, MAX_BARS, name, error=ScoreError)
     starts, lengths, steps = bar_layout(tempo_map, last_tick + 2 * 16 * whole, grid)
 
     bar = np.clip(np.searchsorted(starts, ticks, side="right") - 1, 0, None)
@@ -184,7 +196,8 @@ def groove_from_notes(notes, tempo_map: TempoMap, *, grid: str = "16th", name: s
     bar[wrap] += 1
     step[wrap] = 0
     step_len = lengths[bar] / steps[bar]
-    offset = np.clip((ticks - (starts[bar] + step * step_len)) / step_len, -0.5, 0.5)
+    unclipped = (ticks - (starts[bar] + step * step_len)) / step_len
+    offset = np.clip(unclipped, -0.5, 0.5)
 
     used = int(bar.max()) + 1 if len(bar) else 1
     n_bars = used if n_bars is None else int(n_bars)
@@ -212,7 +225,12 @@ def groove_from_notes(notes, tempo_map: TempoMap, *, grid: str = "16th", name: s
         H[s, c] = 1.0
         V[s, c] = np.clip(vels[keep] / MAX_VELOCITY, 0.0, 1.0)
         O[s, c] = offset[keep]
-    return Groove(H, V, O, bar_starts, step_tick, step_ticks, tempo_map, grid, name)
+    if material is not None:
+        # Each note's cell, its distance in steps from the note the cell keeps (a flam stays a
+        # flam) and the cell's velocity (the loudest: other notes scale from it).
+        s = bar_starts[bar] + step
+        material = material.placed(s, unclipped - O[s, classes], np.rint(V[s, classes] * MAX_VELOCITY))
+    return Groove(H, V, O, bar_starts, step_tick, step_ticks, tempo_map, grid, name, material=material)
 
 
 def read_groove(path, *, grid: str = "16th", name: str | None = None) -> Groove:
@@ -224,8 +242,8 @@ def read_groove(path, *, grid: str = "16th", name: str | None = None) -> Groove:
     >>> groove = read_groove("beat.mid", grid="triplet")   # doctest: +SKIP
     """
     path = os.fspath(path)
-    notes, tmap, warnings = read_drum_notes(path)
-    groove = groove_from_notes(notes, tmap, grid=grid,
+    notes, tmap, warnings, material = read_material(path)
+    groove = groove_from_notes(notes, tmap, grid=grid, material=material,
                                name=name or os.path.splitext(os.path.basename(path))[0])
     groove.warnings = warnings
     return groove
@@ -247,13 +265,33 @@ def groove_notes(groove: Groove) -> np.ndarray:
 
 
 def write_groove(groove: Groove, path) -> None:
-    """Write a groove as a General MIDI drum file with its tempo map and meters.
+    """Write a groove as MIDI with its tempo map and meters.
+
+    A groove read from the player's file writes that file back
+    (:func:`rolypoly.material.write_performed`): each of its notes keeps its
+    pitch, channel and length and takes its cell's new offset and velocity;
+    everything else in the file stays. A note whose cell no longer sounds is
+    left out (infill replaces the instrument) and a hit where the file had
+    none is added in the player's voice for that drum. A groove rolypoly
+    made (drumify) is a General MIDI drum file.
 
     >>> write_groove(groove, "out.mid")   # doctest: +SKIP
     """
     if not (np.all(np.isfinite(groove.V)) and np.all(np.isfinite(groove.O))):
         raise ValueError("velocities or offsets contain NaN or infinite values")
-    write_drum_notes(path, groove_notes(groove), groove.tempo_map, name=groove.name)
+    m = groove.material
+    if m is None:
+        write_drum_notes(path, groove_notes(groove), groove.tempo_map, name=groove.name)
+        return
+    s, c = m.key, m.notes["cls"].astype(np.int64)
+    velocity = np.clip(np.rint(groove.V * MAX_VELOCITY), 1, MAX_VELOCITY)
+    tick = groove.step_tick[s] + (groove.O[s, c] + m.spread) * groove.step_ticks[s]
+    hit = groove.H > 0.5
+    covered = np.zeros_like(hit)
+    covered[s, c] = True
+    new = groove_notes(groove.with_parts(H=hit & ~covered))
+    write_performed(m, path, tick=tick, velocity=m.scaled_velocities(velocity[s, c]), keep=hit[s, c],
+                    added=new, tempi=groove.tempo_map.tempi)
 
 
 # ----------------------------------------------------------------------------- windows
@@ -289,6 +327,10 @@ def windows(groove: Groove, *, bars: int = WINDOW_BARS, hop: int = HOP_BARS):
     T = int(max(b - a for a, b in bounds))
     if groove.n_bars < bars:  # pad a short piece to a whole window of its own bar length
         T = int(groove.steps_per_bar[-1]) * bars
+    # Every window is as long as the longest: one very long bar among many short ones would
+    # make the padding, not the music, fill the memory.
+    check_count(f"grid steps in its {len(bounds)} windows of {T} steps", len(bounds) * T,
+                MAX_GROOVE_WINDOW_STEPS, groove.name, error=ScoreError)
     out = [np.zeros((len(bounds), T, N_CLASSES), np.float32) for _ in range(3)]
     for k, (a, b) in enumerate(bounds):
         for dst, src in zip(out, (groove.H, groove.V, groove.O)):

@@ -460,26 +460,24 @@ def load_groove_model(task: str, path=None) -> GrooveModel | GrooveEnsemble:
         One line naming the file: missing, not safetensors (pickled
         checkpoints are refused), not a groove model, or one of another task.
     """
-    from .agents import read_weights
+    from .agents import build_checked, read_weights
 
     task = _check_task(task)
     path = os.fspath(path or default_groove_weights(task))
     hint = f" (train it with: rolypoly pretrain groove --task {task})" if path == os.fspath(
         default_groove_weights(task)) else ""
     header, tensors = read_weights(path, missing_hint=hint)
-    try:
-        config = json.loads(header["config"])
+    for key, sigma in list(tensors.items()):
+        if key.endswith("velocity_sigma") and sigma.ndim == 1:  # from before the per-level spread
+            tensors[key] = sigma[:, None].expand(-1, len(VELOCITY_LEVELS) + 1).contiguous()
+
+    def make(config):
         members = int(config.pop("members", 0))
         if members:
-            model = GrooveEnsemble(GrooveModel(**config) for _ in range(members))
-        else:
-            model = GrooveModel(**config)
-        for key, sigma in list(tensors.items()):
-            if key.endswith("velocity_sigma") and sigma.ndim == 1:  # from before the per-level spread
-                tensors[key] = sigma[:, None].expand(-1, len(VELOCITY_LEVELS) + 1).contiguous()
-        model.load_state_dict(tensors, strict=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a rolypoly groove model ({str(e).splitlines()[0][:120]})") from None
+            return lambda: GrooveEnsemble(GrooveModel(**config) for _ in range(members))
+        return lambda: GrooveModel(**config)
+
+    model = build_checked(path, header, tensors, make, "rolypoly groove model")
     if model.task != task:
         raise CheckpointError(f"{path}: a {model.task} model, not {task}")
     model.eval()

@@ -39,27 +39,39 @@ def humanize_file(in_path, out_path, *, agent: str = "lstm", weights=None) -> tu
 
 
 def plot_offsets(score: Score, offsets: dict, path, title: str | None = None) -> None:
-    """PNG of the offset (ms) of every row for each agent, over bar positions.
+    """PNG of the offset (ms) of every row for each agent, over the bars (:func:`offsets_figure`)."""
+    from .plotting import save
 
-    Tempo and meter changes are marked, since microtiming in ms follows them.
+    save(offsets_figure(score, offsets, title), path)
+
+
+def offsets_figure(score: Score, offsets: dict, title: str | None = None):
+    """The offset (ms) of every row for each agent, over the bars (counted from 1): a figure.
+
+    Tempo and meter changes are marked (meters as written, "6/8"), since
+    microtiming in ms follows them.
     """
-    from .plotting import figure, save
+    from .plotting import figure
 
-    fig, ax = figure(figsize=(11, 4))
-    x = score.bar_position
+    fig, ax = figure()
+    x = score.bar_position + 1          # bar 1 starts at 1, as musicians count
     for k, (name, yhat) in enumerate(offsets.items()):
         ms = np.asarray(yhat) * score.bar_ms
-        ax.plot(x, ms, ".-", lw=0.8, ms=4, label=f"{name} (σ {ms.std():.1f} ms)", color=f"C{k}")
-    top, bottom = ax.get_ylim()[1], ax.get_ylim()[0]
-    for attr, label, y in ((score.tempo_bpm, "{:g} bpm", top), (score.timesig, "meter {:g}", bottom)):
-        change = np.flatnonzero(np.diff(attr)) + 1
-        for i in np.r_[0, change]:
-            ax.axvline(x[i], color="0.7", lw=0.8, ls="--")
-            ax.text(x[i], y, " " + label.format(round(float(attr[i]), 2)),
-                    va="top" if y == top else "bottom", fontsize=8, color="0.3")
+        ax.plot(x, ms, ".-", lw=1.0, ms=6, label=f"{name} (spread {ms.std():.1f} ms)", color=f"C{k}")
+    bottom, top = ax.get_ylim()
+    meters = [f"{n}/{d}" for n, d in score.tempo_map.meter_at(score.tick).tolist()]
+    tempi = [f"{round(float(t), 2):g} bpm" for t in score.tempo_bpm]
+    for labels, y in ((tempi, top), (meters, bottom)):
+        for i in range(len(labels)):
+            if i == 0 or labels[i] != labels[i - 1]:
+                ax.axvline(x[i], color="0.7", lw=0.8, ls="--")
+                ax.text(x[i], y, " " + labels[i], va="top" if y == top else "bottom", color="0.3")
     ax.axhline(0, color="k", lw=0.6)
+    every = max(1, -(-score.n_bars // 24))
+    ax.set_xticks(range(1, score.n_bars + 2, every))
+    ax.set_xlim(0.75, score.n_bars + 1.25)
     ax.set_xlabel("bar")
-    ax.set_ylabel("offset from the grid (ms, + = late)")
-    ax.set_title(title or f"{score.name}: agent microtiming per hit")
-    ax.legend(loc="lower right", fontsize=8)
-    save(fig, path, dpi=110)
+    ax.set_ylabel("drums' offset from the score (ms, + late)")
+    ax.set_title(title or f"{score.name}: each agent's timing, hit by hit")
+    ax.legend(loc="lower right")
+    return fig

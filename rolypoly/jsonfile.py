@@ -85,12 +85,15 @@ def read_json(path) -> dict:
     Raises
     ------
     JsonFileError
-        Missing, unreadable, not JSON, or not an object.
+        Missing, unreadable, larger than :data:`rolypoly.limits.MAX_JSON_BYTES`, not JSON, or not an object.
     """
+    from .limits import MAX_JSON_BYTES, check_file_size
+
     path = Path(path)
     try:
+        check_file_size(path, MAX_JSON_BYTES, "JSON file", error=JsonFileError)
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise JsonFileError(f"{path}: unreadable ({_one_line(e)})") from None
     if not isinstance(data, dict):
         raise JsonFileError(f"{path}: not a JSON object")

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import finetune as ft
 from .features import DESCRIPTOR, DIFF, score_features
+from .report import take_partner_change
 from .score import write_midi
 from .score_growth import offbeat_notes
 from .take import TakeError, read_take, validate_take
@@ -101,7 +102,9 @@ def learn_from_take(session, take: int | None = None, settings: LearningSettings
     -------
     dict : ``accepted``, ``reason``, ``version`` (new version or None),
     ``current`` (the version the session now plays), ``take``, the
-    ``before``/``after`` figures, target statistics and ``offbeat`` changes.
+    ``before``/``after`` figures, target statistics, ``offbeat`` changes and
+    ``partner_ms``: the drums against the partner in the take and as the new
+    model would have played it (:func:`rolypoly.report.take_partner_change`).
     """
     s = settings or LearningSettings()
     mark = session.history_mark()  # a revert made from here on is the player's choice: it stays
@@ -141,12 +144,14 @@ def learn_from_take(session, take: int | None = None, settings: LearningSettings
     for key in ("targets", "before", "after", "losses", "seconds"):
         if key in res:
             report[key] = res[key]
+    if "offsets" in res:  # how the drums sat against the partner, and would with the new model (ms)
+        report["partner_ms"] = take_partner_change(rows, res["offsets"]["after"])
     tuned = res.get("agent") if res["accepted"] else res.get("tuned")
     if tuned is not None and ft.all_finite(tuned):
         record = {"status": "accepted" if res["accepted"] else "refused", "kind": tuned.kind,
                   "parent": k_from, "take": k_take, "reason": res["reason"],
                   **{key: report.get(key) for key in ("A", "B", "centre", "epochs", "lr", "margin",
-                                                       "targets", "before", "after", "losses")}}
+                                                       "targets", "before", "after", "losses", "partner_ms")}}
         report["version"] = session.models.write(tuned, record, metadata={"session": session.name})
     report["accepted"] = bool(res["accepted"])
     reason = res["reason"]
@@ -162,10 +167,18 @@ def export_performance(session, path, *, take: int | None = None) -> Path:
 
     The agent decides each hit as it would live, its partner columns fed
     from the latest take (or ``take``) where that take has the row, so what
-    it learnt from the partner shows; silent rows are left out.
+    it learnt from the partner shows; silent rows are left out. When the
+    current version cannot be played and an earlier one stands in, a
+    UserWarning says so.
     """
     score = session.score()
-    agent, _, _ = session.agent()
+    agent, version, problems = session.agent()
+    if problems:
+        # The performance is not the one the player chose: say which version plays it and why.
+        import warnings
+
+        warnings.warn(f"exporting with model version {version}, not the session's current "
+                      f"{session.meta.get('model')}: {'; '.join(problems)}", UserWarning, stacklevel=2)
     X = score_features(score)
     if session.take_dirs():
         from .session import score_hash

@@ -85,3 +85,37 @@ def cache_dir() -> Path:
     from platformdirs import user_cache_path
 
     return Path(user_cache_path(APP, appauthor=False))
+
+
+#: Longest file name and path the system takes (Linux: 255 bytes a name, 4096 a path).
+NAME_MAX, PATH_MAX = 255, 4096
+
+
+def checked_path(path, what: str = "path") -> Path:
+    """``path`` as a Path, refused on one line when the system could not open it by that name.
+
+    An over-long name would otherwise surface as ``OSError: [Errno 36]``
+    from wherever it is first used.
+
+    >>> checked_path("sessions/song").as_posix()
+    'sessions/song'
+    >>> checked_path("x" * 300 + ".mid", "score")
+    Traceback (most recent call last):
+    ...
+    rolypoly.errors.RolypolyError: score xxxxxxxxxxxxxxxxxxxx...: file name too long (304 bytes, at most 255)
+    """
+    from .errors import RolypolyError
+
+    path = Path(path)
+    text = os.fsencode(path)
+    shown = str(path) if len(str(path)) <= 60 else str(path)[:20] + "..."
+    if b"\0" in text:
+        raise RolypolyError(f"{what} {shown!r}: contains a NUL byte")
+    if len(text) > PATH_MAX:
+        raise RolypolyError(f"{what} {shown}: path too long ({len(text)} bytes, at most {PATH_MAX})")
+    for part in path.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise RolypolyError(f"{what} {shown}: file name too long ({len(os.fsencode(part))} bytes, at most "
+                                f"{NAME_MAX})")
+    return path
+

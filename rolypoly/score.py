@@ -38,6 +38,8 @@ import numpy as np
 from .drum_map import DRUM_CHANNEL, N_CLASSES, OUTPUT_PITCHES, class_of_pitch
 from .errors import ScoreError
 from .grid import STEPS_PER_BAR, timesig_value
+from .limits import MAX_BARS, MAX_MIDI_BYTES, MAX_ROWS, check_count, check_file_size, check_seconds
+from .material import Material, material_from, write_performed
 
 #: Tempi outside this range (quarter notes per minute) are taken as a broken file.
 TEMPO_RANGE_BPM = (20.0, 400.0)
@@ -74,6 +76,20 @@ class TempoMap:
         i = np.clip(np.searchsorted(starts, np.asarray(ticks), side="right") - 1, 0, None)
         return 60e6 / np.array([us for _, us in self.tempi], dtype=np.float64)[i]
 
+    def meter_at(self, ticks) -> np.ndarray:
+        """Time signature at each tick position as (numerator, denominator) pairs, shape (N, 2).
+
+        The score's ``timesig`` column folds a meter into one value (3/4 and
+        6/8 are both 0.75); this is the meter as written, for what is shown
+        to a musician ("6/8") and for where the beats are.
+
+        >>> TempoMap(480, meters=[(0, 4, 4), (1920, 6, 8)]).meter_at([0, 1919, 1920]).tolist()
+        [[4, 4], [4, 4], [6, 8]]
+        """
+        starts = np.array([t for t, _, _ in self.meters])
+        i = np.clip(np.searchsorted(starts, np.asarray(ticks, dtype=np.float64), side="right") - 1, 0, None)
+        return np.array([(n, d) for _, n, d in self.meters], dtype=np.int64).reshape(-1, 2)[i]
+
     def bars(self, end_tick: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bar start ticks, bar lengths in ticks and time-signature values up to ``end_tick``.
 
@@ -94,6 +110,20 @@ class TempoMap:
                 values.append(timesig_value(num, den) if this == length else this / whole)
                 t += this
         return np.array(starts), np.array(lengths), np.array(values)
+
+    def n_bars(self, end_tick: float) -> int:
+        """How many bars :meth:`bars` gives up to ``end_tick``, counted without making them.
+
+        >>> TempoMap(480, meters=[(0, 4, 4), (3840, 3, 4)]).n_bars(3840 + 10 * 1440)
+        13
+        """
+        whole = 4 * self.ticks_per_beat
+        n = 0
+        for k, (tick, num, den) in enumerate(self.meters):
+            last = k + 1 == len(self.meters)
+            stop = max(end_tick, tick) + 1 if last else self.meters[k + 1][0]
+            n += math.ceil((stop - tick) / (num * whole / den))
+        return n
 
 
 @dataclass
@@ -118,6 +148,8 @@ class Score:
     tempo_map: TempoMap
     name: str = "score"
     warnings: list[str] = field(default_factory=list)
+    #: The player's file and its notes (None: a score made in code, played with the GM pitch of each class).
+    material: Material | None = None
 
     def __len__(self) -> int:
         return len(self.bar)
@@ -169,6 +201,7 @@ def _read_midi(path) -> mido.MidiFile:
         raise _fail(path, "is a folder, not a MIDI file")
     if os.path.getsize(path) == 0:
         raise _fail(path, "file is empty")
+    check_file_size(path, MAX_MIDI_BYTES, "MIDI file", error=ScoreError)
     try:
         return mido.MidiFile(path, clip=True)
     except Exception as e:  # mido raises OSError, EOFError, KeyError, ValueError... for junk
@@ -177,15 +210,15 @@ def _read_midi(path) -> mido.MidiFile:
 
 
 def _events(midi: mido.MidiFile):
-    """Yield (absolute_tick, track_index, message) for every message."""
+    """Yield (absolute_tick, track_index, message_index, message) for every message."""
     if midi.type == 2:
         # Type 2 tracks are independent sequences: no shared time line to quantise to.
         raise ValueError("type 2 (multi-song) MIDI files are not supported")
     for k, track in enumerate(midi.tracks):
         tick = 0
-        for msg in track:
+        for i, msg in enumerate(track):
             tick += msg.time
-            yield tick, k, msg
+            yield tick, k, i, msg
 
 
 def read_drum_notes(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, list[str]]:
@@ -214,6 +247,19 @@ def read_drum_notes(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, 
     >>> notes[0]                                               # doctest: +SKIP
     array([  0.,   0., 100.])
     """
+    notes, tmap, warnings, _ = read_material(path, taps=taps)
+    return notes, tmap, warnings
+
+
+def read_material(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, list[str], Material]:
+    """:func:`read_drum_notes` and the file itself with where each of those notes is in it.
+
+    Returns
+    -------
+    notes, tempo_map, warnings : as :func:`read_drum_notes`
+    material : rolypoly.material.Material
+        The file as read; its ``notes`` are the drum notes, in the same order.
+    """
     path = os.fspath(path)
     midi = _read_midi(path)
     if midi.ticks_per_beat <= 0:
@@ -223,8 +269,8 @@ def read_drum_notes(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, 
     except ValueError as e:
         raise _fail(path, str(e)) from None
 
-    tempi, meters, notes, drum_tracks, unmapped = {}, {}, [], set(), {}
-    for tick, k, msg in events:
+    tempi, meters, notes, drum_tracks, unmapped, found = {}, {}, [], set(), {}, []
+    for tick, k, i, msg in events:
         if msg.type == "set_tempo":
             if msg.tempo <= 0:
                 raise _fail(path, f"tempo of 0 microseconds per beat at tick {tick} is not a playable tempo")
@@ -247,6 +293,7 @@ def read_drum_notes(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, 
                 continue
             drum_tracks.add(k)
             notes.append((tick, c, msg.velocity))
+            found.append((k, i, tick, msg.channel, msg.note, msg.velocity, c))
 
     warnings = []
     if unmapped:
@@ -263,7 +310,20 @@ def read_drum_notes(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, 
     meters.setdefault(0, (4, 4))
     tmap = TempoMap(ticks_per_beat=midi.ticks_per_beat, tempi=sorted(tempi.items()),
                     meters=[(t, n, d) for t, (n, d) in sorted(meters.items())])
-    return np.array(notes, dtype=np.float64), tmap, warnings
+    notes = np.array(notes, dtype=np.float64)
+    check_length(path, tmap, max(float(notes[:, 0].max()), max(tempi), max(meters)))
+    return notes, tmap, warnings, material_from(midi, found, tmap.tempi)
+
+
+def check_length(path, tmap: TempoMap, last_tick: float) -> None:
+    """Refuse a piece whose last event is too far in, before any bar or row is made for it.
+
+    Two notes 2^27 ticks apart are a 63-byte file and days of music: everything
+    after reading (rows, bars, grid windows, a take's mix) grows with the length.
+    """
+    check_seconds(float(tmap.seconds(last_tick)), path, what=f"its last event (tick {int(last_tick)}) is at",
+                  error=ScoreError)
+    check_count("bars", tmap.n_bars(last_tick), MAX_BARS, path, error=ScoreError)
 
 
 def load_score(path, *, name: str | None = None) -> Score:
@@ -288,15 +348,16 @@ def load_score(path, *, name: str | None = None) -> Score:
     ['song.mid: dropped 3 notes with pitches outside the drum map: 21']
     """
     path = os.fspath(path)
-    notes, tmap, warnings = read_drum_notes(path)
-    score = _rows_from_notes(notes, tmap)
+    notes, tmap, warnings, material = read_material(path)
+    score = _rows_from_notes(notes, tmap, material)
+    check_count("rows", len(score), MAX_ROWS, path, error=ScoreError)
     score.name = name or os.path.splitext(os.path.basename(path))[0]
     score.warnings = warnings
     return score
 
 
-def _rows_from_notes(notes: np.ndarray, tmap: TempoMap) -> Score:
-    """Quantise (tick, class, velocity) notes to grid rows."""
+def _rows_from_notes(notes: np.ndarray, tmap: TempoMap, material: Material | None = None) -> Score:
+    """Quantise (tick, class, velocity) notes to grid rows (``material``: the same notes in their file)."""
     ticks, classes, vels = notes[:, 0], notes[:, 1].astype(int), notes[:, 2].astype(int)
     bar_starts, bar_lens, bar_ts = tmap.bars(ticks.max() + 4 * tmap.ticks_per_beat * 8)
     bar = np.searchsorted(bar_starts, ticks, side="right") - 1
@@ -325,9 +386,15 @@ def _rows_from_notes(notes: np.ndarray, tmap: TempoMap) -> Score:
     bpm = tmap.bpm_at(rtick)
     ts = bar_ts[rbar]
     bar_ms = 60_000.0 / bpm * 4 * ts
+    if material is not None:
+        # Each note's row, how far it is from its row's played time (a flam stays a flam) and
+        # the loudest note of its class in the row (velocities scale from it).
+        spread = (residual - offset[row_of_note]) * bar_lens[bar]
+        material = material.placed(key, spread, velocities[row_of_note, classes])
     return Score(hits=hits, velocities=velocities, bar=rbar, step=rstep, onset_s=onset_s,
                  duration_ms=duration_ms, tempo_bpm=bpm, timesig=ts, bar_ms=bar_ms,
-                 tick=rtick, bar_ticks=bar_lens[rbar], played_offset=offset, tempo_map=tmap)
+                 tick=rtick, bar_ticks=bar_lens[rbar], played_offset=offset, tempo_map=tmap,
+                 material=material)
 
 
 def score_from_grid(hits, velocities=None, *, bpm: float = 120.0, meter=(4, 4),
@@ -440,8 +507,15 @@ def write_midi(score: Score, path, *, offsets=None, velocities=None) -> None:
     velocities : array (rows, 9), optional
         MIDI velocity of each hit; the score's velocities where omitted.
 
-    The tempo map and time signatures are written unchanged, so a DAW shows
-    the same bars; drums go to channel 10 with the GM pitch of each class.
+    A score read from a file writes that file back (:func:`rolypoly.material.write_performed`):
+    the player's own notes -- pitch, channel, length -- every other track and
+    event, with only the drum notes' times and velocities new. Each row's
+    notes move together to its offset (keeping their distance from each
+    other); two notes of one class in a row (two crashes) keep the balance
+    of their velocities. Notes of rows the score does not have (a take
+    stopped early) are left out. A score made in code (no file) goes to
+    channel 10 with the GM pitch of each class. Either way the tempo map and
+    time signatures are the score's, so a DAW shows the same bars.
 
     Examples
     --------
@@ -456,9 +530,71 @@ def write_midi(score: Score, path, *, offsets=None, velocities=None) -> None:
         raise ValueError("offsets contain NaN or infinite values")
 
     ticks = score.tick + offsets * score.bar_ticks
+    if score.material is not None:
+        m = score.material
+        row, keep = note_rows(score)
+        cls = m.notes["cls"]
+        write_performed(m, path, tick=ticks[row] + m.spread,
+                        velocity=m.scaled_velocities(np.asarray(velocities)[row, cls]), keep=keep,
+                        tempi=tmap.tempi)
+        return
     r, c = np.nonzero(score.hits)
     notes = np.stack([ticks[r], c, np.asarray(velocities)[r, c]], axis=1) if len(r) else np.zeros((0, 3))
     write_drum_notes(path, notes, tmap, name=score.name)
+
+
+def note_rows(score: Score) -> tuple[np.ndarray, np.ndarray]:
+    """The row of each of the score's file notes, and whether the score still sounds it.
+
+    A note is sounded when the score has its row (not cut by :meth:`Score.head`)
+    and its class is hit there. Rows of notes not sounded are 0.
+    """
+    m = score.material
+    keys = score.bar.astype(np.int64) * STEPS_PER_BAR + score.step
+    order = np.argsort(keys, kind="stable")
+    at = np.clip(np.searchsorted(keys[order], m.key), 0, max(len(keys) - 1, 0))
+    row = order[at] if len(keys) else np.zeros(len(m.key), np.int64)
+    found = (keys[row] == m.key) if len(keys) else np.zeros(len(m.key), bool)
+    keep = found & score.hits[row, m.notes["cls"]] if len(keys) else found
+    return np.where(keep, row, 0), keep
+
+
+#: What a row sends: one entry per note (row, channel, pitch, velocity), by row.
+PLAYED_DTYPE = np.dtype([("row", np.int64), ("channel", np.int16), ("pitch", np.int16), ("velocity", np.int16)])
+
+
+def played_notes(score: Score) -> np.ndarray:
+    """The notes each row plays live (:data:`PLAYED_DTYPE`), in row order.
+
+    The player's own notes (pitch, channel) when the score has a file, with
+    its velocities scaled as :func:`write_midi` does; otherwise the GM pitch
+    of each class on channel 10. A row's notes sound at one moment, so one
+    drum (channel and pitch) sounds once per row, the loudest.
+    Velocities are rounded, 0..127 (0: nothing sounds).
+
+    Examples
+    --------
+    >>> from rolypoly.paths import DEMO_SCORE
+    >>> notes = played_notes(load_score(DEMO_SCORE))
+    >>> [(int(n["pitch"]), int(n["velocity"])) for n in notes[:2]]
+    [(36, 112), (42, 112)]
+    """
+    if score.material is None:
+        r, c = np.nonzero(score.hits)
+        rows, channels = r, np.full(len(r), DRUM_CHANNEL)
+        pitches, vels = np.asarray(OUTPUT_PITCHES)[c], np.asarray(score.velocities)[r, c]
+    else:
+        m = score.material
+        row, keep = note_rows(score)
+        rows, channels, pitches = row[keep], m.notes["channel"][keep], m.notes["pitch"][keep]
+        vels = m.scaled_velocities(np.asarray(score.velocities)[row, m.notes["cls"]])[keep]
+    out = np.zeros(len(rows), PLAYED_DTYPE)
+    out["row"], out["channel"], out["pitch"] = rows, channels, pitches
+    out["velocity"] = np.clip(np.rint(np.asarray(vels, np.float64)), 0, 127)
+    # By row, then drum, loudest first; then the first of each drum in a row.
+    out = out[np.lexsort((-out["velocity"], out["pitch"], out["channel"], out["row"]))]
+    first = np.r_[True, (np.diff(out["row"]) != 0) | (np.diff(out["channel"]) != 0) | (np.diff(out["pitch"]) != 0)]
+    return out[first] if len(out) else out
 
 
 def write_drum_notes(path, notes, tempo_map: TempoMap, *, name: str = "drums") -> None:

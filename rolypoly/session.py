@@ -38,6 +38,7 @@ Examples
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 from pathlib import Path
@@ -45,7 +46,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RolypolyError
+from .grid import STEPS_PER_BAR
 from .jsonfile import JsonFileError, edit_json, read_json, write_json
+from .limits import MAX_BARS, MAX_ROWS
+from .paths import checked_path
 from .score import Score, load_score
 from .score_growth import OffbeatLedger, with_rows
 from .versions import MODELS, VERSION_FILE, WEIGHTS_FILE, ModelVersions, now, numbered  # noqa: F401
@@ -71,6 +75,124 @@ def score_hash(score: Score) -> str:
     return h.hexdigest()[:16]
 
 
+# ----------------------------------------------------------------------------- session.json
+
+#: The learning weights A and B a session stores (eqs. 1-2) stay within ± this.
+AB_LIMIT = 1000.0
+#: Largest model version number (``models/NNN``).
+MAX_VERSION = 99_999
+
+
+def check_meta(meta: dict, where, score: Score | None = None) -> dict:
+    """``meta`` if it follows session.json's schema; else a SessionError naming the field.
+
+    ============== ==========================================================
+    field          what it may hold
+    ============== ==========================================================
+    score          the score's name: a non-empty string (required)
+    score_hash     :func:`score_hash` of score.mid: a non-empty string (required)
+    created        a string (the time)
+    model          the version the next take plays: a whole number 0-99999, or null
+    A, B           learning weights: finite numbers within ±1000
+    history        a list of objects (fine-tunes, reverts)
+    offbeat        the off-beat ledger (:class:`~rolypoly.score_growth.OffbeatLedger`)
+    pattern        {"humanize": true/false, "seed": whole number, "temperature": number >= 0}
+    score_versions {hash: [[bar, step], ...]}: the silent rows of each grown score played
+    onset_calibration the onset detector's calibration (``rolypoly onsets --calibrate``):
+                   an object whose "threshold" is a number between 0 and 1, "silence_db"
+                   a finite number, "instrument" a string
+    ============== ==========================================================
+
+    Other fields are kept as they are. Positions (bar, step) must be on
+    the grid (step 0-23) and, given ``score``, within its bars.
+
+    Examples
+    --------
+    >>> check_meta({"score": "song", "score_hash": "ab12", "model": 0, "A": 0.5}, "session.json")["model"]
+    0
+    >>> check_meta({"score": "song", "score_hash": "ab12", "model": "abc"}, "session.json")
+    Traceback (most recent call last):
+    ...
+    rolypoly.session.SessionError: session.json: "model" must be a model version number (0-99999), not 'abc'
+    """
+    def bad(key, problem):
+        raise SessionError(f"{where}: \"{key}\" {problem}")
+
+    def shown(value) -> str:
+        text = json.dumps(value, allow_nan=True)
+        return repr(value) if isinstance(value, str) else text if len(text) <= 40 else text[:37] + "..."
+
+    for key in ("score", "score_hash"):
+        if not (isinstance(meta.get(key), str) and meta[key].strip()):
+            bad(key, f"must be a non-empty string, not {shown(meta.get(key))}")
+    if "created" in meta and not isinstance(meta["created"], str):
+        bad("created", f"must be a string (a time), not {shown(meta['created'])}")
+    model = meta.get("model")
+    if model is not None and not (_whole(model) and 0 <= model <= MAX_VERSION):
+        bad("model", f"must be a model version number (0-{MAX_VERSION}), not {shown(model)}")
+    for key in ("A", "B"):
+        if key in meta and not (_number(meta[key]) and abs(meta[key]) <= AB_LIMIT):
+            bad(key, f"must be a finite number within ±{AB_LIMIT:g}, not {shown(meta[key])}")
+    history = meta.get("history", [])
+    if not (isinstance(history, list) and all(isinstance(h, dict) for h in history)):
+        bad("history", f"must be a list of objects, not {shown(history)}")
+    pattern = meta.get("pattern")
+    if pattern is not None:
+        if not isinstance(pattern, dict):
+            bad("pattern", f"must be an object {{humanize, seed, temperature}}, not {shown(pattern)}")
+        if not isinstance(pattern.get("humanize", False), bool):
+            bad("pattern", f"humanize must be true or false, not {shown(pattern['humanize'])}")
+        if not _whole(pattern.get("seed", 0)):
+            bad("pattern", f"seed must be a whole number, not {shown(pattern['seed'])}")
+        t = pattern.get("temperature", 0.0)
+        if not (_number(t) and 0 <= t <= 100):
+            bad("pattern", f"temperature must be a number 0-100, not {shown(t)}")
+    bars = score.n_bars if score is not None else MAX_BARS
+    if meta.get("offbeat"):
+        try:
+            ledger = OffbeatLedger.from_dict(meta["offbeat"])
+        except ValueError as e:
+            bad("offbeat", str(e))
+        _check_positions("offbeat", list(ledger.notes), bars, bad)
+    versions = meta.get("score_versions", {})
+    if not isinstance(versions, dict):
+        bad("score_versions", f"must be an object {{hash: [[bar, step], ...]}}, not {shown(versions)}")
+    for h, extra in versions.items():
+        if not (isinstance(extra, list) and all(isinstance(p, list) and len(p) == 2 and all(map(_whole, p))
+                                                for p in extra)):
+            bad("score_versions", f"{h}: must be a list of [bar, step] pairs")
+        _check_positions("score_versions", extra, bars, bad)
+    calibration = meta.get("onset_calibration")
+    if calibration is not None:
+        if not isinstance(calibration, dict):
+            bad("onset_calibration", f"must be an object (rolypoly onsets --calibrate), not {shown(calibration)}")
+        t = calibration.get("threshold", 0.5)
+        if not (_number(t) and 0 < t < 1):
+            bad("onset_calibration", f"threshold must be a number between 0 and 1, not {shown(t)}")
+        if not _number(calibration.get("silence_db", 0.0)):
+            bad("onset_calibration", f"silence_db must be a finite number, not {shown(calibration.get('silence_db'))}")
+        if not isinstance(calibration.get("instrument", ""), str):
+            bad("onset_calibration", f"instrument must be a string, not {shown(calibration.get('instrument'))}")
+    return meta
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_positions(key: str, positions, bars: int, bad) -> None:
+    if len(positions) > MAX_ROWS:
+        bad(key, f"holds {len(positions)} rows, more than the {MAX_ROWS} a score may have")
+    for b, s in positions:
+        if not (0 <= b < bars and 0 <= s < STEPS_PER_BAR):
+            bad(key, f"position bar {b} step {s} is not on the score's grid (bars 0-{bars - 1}, steps 0-"
+                     f"{STEPS_PER_BAR - 1})")
+
+
 # ----------------------------------------------------------------------------- takes
 
 def take_folders(session_folder) -> list[Path]:
@@ -88,10 +210,11 @@ class Session:
     """
 
     def __init__(self, folder):
-        self.folder = Path(folder)
+        self.folder = checked_path(folder, "session folder")
         meta_path = self.folder / SESSION_FILE
         if not meta_path.is_file():
             raise SessionError(f"{self.folder}: not a session (no {SESSION_FILE})")
+        self.base_score = None
         self.meta = self._read()
         if not (self.folder / "score.mid").is_file():
             raise SessionError(f"{self.folder}: the session's score.mid is missing")
@@ -100,6 +223,7 @@ class Session:
         if self.meta.get("score_hash") != score_hash(self.base_score):
             raise SessionError(f"{self.folder}: score.mid no longer matches the session "
                                "(hash differs): it was edited after the session began")
+        self._check(self.meta)  # now against the score's bars too
         self.models = ModelVersions(self.folder)
         (self.folder / TAKES).mkdir(exist_ok=True)
 
@@ -110,7 +234,12 @@ class Session:
 
         Reopening with a score checks that it is the session's piece.
         """
-        folder = Path(folder)
+        folder = checked_path(folder, "session folder")
+        left = [name for name in (MODELS, TAKES) if (folder / name).is_dir() and any((folder / name).iterdir())]
+        if left and not (folder / SESSION_FILE).exists():
+            # Starting it over would forget which version plays and how the score grew.
+            raise SessionError(f"{folder}: {SESSION_FILE} is missing but the folder holds a session "
+                               f"({' and '.join(left)}); restore {SESSION_FILE} or use another folder")
         if (folder / SESSION_FILE).is_file():
             session = cls(folder)
             if score_path is not None:
@@ -123,27 +252,39 @@ class Session:
             raise SessionError(f"{folder}: no such session (give a score to create it)")
         score = load_score(score_path)
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(score_path, folder / "score.mid")
+        if not ((folder / "score.mid").exists() and (folder / "score.mid").samefile(score_path)):
+            shutil.copyfile(score_path, folder / "score.mid")
         write_json(folder / SESSION_FILE, {"score": score.name, "score_hash": score_hash(score), "created": now()})
         return cls(folder)
 
     # -- session.json: one writer
     def _read(self) -> dict:
         try:
-            return read_json(self.folder / SESSION_FILE)
+            return self._check(read_json(self.folder / SESSION_FILE))
         except JsonFileError as e:
             raise SessionError(str(e)) from None
+
+    def _check(self, meta: dict) -> dict:
+        """``meta`` checked against the schema (:func:`check_meta`), positions against the score."""
+        return check_meta(meta, self.folder / SESSION_FILE, self.base_score)
 
     def _edit(self, change) -> dict:
         """Change session.json: re-read it under its lock, apply ``change(meta)``, write it back.
 
         Every change to the session goes through here, so a change made
         meanwhile by another writer (the service, a fine-tune on a thread,
-        another command) is never lost to a stale copy. ``self.meta`` is the
+        another command) is never lost to a stale copy. The file is checked
+        against the schema as read and as changed: a bad field found or
+        made is a SessionError and nothing is written. ``self.meta`` is the
         file as written.
         """
+        def checked(meta):
+            self._check(meta)
+            change(meta)
+            self._check(meta)
+
         try:
-            self.meta = edit_json(self.folder / SESSION_FILE, change)
+            self.meta = edit_json(self.folder / SESSION_FILE, checked)
         except JsonFileError as e:
             raise SessionError(str(e)) from None
         return self.meta
@@ -188,6 +329,7 @@ class Session:
         return (a, b) if math.isfinite(a) and math.isfinite(b) else None
 
     def set_ab(self, a: float, b: float) -> None:
+        """Store A and B (finite, within ±:data:`AB_LIMIT`; else a SessionError and nothing written)."""
         self.update(A=float(a), B=float(b))
 
     # -- the score as it has grown

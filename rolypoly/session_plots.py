@@ -1,16 +1,19 @@
 """Pictures of a session, as the rolypoly~ paper's Figs. 1 and 2 (PNG, matplotlib Agg).
 
 - **Fig. 1, one take** (:func:`plot_take_fig1`): the score as dotted vertical
-  lines at the rows' notated positions, ŷ (the drum's offset from the score)
-  as blue stems and diff (partner onset − drum hit) as grey bars, in ms per
-  hit. Silent rows (all nine hit features 0: the off-beat partner rows a
-  session's score grows, paper footnote 6) are drawn in orange.
+  lines at the rows' notated positions, the drums' offset from the score
+  (the agent's ŷ) as blue stems and the partner against the drums (diff:
+  partner onset − drum hit) as grey bars, in ms per hit. Silent rows (all
+  nine hit features 0: the off-beat partner rows a session's score grows,
+  paper footnote 6) are drawn in orange. Every take of a session is drawn
+  on the same y scale (:func:`shared_ylim`).
 - **Fig. 2, all takes** (:func:`plot_takes_fig2`): the moving average over
   6 hits of diff, one line per take, the first take (the pretrained agent)
-  thick and light grey; the legend gives each take's σ(diff).
+  thick and light grey; the legend gives each take's spread, σ(diff).
 
 The x axis is the notated position in quarter notes from the start (so a
-3/4 bar is shorter than a 4/4 one), labelled with bar numbers from 1. Takes
+3/4 bar is shorter than a 4/4 one), labelled with bar numbers from 1, the
+meter written as it is in the score ("6/8") where it changes. Takes
 are aligned on their rows' (bar, step), never on row index, so a take of a
 grown score (extra rows) or one cut short by a crash lines up with the rest.
 
@@ -224,10 +227,30 @@ def _as_take(take) -> Take:
     return take if isinstance(take, Take) else read_take(take)
 
 
-def _width(hits_list: list[TakeHits]) -> float:
-    """Figure width in inches: about a third of an inch per beat, 8 to 24."""
-    span = max((h.end_x for h in hits_list), default=0.0)
-    return float(np.clip(2.0 + 0.3 * span, 8.0, 24.0))
+#: Steps of the y scale (ms): the shared limit is the first one that holds every take.
+Y_STEPS_MS = (5, 10, 15, 20, 30, 40, 50, 60, 80, 100, 120, 150, 200, 300, 500, 1000)
+
+
+def shared_ylim(hits_list: list[TakeHits]) -> tuple[float, float]:
+    """One y scale (ms) for Fig. 1 of every take of a session: ± the first step of :data:`Y_STEPS_MS`
+    holding every drum offset and every diff of every take (with a little room).
+
+    Symmetric, so "early" and "late" are as far from the zero line in every picture.
+
+    Examples
+    --------
+    >>> h = take_hits(take)                       # doctest: +SKIP
+    >>> shared_ylim([h])                           # doctest: +SKIP
+    (-30.0, 30.0)
+    """
+    peak = 0.0
+    for h in hits_list:
+        values = np.concatenate([h.yhat_ms, h.diff_ms])
+        values = values[np.isfinite(values)]
+        if len(values):
+            peak = max(peak, float(np.abs(values).max()))
+    limit = next((float(v) for v in Y_STEPS_MS if v >= peak * 1.08), float(Y_STEPS_MS[-1]))
+    return -limit, limit
 
 
 def _bar_axis(ax, hits_list: list[TakeHits]) -> None:
@@ -244,11 +267,41 @@ def _bar_axis(ax, hits_list: list[TakeHits]) -> None:
     for x in [*bars.values(), end]:
         ax.axvline(x, color="0.82", lw=0.8, zorder=0)
     order = sorted(bars)
-    every = max(1, math.ceil(len(order) / 32))
+    every = max(1, math.ceil(len(order) / 24))
     ax.set_xticks([bars[b] for b in order[::every]], [str(b + 1) for b in order[::every]])
     ax.xaxis.set_minor_locator(MultipleLocator(1.0))
     ax.set_xlim(min(bars.values()) - 0.25, end + 0.25)
-    ax.set_xlabel("bar (minor ticks: quarter notes)")
+    ax.set_xlabel("bar (small ticks: quarter notes)")
+
+
+def bar_meters(score) -> dict[int, str]:
+    """The meter of every bar of a score that has rows, as written: ``{0: "4/4", 4: "6/8", …}``.
+
+    >>> from rolypoly.score import load_score
+    >>> from rolypoly.paths import DEMO_SCORE
+    >>> m = bar_meters(load_score(DEMO_SCORE))
+    >>> m[0], m[4], m[8]
+    ('4/4', '6/8', '4/4')
+    """
+    meters = score.tempo_map.meter_at(score.tick)
+    return {int(b): f"{n}/{d}" for b, (n, d) in zip(score.bar.tolist(), meters.tolist())}
+
+
+def _meter_marks(ax, hits_list: list[TakeHits], meters: dict[int, str] | None) -> None:
+    """The meter written above the first bar and wherever it changes (bars from 1)."""
+    if not meters:
+        return
+    starts: dict[int, float] = {}
+    for h in hits_list:
+        for b, x in h.bar_x.items():
+            starts.setdefault(b, x)
+    before = None
+    for b in sorted(starts):
+        m = meters.get(b, before)
+        if m is not None and m != before:
+            ax.text(starts[b], 1.0, f" {m}", transform=ax.get_xaxis_transform(), va="bottom", ha="left",
+                    fontweight="bold", color="0.25")
+        before = m
 
 
 def _mean_sd(x: np.ndarray) -> str:
@@ -256,119 +309,159 @@ def _mean_sd(x: np.ndarray) -> str:
 
 
 def take_summary(take: Take, hits: TakeHits | None = None) -> str:
-    """One line about a take: score, agent, rows, ŷ and diff in ms.
+    """One line about a take: score, agent, hits, where the drums sat against the partner and the score.
 
     >>> take_summary(take)   # doctest: +SKIP
-    'song, lstm, 96 rows: ŷ +1.2 ± 4.0 ms; diff +3.1 ± 12.4 ms on 80/90 hits'
+    'song, lstm model version 0, 96 hits: drums 3.1 ms early against the partner, spread 12.4 ms
+    (heard on 80 of 96 hits); drums' offset from the score +1.2 ± 4.0 ms'
     """
+    from .report import partner_fit
+
     h = hits if hits is not None else take_hits(take)
     head = take.header
     parts = [str(head.score or "take"), str(head.agent or "?")]
     if head.model_version is not None:
-        parts[-1] += f" v{head.model_version}"
-    rows = f"{len(h)} rows" + ("" if take.complete else " (cut short)")
+        parts[-1] += f" model version {head.model_version}"
     sounding = ~h.silent
-    heard = h.partner_hits
-    return (f"{', '.join(parts)}, {rows}: ŷ {_mean_sd(h.yhat_ms[sounding])}; "
-            f"diff {_mean_sd(h.diff_ms[heard])} on {int(heard.sum())}/{int(sounding.sum())} hits")
+    rows = f"{int(sounding.sum())} hits" + ("" if take.complete else " (cut short)")
+    fit = partner_fit(h.diff_ms[h.partner_hits])
+    partner = ("partner not heard" if fit is None else
+               f"drums {fit.words().replace(', ', ' against the partner, ', 1)} "
+               f"(heard on {fit.hits} of {int(sounding.sum())} hits)")
+    return f"{', '.join(parts)}, {rows}: {partner}; drums' offset from the score {_mean_sd(h.yhat_ms[sounding])}"
 
 
-def plot_take_fig1(take, path, *, title: str | None = None) -> Path:
-    """PNG of one take as paper Fig. 1: score (dotted), ŷ (blue stems), diff (grey bars), in ms.
-
-    Silent rows (the off-beat partner rows a grown score holds) get orange
-    dotted lines and hollow orange stems; the drum plays nothing there.
+def take_figure(take, *, title: str | None = None, ylim=None, meters: dict | None = None):
+    """Paper Fig. 1 of one take as a figure: score (dotted), drums' offsets (stems), partner (bars), in ms.
 
     Parameters
     ----------
     take : rolypoly.take.Take, or the path of a take file or folder
-    path : the PNG to write
     title : default: :func:`take_summary`
+    ylim : (low, high) in ms, the same for every take of a session (default: :func:`shared_ylim` of this take)
+    meters : optional ``{bar: "6/8"}`` (:func:`bar_meters`), written where the meter changes
 
-    Examples
-    --------
-    >>> plot_take_fig1("sessions/song/takes/000", "take_000.png")   # doctest: +SKIP
-    PosixPath('take_000.png')
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     take = _as_take(take)
     h = take_hits(take)
-    fig, ax = figure(figsize=(_width([h]), 4.2))
+    fig, ax = figure()
     _bar_axis(ax, [h])
     top = ax.get_xaxis_transform()
     s = h.silent
     ax.vlines(h.x[~s], 0, 1, transform=top, colors="0.3", linestyles=":", lw=0.9, label="score")
     if s.any():
         ax.vlines(h.x[s], 0, 1, transform=top, colors=_SILENT, linestyles=":", lw=0.9,
-                  label="silent row (partner off-beat)")
+                  label="silent row (partner's off-beat note)")
     heard = np.isfinite(h.diff_ms)
     # Each bar starts at its hit's stem (the paper draws both at the hit): both stay visible.
     ax.bar(h.x[heard], h.diff_ms[heard], width=0.12, align="edge", color=_DIFF, zorder=2,
-           label="diff: partner − drum")
+           label="partner against the drums (+ partner late)")
     ax.vlines(h.x[~s], 0, h.yhat_ms[~s], colors=_STEM, lw=1.3, zorder=3)
-    ax.plot(h.x[~s], h.yhat_ms[~s], "o", color=_STEM, ms=3.5, zorder=4, label="ŷ: drum offset")
+    ax.plot(h.x[~s], h.yhat_ms[~s], "o", color=_STEM, ms=4, zorder=4,
+            label="drums' offset from the score (+ late)")
     if s.any():
         ax.vlines(h.x[s], 0, h.yhat_ms[s], colors=_SILENT, lw=1.0, zorder=3)
-        ax.plot(h.x[s], h.yhat_ms[s], "o", mfc="none", color=_SILENT, ms=3.5, zorder=4)
+        ax.plot(h.x[s], h.yhat_ms[s], "o", mfc="none", color=_SILENT, ms=4, zorder=4)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylabel("ms (+ late)")
+    ax.set_ylim(*(ylim if ylim is not None else shared_ylim([h])))
+    ax.set_ylabel("ms (+ late, − early)")
+    _meter_marks(ax, [h], meters)
     if len(h):
         _legend(ax)
     else:
         ax.text(0.5, 0.5, "no rows in this take", transform=ax.transAxes, ha="center")
         ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title(title or take_summary(take, h), fontsize=10)
-    return save(fig, path)
+    ax.set_title(_wrap(title or take_summary(take, h)), pad=22 if meters else 6)
+    return fig
 
 
-def _legend(ax) -> None:
-    """The legend beside the axes, where it hides no hit."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
+def plot_take_fig1(take, path, *, title: str | None = None, ylim=None, meters: dict | None = None) -> Path:
+    """PNG of one take as paper Fig. 1 (:func:`take_figure`): score, drums' offsets, partner, in ms.
 
-
-def plot_takes_fig2(takes, path, *, labels=None) -> Path:
-    """PNG of several takes as paper Fig. 2: moving average (6 hits) of diff, one line per take.
-
-    The first take is the baseline (the pretrained agent): thick, light
-    grey. Takes are placed by the notated position of their rows, so takes
-    of different lengths (grown or cut short) line up. The legend gives each
-    take's σ(diff) over its drum hits with a partner onset.
-
-    Parameters
-    ----------
-    takes : sequence of rolypoly.take.Take (or take paths), in take order
-    path : the PNG to write
-    labels : one per take (default "take 0", "take 1", …)
+    Silent rows (the off-beat partner rows a grown score holds) get orange
+    dotted lines and hollow orange stems; the drum plays nothing there.
 
     Examples
     --------
-    >>> plot_takes_fig2([take0, take1, take2], "takes.png")   # doctest: +SKIP
-    PosixPath('takes.png')
+    >>> plot_take_fig1("sessions/song/takes/000", "take_000.png")   # doctest: +SKIP
+    PosixPath('take_000.png')
+    """
+    return save(take_figure(take, title=title, ylim=ylim, meters=meters), path)
+
+
+def _wrap(text: str, width: int = 110) -> str:
+    """A long title on two lines, broken at the last '; ' or ': ' that fits."""
+    if len(text) <= width:
+        return text
+    for sep in ("; ", ": ", ", "):
+        k = text.rfind(sep, 0, width)
+        if k > 0:
+            return text[:k + len(sep)].rstrip() + "\n" + text[k + len(sep):]
+    return text
+
+
+def _legend(ax) -> None:
+    """The legend under the axes, where it hides no hit."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=2, frameon=False)
+
+
+def takes_figure(takes, *, labels=None, meters: dict | None = None):
+    """Paper Fig. 2 as a figure: moving average (6 hits) of the partner against the drums, one line per take.
+
+    See :func:`plot_takes_fig2`.
     """
     takes = [_as_take(t) for t in takes]
     labels = list(labels) if labels is not None else [f"take {i}" for i in range(len(takes))]
     if len(labels) != len(takes):
         raise ValueError(f"{len(labels)} labels for {len(takes)} takes")
     hits_list = [take_hits(t) for t in takes]
-    fig, ax = figure(figsize=(_width(hits_list), 4.5))
+    fig, ax = figure()
     _bar_axis(ax, hits_list)
     cmap = colormap("viridis")
     for i, (h, label) in enumerate(zip(hits_list, labels)):
         x, ma = offset_curve(h)
         sigma = diff_sigma_ms(h)
         label += "" if takes[i].complete else " (cut short)"
-        label += f": σ {sigma:.1f} ms" if math.isfinite(sigma) else ": no partner onsets"
+        label += f": spread {sigma:.1f} ms" if math.isfinite(sigma) else ": partner not heard"
         if i == 0:
             style = dict(color="0.75", lw=4.0, zorder=2)
         else:
-            style = dict(color=cmap(0.85 * (i - 1) / max(1, len(takes) - 2)), lw=1.4, zorder=3)
+            style = dict(color=cmap(0.85 * (i - 1) / max(1, len(takes) - 2)), lw=1.6, zorder=3)
         ax.plot(x, ma, label=label, **style)
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_ylabel(f"diff, partner − drum (ms)\nmoving average of {PERIOD} hits")
+    ax.set_ylabel(f"partner against the drums, ms (+ partner late)\nmoving average of {PERIOD} hits")
+    _meter_marks(ax, hits_list, meters)
     score = (takes[0].header.score or "session") if takes else "session"
-    ax.set_title(f"{score}: drum–partner offset, {len(takes)} takes (σ over hits with a partner onset)",
-                 fontsize=10)
+    ax.set_title(f"{score}: the partner against the drums over {len(takes)} takes "
+                 "(spread over the hits where the partner was heard)", pad=22 if meters else 6)
     _legend(ax)
-    return save(fig, path)
+    return fig
+
+
+def plot_takes_fig2(takes, path, *, labels=None, meters: dict | None = None) -> Path:
+    """PNG of several takes as paper Fig. 2: moving average (6 hits) of diff, one line per take.
+
+    The first take is the baseline (the pretrained agent): thick, light
+    grey. Takes are placed by the notated position of their rows, so takes
+    of different lengths (grown or cut short) line up. The legend gives each
+    take's spread (σ of diff) over its drum hits with a partner onset.
+
+    Parameters
+    ----------
+    takes : sequence of rolypoly.take.Take (or take paths), in take order
+    path : the PNG to write
+    labels : one per take (default "take 0", "take 1", …)
+    meters : optional ``{bar: "6/8"}`` (:func:`bar_meters`)
+
+    Examples
+    --------
+    >>> plot_takes_fig2([take0, take1, take2], "takes.png")   # doctest: +SKIP
+    PosixPath('takes.png')
+    """
+    return save(takes_figure(takes, labels=labels, meters=meters), path)
 
 
 # ----------------------------------------------------------------------------- a session
@@ -409,6 +502,55 @@ def session_takes(folder) -> list[tuple[int, Take]]:
     return out
 
 
+def session_meters(folder) -> dict[int, str] | None:
+    """The meters of a session's score by bar (:func:`bar_meters`), None when it has no readable score.mid."""
+    from .score import load_score
+
+    path = Path(folder) / "score.mid"
+    if not path.is_file():
+        return None
+    try:
+        return bar_meters(load_score(path))
+    except RolypolyError:
+        return None
+
+
+def session_ylim(folder) -> tuple[float, float]:
+    """The y scale (ms) every take of a session is drawn on (:func:`shared_ylim` of its readable takes)."""
+    return shared_ylim([take_hits(t) for _, t in session_takes(folder)])
+
+
+def session_figures(session_folder) -> list[tuple[str, object]]:
+    """A session's figures, named: ``take_NNN.png`` per take (Fig. 1), then ``takes.png`` (Fig. 2).
+
+    Every take is drawn on the same y scale (:func:`shared_ylim`), and
+    bars are counted from 1 with the meters as written when the session's
+    score is there.
+
+    Raises
+    ------
+    RolypolyError
+        When the session has no take that can be read.
+    """
+    folder = Path(session_folder)
+    takes = session_takes(folder)
+    meters = session_meters(folder)
+    hits = {k: take_hits(t) for k, t in takes}
+    ylim = shared_ylim(list(hits.values()))
+    out, labels = [], []
+    for k, take in takes:
+        h = hits[k]
+        if h.skipped:
+            _warn(f"take {k:03d}: {h.skipped} unusable rows left out of the plots")
+        out.append((f"take_{k:03d}.png", take_figure(take, title=f"take {k} · {take_summary(take, h)}",
+                                                     ylim=ylim, meters=meters)))
+        version = take.header.model_version
+        labels.append(f"take {k}" + (f", model version {version}" if version is not None else "")
+                      + (" (first)" if not labels else ""))
+    out.append(("takes.png", takes_figure([t for _, t in takes], labels=labels, meters=meters)))
+    return out
+
+
 def plot_session(session_folder, out_dir=None) -> list[Path]:
     """Write a session's plots: ``take_NNN.png`` per take (Fig. 1) and ``takes.png`` (Fig. 2).
 
@@ -432,17 +574,5 @@ def plot_session(session_folder, out_dir=None) -> list[Path]:
     ['take_000.png', 'take_001.png', 'takes.png']
     """
     folder = Path(session_folder)
-    takes = session_takes(folder)
     out = Path(out_dir) if out_dir is not None else folder / PLOTS
-    paths, labels = [], []
-    for k, take in takes:
-        h = take_hits(take)
-        if h.skipped:
-            _warn(f"take {k:03d}: {h.skipped} unusable rows left out of the plots")
-        paths.append(plot_take_fig1(take, out / f"take_{k:03d}.png",
-                                    title=f"take {k:03d} · {take_summary(take, h)}"))
-        version = take.header.model_version
-        labels.append(f"take {k:03d}" + (f", model v{version}" if version is not None else "")
-                      + (" (baseline)" if not labels else ""))
-    paths.append(plot_takes_fig2([t for _, t in takes], out / "takes.png", labels=labels))
-    return paths
+    return [save(fig, out / name) for name, fig in session_figures(folder)]

@@ -354,6 +354,9 @@ def render_hits(events: Iterable, sample_rate: int, length: int, kit: DrumKit | 
     length = int(length)
     if length < 0:
         raise ValueError(f"length must be >= 0 samples, got {length}")
+    from .limits import MAX_MIX_SECONDS, check_seconds
+
+    check_seconds(length / sample_rate, "drum mix", limit=MAX_MIX_SECONDS, what="would last")
     if kit is None:
         kit = DrumKit(sample_rate)
     elif kit.sample_rate != int(sample_rate):

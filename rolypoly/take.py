@@ -364,6 +364,9 @@ def read_take(path) -> Take:
         path = path / TAKE_FILE
     if not path.is_file():
         raise TakeError(f"{path}: no such take")
+    from .limits import MAX_TAKE_BYTES, check_file_size
+
+    check_file_size(path, MAX_TAKE_BYTES, "take file", error=TakeError)
     header, records, end, dropped, problems = None, [], None, 0, []
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -469,10 +472,10 @@ def validate_take(take: Take, score_hash: str, n_rows: int) -> TakeCheck:
     ended_badly = end is None or end.error is not None
     how = "no closing line" if end is None else f"ended with an error: {end.error}"
     if ended_badly and len(rows) < n_rows:
-        last_bar = int(rows[-1]["bar"])
+        last_bar = int(rows[-1]["bar"])   # from 0 in the take; said from 1, as musicians count bars
         kept = rows[rows["bar"] != last_bar]
         reasons.append(f"take cut short ({how}): using its {len(kept)} rows of complete bars, "
-                       f"dropped the last, possibly partial bar {last_bar} ({len(rows) - len(kept)} rows)")
+                       f"dropped the last, possibly partial bar {last_bar + 1} ({len(rows) - len(kept)} rows)")
         rows = kept
         if not len(rows):
             return TakeCheck(rows, False, reasons + ["no complete bar left"])

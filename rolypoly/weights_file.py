@@ -19,7 +19,9 @@ def read_weights(path, *, missing_hint: str = "", framework: str = "pt") -> tupl
     Raises
     ------
     CheckpointError
-        One line naming the file: missing, not safetensors, or holding NaN/infinite values.
+        One line naming the file: missing, larger than
+        :data:`~rolypoly.limits.MAX_WEIGHTS_BYTES`, not safetensors, or
+        holding NaN/infinite values.
 
     Examples
     --------
@@ -30,9 +32,12 @@ def read_weights(path, *, missing_hint: str = "", framework: str = "pt") -> tupl
     """
     from safetensors import safe_open
 
+    from rolypoly.limits import MAX_WEIGHTS_BYTES, check_file_size
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such weights file{missing_hint}")
+    check_file_size(path, MAX_WEIGHTS_BYTES, "weights file", error=CheckpointError)
     try:
         with safe_open(path, framework=framework) as f:
             header = f.metadata() or {}

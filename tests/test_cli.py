@@ -17,11 +17,13 @@ from rolypoly.paths import DEMO_SCORE
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = ("rolypoly", "realtime", "pretrain", "lab")
 COMMANDS = ("demo", "play", "simulate", "serve",
-            "session new", "session pattern", "session list", "session revert", "session export", "finetune", "plot",
+            "session new", "session pattern", "session list", "session revert", "session export", "session run",
+            "finetune", "plot",
             "humanize", "groove humanize", "groove drumify", "groove infill", "groove transfer",
-            "pretrain timing", "pretrain groove", "pretrain onsets", "evaluate timing", "evaluate groove", "data gmd",
-            "devices", "onsets", "bench decide", "bench onsets", "bench finetune", "bench output", "bench service",
-            "experiment")
+            "pretrain timing", "pretrain groove", "pretrain continuation", "pretrain fill", "pretrain onsets",
+            "evaluate timing",
+            "evaluate groove", "data gmd", "devices", "calibrate", "onsets", "bench decide", "bench generate",
+            "bench onsets", "bench finetune", "bench output", "bench service", "bench soak", "experiment")
 
 
 def _subcommands(parser, path=()):

@@ -335,3 +335,68 @@ def test_format_devices_reports_unusable_midi():
         "jack": {"outputs": ["synth:in"], "inputs": [], "error": None}}})
     assert "MIDI alsa: no ALSA sequencer" in text
     assert "send to:     synth:in" in text and "listen to:   none" in text
+
+
+#: No JACK server for a subprocess of the test run (the session's test server is not the default one).
+NO_JACK = dict(os.environ, JACK_DEFAULT_SERVER="rolypoly-no-such-server", JACK_NO_START_SERVER="1")
+
+
+@pytest.fixture(scope="module")
+def bare_machine(tmp_path_factory):
+    """A 2-second loop and a silent partner, on a machine with no JACK, no sound card, no ALSA sequencer.
+
+    Skips where this machine has an audio device or an ALSA sequencer (the case cannot happen there).
+    """
+    from rolypoly.audio_io import write_wav
+    from rolypoly.lab.bench_output import bench_score
+    from rolypoly.score import write_midi
+
+    probe = subprocess.run([sys.executable, "-c", "import sounddevice as sd; print(len(sd.query_devices()))"],
+                           capture_output=True, text=True, env=NO_JACK)
+    if probe.returncode != 0 or probe.stdout.strip() != "0":
+        pytest.skip("this machine has audio devices (or no PortAudio): the bare-machine case cannot happen here")
+    if os.path.exists("/dev/snd/seq"):
+        pytest.skip("this machine has an ALSA sequencer: MIDI would play")
+    folder = tmp_path_factory.mktemp("bare")
+    write_midi(bench_score(2.0), folder / "loop.mid")
+    write_wav(folder / "partner.wav", np.zeros(48000, np.float32), 48000)
+    return folder
+
+
+def play_on_bare_machine(folder, *options, env=NO_JACK) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rolypoly.cli", "play", str(folder / "loop.mid"), "--quiet",
+                           "--session", str(folder / "s"), *options], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.mark.parametrize("options, says", [
+    # nothing can sound: start JACK, or --midi off
+    (["--partner-file", "partner.wav"],
+     r"^rolypoly: nothing here can sound the drums \(no JACK server, no audio output device, no MIDI output "
+     r"available: .*\): start JACK and run again \(jackd -d alsa -r 48000 -p 64 &; .*jackd -d dummy -r 48000 "
+     r"-p 64 &\), or add --midi off to play the take and hear the drums afterwards, in mix.wav$"),
+    (["--partner-file", "partner.wav", "--drums", "midi"], r"^rolypoly: nothing here can sound the drums .*--midi off"),
+    # a live partner with no input: start JACK, or play with a recording
+    ([], r"^rolypoly: no audio input to hear the partner on \(no JACK server, no input device\): start JACK "
+         r"and run again .*, or play with a recording: --partner-file FILE$"),
+])
+def test_play_on_a_machine_with_nothing_says_what_to_do_in_one_line(bare_machine, options, says):
+    """No JACK server and no sound card: one line, exit status 2, before anything slow is made."""
+    import re
+
+    options = [str(bare_machine / o) if o.endswith(".wav") else o for o in options]
+    res = play_on_bare_machine(bare_machine, *options, env=dict(NO_JACK, PYTHONPROFILEIMPORTTIME="1"))
+    assert res.returncode == 2, res.stderr
+    imports = [ln.rsplit("|", 1)[-1].strip() for ln in res.stderr.splitlines() if ln.startswith("import time:")]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("import time:")]
+    assert len(lines) == 1, lines
+    assert re.match(says, lines[0]), lines[0]
+    assert "torch" not in imports    # said at once: before the agent (seconds of imports) is loaded
+
+
+def test_play_with_midi_off_on_a_machine_with_nothing_plays_the_take(bare_machine):
+    """What the one line offers works: --midi off plays the take, and says the drums are in mix.wav only."""
+    res = play_on_bare_machine(bare_machine, "--partner-file", str(bare_machine / "partner.wav"), "--midi", "off")
+    assert res.returncode == 0, res.stderr
+    assert "the drums sound only afterwards, in mix.wav" in res.stderr
+    assert "take written to" in res.stdout and (bare_machine / "s" / "takes" / "000" / "mix.wav").is_file()

@@ -220,7 +220,7 @@ def test_cli_session_commands(tmp_path, song, capsys):
     _take(folder, song, offset_ms=12, jitter_ms=3)
     assert main(["finetune", str(folder), "--no-dataset", "--epochs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "accepted" in out and "wrote model version 1" in out
+    assert "take 0 → model version 1: accepted" in out
     assert main(["session", "list", str(folder), "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing["current"] == 1 and [v["version"] for v in listing["versions"]] == [0, 1]

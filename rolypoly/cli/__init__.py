@@ -11,7 +11,7 @@ module             commands
 =================  ===========================================================
 ``demo``           demo
 ``live``           play, simulate, serve
-``sessions``       session new|pattern|list|revert|export, finetune, plot
+``sessions``       session new|pattern|list|revert|export|run, finetune, plot
 ``groove``         humanize, groove humanize|drumify|infill|transfer
 ``training``       pretrain timing|groove, evaluate timing|groove, data gmd
 ``devices``        devices, onsets
@@ -58,8 +58,12 @@ def main(argv=None) -> int:
     except RolypolyError as e:
         print(f"rolypoly: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file the system refuses (a name too long, no space left): name it
+        if isinstance(e, BrokenPipeError):
+            return 0
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"rolypoly: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("rolypoly: stopped", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0

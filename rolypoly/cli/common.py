@@ -107,12 +107,12 @@ def print_report(report: dict, json_out=None) -> None:
         Path(json_out).write_text(text + "\n")
 
 
-def print_take(summary: dict) -> None:
+def print_take(summary: dict, indent: str = "") -> None:
     """What a take left behind: its folder, figures and files (problems as warnings)."""
-    print(f"take written to {summary['take_dir']}: {summary['rows']} hits, "
+    print(f"{indent}take written to {summary['take_dir']}: {summary['rows']} hits, "
           f"partner heard on {summary['hits_with_partner']}, deadline misses {summary['misses']}, "
           f"xruns {summary['xruns']}")
-    for key in ("drums", "partner", "mix", "plot"):
+    for key in ("drums", "partner", "mix", "plot", "heard"):
         if key in summary:
-            print(f"  {key:8s} {summary[key]}")
+            print(f"{indent}  {key:8s} {summary[key]}")
     print_warnings(summary.get("problems", []))

@@ -1,6 +1,8 @@
 """``rolypoly demo``: the bundled score humanized, then played with the bundled bass recording."""
 from __future__ import annotations
 
+import sys
+
 from .common import print_take
 
 
@@ -12,8 +14,16 @@ def add_parser(sub) -> None:
 
 
 def run_demo(args) -> int:
+    from pathlib import Path
+
     from rolypoly.demo import run_demo as humanize_demo
-    from rolypoly.realtime.demo import DEMO_PARTNER, run_duet_demo
+    from rolypoly.realtime.demo import DEMO_PARTNER, SESSION, run_duet_demo
+    from rolypoly.realtime.display import ProgressLines
+    from rolypoly.report import early_late
+    from rolypoly.score import load_score
+    from rolypoly.session import Session
+
+    from .sessions import print_learning
 
     r = humanize_demo(args.out)
     print(f"demo score: {r['score']} ({r['rows']} rows: 4/4 at 96 bpm, 6/8, 4/4 at 78 bpm)")
@@ -21,13 +31,30 @@ def run_demo(args) -> int:
     for kind, path in r["midi"].items():
         print(f"  {kind:8s} humanized MIDI: {path}")
     print(f"  offsets plot: {r['plot']}")
-    print(f"2. duet with a bass recording ({DEMO_PARTNER.name}), LSTM agent:")
-    for how, summary in run_duet_demo(args.out, realtime=not args.no_realtime).items():
+    print(f"2. duet with a bass recording ({DEMO_PARTNER.name}), LSTM agent:", flush=True)
+    # The real-time take is followed bar by bar (a line every few bars); the simulated ones take seconds.
+    follow = ProgressLines(enabled=False, stream=sys.stdout, indent="    ")
+    score = load_score(r["score"])
+    length = f"{score.n_bars} bars, about {score.onset_s[-1] + score.duration_ms[-1] / 1000:.0f} s"
+
+    def on_step(how, result):
+        nonlocal follow
+        if result is None:     # the second take is about to start
+            follow = ProgressLines(enabled=how == "real time", stream=sys.stdout, indent="    ")
+            print(f"  {how}, model version 1" + (f": {length}" if how == "real time" else ""), flush=True)
+            return
         if how == "finetune":
-            print(f"  between the takes, fine-tuning on take {summary['take']}: {summary['reason']}; "
-                  f"the next take plays model version {summary['current']}")
-            continue
-        print(f"  {how} (model version {summary.get('model_version')}), "
-              f"drum-partner offset {summary.get('diff_ms_mean')} ± {summary.get('diff_ms_std')} ms: ", end="")
-        print_take(summary)
+            print("  between the takes, learning from take 0:")
+            print_learning(Session(Path(args.out) / SESSION), result, indent="    ")
+            return
+        follow.close()
+        mean, spread = result.get("diff_ms_mean"), result.get("diff_ms_std")
+        against = ("partner not heard" if mean is None else
+                   f"drums {early_late(-mean)} against the partner, spread {spread:.1f} ms")
+        print(f"  {how} (model version {result.get('model_version')}): {against}")
+        print_take(result, indent="    ")
+        sys.stdout.flush()
+
+    run_duet_demo(args.out, realtime=not args.no_realtime, on_step=on_step,
+                  on_engine=lambda engine: follow.watch(engine))
     return 0

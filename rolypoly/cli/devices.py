@@ -1,4 +1,4 @@
-"""``rolypoly devices`` and ``rolypoly onsets``: what the machine offers, what the onset detector hears."""
+"""``rolypoly devices``, ``calibrate`` and ``onsets``: what the machine offers, how late it is, what the onset detector hears."""
 from __future__ import annotations
 
 import json
@@ -18,6 +18,18 @@ def add_parser(sub) -> None:
 
     d = sub.add_parser("devices", help="list audio devices and MIDI ports")
     d.set_defaults(run=run_devices)
+
+    c = sub.add_parser("calibrate", help="measure how late the drums come back to the partner input (JACK)",
+                       description="Plays clicks from the drum output and listens on the partner input (a loopback "
+                                   "cable, or a microphone near the speaker); stores the latency beyond JACK's own "
+                                   "figures, and the drums' bleed into the input, for these ports.")
+    c.add_argument("--playback", action="append", metavar="PORT",
+                   help="JACK port the clicks go to (default: the first physical playback port; repeat for more)")
+    c.add_argument("--capture", metavar="PORT", help="JACK port they come back on (default: the first physical capture port)")
+    c.add_argument("--clicks", type=int, default=8, help="how many clicks (default 8)")
+    c.add_argument("--json", dest="json_out", metavar="OUT", help="also write the result here")
+    c.add_argument("--no-save", action="store_true", help="measure only; keep the stored calibration as it is")
+    c.set_defaults(run=run_calibrate)
 
     o = sub.add_parser("onsets", help="run the live onset detector over a recording, or calibrate it to a player")
     o.add_argument("input", nargs="?", help="WAV or FLAC file")
@@ -43,6 +55,32 @@ def run_devices(args) -> int:
     return 0
 
 
+def run_calibrate(args) -> int:
+    from rolypoly.errors import RolypolyError
+    from rolypoly.realtime import calibrate, jack
+
+    if not jack.server_running():
+        raise RolypolyError(f"rolypoly calibrate needs a running JACK server ({jack.server_name()!r} is not "
+                            "running): start one on the audio interface, e.g. jackd -d alsa -d hw:0")
+    if args.clicks < 1:
+        raise RolypolyError(f"--clicks {args.clicks}: at least one click")
+    result = calibrate.calibrate_jack(playback=args.playback, capture=args.capture, clicks=args.clicks)
+    print(f"round trip {result['playback'][0]} -> {result['capture']}: {result['round_trip_ms']:.3f} ms "
+          f"({result['round_trip_frames']:.1f} frames at {result['rate']} Hz; {result['clicks']} of "
+          f"{result['sent']} clicks, spread {result['spread_ms']:.3f} ms)")
+    print(f"  JACK reports {result['reported_playback_frames']} + {result['reported_capture_frames']} frames; "
+          f"beyond that {result['extra_frames']:.1f} frames: output {result['output_latency_ms']:.3f} ms, "
+          f"input {result['input_latency_ms']:.3f} ms (split in half)")
+    if not args.no_save:
+        key = calibrate.save(result)
+        print(f"  stored as {key} in {calibrate.calibration_file()}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"wrote {args.json_out}")
+    return 0
+
+
 def _session(args):
     from .common import session_folder
 
@@ -54,7 +92,7 @@ def run_onsets(args) -> int:
     from rolypoly.onsets import detect_file, session_settings
 
     if args.calibrate:
-        return run_calibrate(args)
+        return run_onset_calibration(args)
     if args.input is None:
         raise RolypolyError("onsets: give a recording (WAV or FLAC), or --calibrate")
     settings = session_settings(_session(args), args.instrument)
@@ -71,7 +109,7 @@ def run_onsets(args) -> int:
     return 0
 
 
-def run_calibrate(args) -> int:
+def run_onset_calibration(args) -> int:
     """``rolypoly onsets --calibrate``: threshold and gate from the partner playing alone, kept in the session."""
     from rolypoly.audio_io import load_audio
     from rolypoly.onsets import calibrate

@@ -1,4 +1,4 @@
-"""``rolypoly bench decide|onsets|finetune|output|service`` and ``rolypoly experiment``: the lab's measurements.
+"""``rolypoly bench decide|generate|onsets|finetune|output|service|soak`` and ``rolypoly experiment``: the lab's measurements.
 
 Each prints its JSON report (and writes it with ``--json OUT``); the README's
 figures come from these commands.
@@ -22,6 +22,13 @@ def add_parser(sub) -> None:
     add_json_out(d)
     d.add_argument("--steps", type=int, default=5000, help="timed decisions per agent (>= 2000)")
     d.set_defaults(run=run_bench_decide)
+
+    g = what.add_parser("generate", help="time to write the next bar and a fill (live generation), one thread")
+    add_json_out(g)
+    g.add_argument("--calls", type=int, default=1000, help="timed calls per model (default 1000)")
+    g.add_argument("--continuation", metavar="WEIGHTS", help="continuation weights (default: shipped)")
+    g.add_argument("--fill", metavar="WEIGHTS", help="fill weights (default: shipped)")
+    g.set_defaults(run=run_bench_generate)
 
     o = what.add_parser("onsets", help="onset F1, latency and live cost of the detector vs aubio (48 kHz)")
     add_json_out(o)
@@ -47,6 +54,10 @@ def add_parser(sub) -> None:
     t.add_argument("--rate", type=int, default=48000, metavar="HZ", help="sample rate of a JACK server started here")
     t.add_argument("--partner", choices=("clicks", "live"), default="clicks",
                    help="clicks from a file (default), or the live JACK input (silent on the dummy backend)")
+    t.add_argument("--drums", choices=("audio", "midi", "rtmidi"), default="midi",
+                   help="the sampled kit on a JACK audio port (found in a capture by its samples), MIDI written "
+                        "on its frames (default), or python-rtmidi's JACK MIDI (every event at the next cycle)")
+    t.add_argument("--kit", metavar="FILE.sf2|DIR", help="drum kit of --drums audio (default: the installed GM soundfont)")
     t.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     t.set_defaults(run=run_bench_output)
 
@@ -56,6 +67,17 @@ def add_parser(sub) -> None:
     s.add_argument("--large-bars", type=int, default=2000, help="bars of the large score loaded mid-take")
     s.add_argument("-v", "--verbose", action="store_true", help="one line per take on stderr")
     s.set_defaults(run=run_bench_service)
+
+    k = what.add_parser("soak", help="a long real-clock take on JACK through the service, with a virtual partner and "
+                                     "control traffic: memory growth, misses, lateness, drift")
+    add_json_out(k)
+    k.add_argument("--minutes", type=float, default=30.0, help="length of the take (default 30)")
+    k.add_argument("--control-every", type=float, default=3.0, metavar="S",
+                   help="seconds between control messages (default 3)")
+    k.add_argument("--sample-every", type=float, default=10.0, metavar="S",
+                   help="seconds between memory and CPU samples (default 10)")
+    k.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    k.set_defaults(run=run_bench_soak)
 
     e = sub.add_parser("experiment", help="the paper's between-take experiments on the simulated clock")
     e.add_argument("name", choices=EXPERIMENTS)
@@ -74,6 +96,13 @@ def run_bench_decide(args) -> int:
     from rolypoly.lab.bench_decide import run
 
     print_report(run(args.json_out, steps=args.steps))
+    return 0
+
+
+def run_bench_generate(args) -> int:
+    from rolypoly.lab.bench_generate import run
+
+    print_report(run(args.json_out, calls=max(1, args.calls), continuation=args.continuation, fill=args.fill))
     return 0
 
 
@@ -96,7 +125,7 @@ def run_bench_output(args) -> int:
     from rolypoly.lab.bench_output import run
 
     print_report(run(args.json_out, minutes=0.1 if args.quick else args.minutes, period=args.period,
-                     rate=args.rate, partner=args.partner, verbose=args.verbose))
+                     rate=args.rate, partner=args.partner, verbose=args.verbose, drums=args.drums, kit=args.kit))
     return 0
 
 
@@ -109,6 +138,17 @@ def run_bench_service(args) -> int:
     print_report(run(args.json_out, repeats=args.repeats, large_bars=args.large_bars,
                      progress=progress if args.verbose else None))
     return 0
+
+def run_bench_soak(args) -> int:
+    from rolypoly.errors import RolypolyError
+    from rolypoly.lab.bench_soak import run
+
+    if not (args.minutes > 0 and args.control_every > 0 and args.sample_every > 0):
+        raise RolypolyError("bench soak: --minutes, --control-every and --sample-every must be above 0")
+    report = run(args.json_out, minutes=args.minutes, control_s=args.control_every, sample_s=args.sample_every,
+                 verbose=args.verbose)
+    print_report(report)
+    return 0 if report["targets"]["all_met"] else 1
 
 
 def run_experiment(args) -> int:

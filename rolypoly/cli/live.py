@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rolypoly import AGENT_KINDS
 
-from .common import add_agent, add_gmd, add_sessions, print_take, session_folder
+from .common import add_agent, add_gmd, add_sessions, print_take, print_warnings, session_folder
 from .devices import add_instrument
 
 #: Addresses that only this machine can reach: serving on any other warns.
@@ -27,6 +27,15 @@ def add_parser(sub) -> None:
             p.add_argument("--sample-rate", type=int, default=48000)
             p.add_argument("--block", type=int, default=64, help="audio block size in frames")
             p.add_argument("--quiet", action="store_true", help="no live display")
+            p.add_argument("--drums", choices=("audio", "midi", "both"), default="both",
+                           help="the sampled kit through the audio output, MIDI, or both (default; with no audio "
+                                "output: MIDI only)")
+            p.add_argument("--midi-latency-ms", type=float, default=0.0, metavar="MS",
+                           help="an external synth's latency: the drums' MIDI leaves this much earlier (default 0)")
+            p.add_argument("--clock-in", metavar="PORT",
+                           help="follow this MIDI clock: the take starts on its next bar, at its tempo")
+            p.add_argument("--no-calibration", action="store_true",
+                           help="ignore the stored calibration (rolypoly calibrate) of the audio ports")
         else:
             p.add_argument("--partner-file", metavar="FILE", required=True, help="WAV/FLAC recording of the partner")
         p.add_argument("--session", metavar="DIR",
@@ -34,14 +43,12 @@ def add_parser(sub) -> None:
         add_sessions(p)
         add_agent(p, help="agent kind of a new session (default lstm); a session keeps its own")
         p.add_argument("--weights", help="agent weights (.safetensors); default: the shipped ones")
-        p.add_argument("--window", type=float, default=3.0, help="partner window: hit ± duration / WINDOW")
-        p.add_argument("--budget-ms", type=float, default=10.0, help="decide this long before a hit may sound")
-        p.add_argument("--partner-offset", type=float, default=0.0,
-                       help="seconds into the partner recording where the score starts")
-        p.add_argument("--midi", default="virtual" if name == "play" else "off",
-                       help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
-        p.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
+        add_take_options(p, midi="virtual" if name == "play" else "off")
         add_instrument(p, default="the session's calibration, else auto")
+        p.add_argument("--kit", metavar="FILE.sf2|DIR",
+                       help="the drum kit heard live and in mix.wav: a soundfont's drum kit (.sf2/.sf3), a folder "
+                            "of samples (kick.wav, snare_40.wav, 42.wav ...) or 'synth' (default: the installed "
+                            "General MIDI soundfont, else the built-in synthesizer)")
         p.set_defaults(run=run_play if name == "play" else run_simulate)
 
     p = sub.add_parser("serve", help="a long-lived service controlled over OSC (load, play, stop, tempo...)")
@@ -65,6 +72,14 @@ def add_partner_midi(parser) -> None:
     parser.add_argument("--partner-midi", metavar="PORT",
                         help="a partner playing MIDI (keyboard, e-drums, MIDI guitar): their output port, exact "
                              "name or a unique part; alone, or with the audio partner")
+def add_take_options(p, midi: str) -> None:
+    """The engine's knobs and the outputs of a take (``play``, ``simulate``, ``session run``)."""
+    p.add_argument("--window", type=float, default=3.0, help="partner window: hit ± duration / WINDOW")
+    p.add_argument("--budget-ms", type=float, default=10.0, help="decide this long before a hit may sound")
+    p.add_argument("--partner-offset", type=float, default=0.0,
+                   help="seconds into the partner recording where the score starts")
+    p.add_argument("--midi", default=midi, help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
+    p.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
 
 
 def host_port(text: str, option: str, default_host: str | None = None) -> tuple[str, int]:
@@ -91,17 +106,18 @@ def _engine_settings(args):
                           partner_offset_s=args.partner_offset)
 
 
-def _outputs(args):
-    midi = osc = None
-    if args.midi != "off":
+def _outputs(args, midi: bool = True):
+    """The rtmidi output (``--midi``; not for play, whose rig has its own) and OSC (``--osc``)."""
+    midi_out = osc = None
+    if midi and args.midi != "off":
         from rolypoly.realtime.midi_out import MidiOut
 
-        midi = MidiOut(existing=None if args.midi == "virtual" else args.midi)
+        midi_out = MidiOut(existing=None if args.midi == "virtual" else args.midi)
     if args.osc:
         from rolypoly.realtime.osc_out import OscOut
 
         osc = OscOut(*host_port(args.osc, "--osc", default_host="127.0.0.1"))
-    return midi, osc
+    return midi_out, osc
 
 
 def _session(args):
@@ -129,17 +145,18 @@ def partner_source(args):
     from rolypoly.onsets import session_settings
     from rolypoly.realtime.sources import FileSource, LiveSource
 
-    detector = session_settings(_take_session(args), args.instrument)
+    partner_midi = getattr(args, "partner_midi", None)          # (a session run has no MIDI partner)
+    detector = session_settings(_take_session(args), getattr(args, "instrument", None))
     sources = []
     if args.partner_file:
         sources.append(FileSource(args.partner_file, detector=detector))
-    elif args.partner_device is not None or not args.partner_midi:
+    elif args.partner_device is not None or not partner_midi:
         sources.append(LiveSource(args.partner_device, channel=args.channel - 1, sample_rate=args.sample_rate,
                                   block=args.block, detector=detector))
-    if args.partner_midi:
-        from rolypoly.realtime.midi_in import CombinedSource, MidiSource
+    if partner_midi:
+        from rolypoly.realtime.midi_partner import CombinedSource, MidiSource
 
-        sources.append(MidiSource(args.partner_midi))
+        sources.append(MidiSource(partner_midi))
     return sources[0] if len(sources) == 1 else CombinedSource(*sources)
 
 
@@ -149,33 +166,69 @@ def run_simulate(args) -> int:
     from rolypoly.realtime.duet import play_take
     from rolypoly.realtime.sources import FileSource
 
+    kit = None
+    if args.kit is not None:
+        from rolypoly.kit import load_kit
+
+        kit = load_kit(args.kit)
+        print_warnings(kit.notes)
     midi, osc = _outputs(args)
-    source = FileSource(args.partner_file, detector=session_settings(_take_session(args), args.instrument))
-    summary = play_take(args.score, source, SimClock(), session=_session(args),
-                        agent=args.agent, weights=args.weights, settings=_engine_settings(args),
-                        midi=midi, osc=osc)
+    try:
+        source = FileSource(args.partner_file, detector=session_settings(_take_session(args), args.instrument))
+        summary = play_take(args.score, source, SimClock(), session=_session(args),
+                            agent=args.agent, weights=args.weights, settings=_engine_settings(args),
+                            midi=midi, osc=osc, kit=kit)
+    finally:
+        if midi is not None:
+            midi.close()
     print_take(summary)
     return 0
 
 
 def run_play(args) -> int:
-    from rolypoly.realtime.clock import RealClock
-    from rolypoly.realtime.display import LiveDisplay
-    from rolypoly.realtime.duet import play_take
+    from rolypoly.onsets import session_settings
+    from rolypoly.realtime.clock import RealClock, steady_interpreter
+    from rolypoly.realtime.rig import open_rig
 
-    source = partner_source(args)
-    midi, osc = _outputs(args)
-    display = LiveDisplay(enabled=not args.quiet)
+    clock = RealClock()
+    _, osc = _outputs(args, midi=False)
+    # What this machine allows: a JACK client for everything, else PortAudio and rtmidi (realtime/rig.py);
+    # opened before the agent (torch) is imported, so that "nothing can sound here" comes at once.
+    rig = open_rig(partner_device=args.partner_device, partner_file=args.partner_file, channel=args.channel - 1,
+                   sample_rate=args.sample_rate, block=args.block, drums=args.drums, kit=args.kit, midi=args.midi,
+                   midi_latency_ms=args.midi_latency_ms, clock_in=args.clock_in,
+                   calibration=not args.no_calibration, clock=clock,
+                   detector=session_settings(_take_session(args), args.instrument))
+    source = rig.source
+    display = None
     try:
-        summary = play_take(args.score, source, RealClock(), session=_session(args), agent=args.agent,
-                            weights=args.weights, settings=_engine_settings(args), midi=midi, osc=osc,
-                            on_engine=display.watch)
+        from rolypoly.realtime.display import take_display
+        from rolypoly.realtime.duet import play_take
+
+        if args.partner_midi:                 # a MIDI partner beside the audio one
+            from rolypoly.realtime.midi_partner import CombinedSource, MidiSource
+
+            source = CombinedSource(rig.source, MidiSource(args.partner_midi))
+            rig._closers.append(source.close)
+        print_warnings(rig.notes)
+        for line in rig.describe:
+            print(line, file=sys.stderr)
+        tempo = start_at = None
+        if args.clock_in is not None:
+            tempo = rig.wait_for_clock()
+            start_at = rig.bar_start
+            print(f"following the MIDI clock at {tempo:.2f} bpm, from its next bar", file=sys.stderr)
+        display = take_display(quiet=args.quiet)
+        with steady_interpreter():
+            summary = play_take(args.score, source, clock, session=_session(args), agent=args.agent,
+                                weights=args.weights, settings=_engine_settings(args), midi=rig.midi, osc=osc,
+                                on_engine=display.watch, drums=rig.drums, kit=rig.kit, tempo_bpm=tempo,
+                                start_at=start_at, midi_early_s=rig.midi_early_s)
+        summary["problems"] = summary.get("problems", []) + rig.problems(clock.now())
     finally:
-        display.close()
-        if midi is not None:
-            midi.close()
-        if hasattr(source, "close"):
-            source.close()
+        if display is not None:
+            display.close()
+        rig.close()
     print_take(summary)
     return 0
 

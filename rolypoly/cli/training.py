@@ -1,6 +1,6 @@
-"""``rolypoly pretrain timing|groove|onsets``, ``evaluate timing|groove`` and ``data gmd``: training the models.
+"""``rolypoly pretrain timing|groove|continuation|fill|onsets``, ``evaluate timing|groove`` and ``data gmd``: training the models.
 
-Timing and groove models learn from the Groove MIDI Dataset; the onset
+Timing, groove and bar models learn from the Groove MIDI Dataset; the onset
 network from partner takes rendered from soundfonts.
 
 ``pretrain`` writes where ``--out`` says, by default
@@ -57,6 +57,17 @@ def add_parser(sub) -> None:
     o.add_argument("--workers", type=int, default=2, help="processes rendering the takes (default 2)")
     o.add_argument("--quiet", action="store_true", help="no progress output")
     o.set_defaults(run=run_pretrain_onsets)
+
+    for kind, text in (("continuation", "the next bar from the drums' last bars, the partner's rhythm and a style"),
+                       ("fill", "a fill bar from the groove bar it leaves (GMD fill takes)")):
+        c = what.add_parser(kind, help=f"train the bar generator of live generation: {text}")
+        _add_training(c, epochs=100, writes="the weights and their metrics JSON")
+        c.add_argument("--minutes", type=float, default=15.0,
+                       help="wall-clock budget of the training loop (default 15; never over 30)")
+        c.add_argument("--refigure", metavar="WEIGHTS",
+                       help="do not train: measure these trained weights again (offset spread, pocket, held-out "
+                            "figures) and rewrite them and their JSON")
+        c.set_defaults(run=run_pretrain_bars, kind=kind)
 
     ev = sub.add_parser("evaluate", help="measure models against the papers' tables")
     what = ev.add_subparsers(dest="what", metavar="WHAT", required=True)
@@ -160,6 +171,28 @@ def run_pretrain_onsets(args) -> int:
     print(json.dumps({"out": str(out), "threshold": v["best_threshold"], "validation_f1": best["f1"],
                       "latency_median_ms": best["latency_median_ms"],
                       "train_seconds": meta["training"]["train_seconds"]}))
+    return 0
+
+
+def run_pretrain_bars(args) -> int:
+    """Train a bar generator, then print its held-out figures beside the baseline as one JSON line."""
+    from rolypoly.paths import weights_out_dir
+    from pathlib import Path
+
+    from rolypoly.pretrain.train_generate import MAX_EPOCHS, SEED, refigure, train
+
+    if args.refigure:
+        out = Path(args.refigure).parent
+        meta = refigure(args.kind, args.refigure, args.gmd)
+    else:
+        out = weights_out_dir(args.out)
+        meta = train(args.kind, args.gmd, out=out, minutes=args.minutes, epochs=args.epochs or MAX_EPOCHS,
+                     limit=args.limit, seed=SEED if args.seed is None else args.seed, progress=not args.quiet)
+    base = "baseline_repeat_last_bar" if args.kind == "continuation" else "baseline_groove_bar"
+    print(json.dumps({"model": args.kind, "out": str(out), "best_epoch": meta["best_epoch"],
+                      "stopped": meta["stopped"], "train_seconds": meta["train_seconds"],
+                      **{split: {k: meta[split][k] for k in ("model", base) if k in meta[split]}
+                         for split in ("validation", "test")}}))
     return 0
 
 

@@ -1,7 +1,7 @@
 """MIDI partners: note-ons from a second JACK client become the take's partner onsets.
 
 A JACK-Client "keyboardist" writes note-ons at planned frames; the engine
-plays a take on a RealClock with a :class:`~rolypoly.realtime.midi_in.MidiSource`
+plays a take on a RealClock with a :class:`~rolypoly.realtime.midi_partner.MidiSource`
 listening to it. The take's onsets must be the notes' own times (frame
 accurate), one per chord, and its diffs the partner's offset from the hits.
 Uses the session ``jack_server`` fixture; skips without jackd.
@@ -20,7 +20,7 @@ from rolypoly.errors import DeviceError  # noqa: E402
 from rolypoly.lab.bench_output import bench_score  # noqa: E402
 from rolypoly.realtime.clock import RealClock, SimClock  # noqa: E402
 from rolypoly.realtime.engine import Engine, EngineSettings  # noqa: E402
-from rolypoly.realtime.midi_in import CombinedSource, MidiSource  # noqa: E402
+from rolypoly.realtime.midi_partner import CombinedSource, MidiSource  # noqa: E402
 from rolypoly.realtime.sources import FileSource  # noqa: E402
 
 pytestmark = pytest.mark.jack
