@@ -35,7 +35,9 @@ code runs over a file and inside the audio callback):
    * the *fast trigger* (:class:`_Trigger`, rolypoly's original envelope
      detector on the listener's presence and air bands): fires within a hop
      of a clean attack (a pick, a hammer, a key) and places it
-     sample-exactly, tracing fast - slow envelope back to where it rose;
+     sample-exactly, tracing fast - slow envelope back to where it rose.
+     While the input clips (and :data:`CLIP_HOLD_MS` after) it is deaf:
+     every edge of a flattened wave is a burst in those bands;
    * the *network*: an onset when the probability rises through
      ``threshold`` while the signal is above the ``silence_db`` gate and
      ``min_ioi_ms`` has passed since the last onset (else it was that note),
