@@ -434,6 +434,10 @@ class VirtualPartner(FileSource):
                     f"zero, {near * 1000:.1f} ms from any score row: set the engine's partner_offset_s "
                     f"to the partner's ({self.partner_offset_s:g} s)")
 
+    def known_audio(self) -> None:
+        """None: the partner's notes are written as the take plays (give the engine ``partner_offset_s``)."""
+        return None
+
     def recording(self) -> np.ndarray:
         """The partner audio of the take (a copy: the buffer is reused by the next take)."""
         return super().recording().copy()

@@ -13,19 +13,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rolypoly.demo import DEMO_PARTNER, DEMO_SCORE, PARTNER_LEAD_S
+from rolypoly.demo import DEMO_PARTNER, DEMO_SCORE
 
 #: The demo's session, inside its output folder.
 SESSION = "demo-session"
 
+#: ``--quick`` plays this many bars of the demo score (the 4/4 groove before the 6/8 section).
+QUICK_BARS = 4
 
-def run_duet_demo(out_dir="demo-output", realtime: bool = True, *, on_step=None, on_engine=None) -> dict:
+
+def run_duet_demo(out_dir="demo-output", realtime: bool = True, quick: bool = False, *, on_step=None,
+                  on_engine=None, say=None) -> dict:
     """Play the demo duet on the simulated clock, learn from it, and play it again.
 
     A fresh session each run: take 0 on the simulated clock with the
     pretrained agent, a fine-tune on it (model version 1), then take 1 with
     the new version in real time (or on the simulated clock without
-    ``realtime``). Returns the take summaries and the fine-tune report.
+    ``realtime``). With ``quick``, both takes play the score's first
+    :data:`QUICK_BARS` bars on the simulated clock. The partner recording is
+    aligned to the score by itself (``say`` is told the offset found).
+    Returns the take summaries and the fine-tune report.
 
     Both takes' ``mix.wav`` sound with the sampled kit (the installed General
     MIDI soundfont's drum kit, else the built-in synthesizer); the real-time
@@ -40,6 +47,7 @@ def run_duet_demo(out_dir="demo-output", realtime: bool = True, *, on_step=None,
     """
     import shutil
 
+    from rolypoly.score import load_score, write_midi
     from rolypoly.session import Session
 
     from .clock import RealClock, SimClock
@@ -51,18 +59,25 @@ def run_duet_demo(out_dir="demo-output", realtime: bool = True, *, on_step=None,
     session = Path(out_dir) / SESSION
     if (session / "session.json").is_file():
         shutil.rmtree(session)  # the demo's own folder: every run starts from the pretrained agent
-    settings = EngineSettings(partner_offset_s=PARTNER_LEAD_S)
-    out = {"simulated": play_take(DEMO_SCORE, FileSource(DEMO_PARTNER), SimClock(), session=session,
-                                  settings=settings, on_engine=on_engine)}
+    score = DEMO_SCORE
+    if quick:
+        whole = load_score(DEMO_SCORE)
+        score = Path(out_dir) / "demo_score_quick.mid"
+        write_midi(whole.head(int((whole.bar < QUICK_BARS).sum())), score)
+        realtime = False
+    # No partner offset: the recording is aligned to the score by itself, as a user's would be.
+    out = {"simulated": play_take(score, FileSource(DEMO_PARTNER), SimClock(), session=session, say=say,
+                                  on_engine=on_engine)}
     step("simulated", out["simulated"])
     out["finetune"] = Session(session).finetune()
     step("finetune", out["finetune"])
     clock, how = (RealClock(), "real time") if realtime else (SimClock(), "simulated again")
     step(how, None)
+    settings = EngineSettings(partner_offset_s=out["simulated"]["partner_offset_s"])  # aligned once
     rig, heard = _live_rig(clock) if realtime else (None, None)
     try:
         source = rig.source if rig is not None else FileSource(DEMO_PARTNER)
-        out[how] = play_take(DEMO_SCORE, source, clock, session=session, settings=settings,
+        out[how] = play_take(score, source, clock, session=session, settings=settings,
                              drums=rig.drums if rig is not None else None, kit=rig.kit if rig is not None else None,
                              on_engine=on_engine)
     finally:

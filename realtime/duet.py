@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,13 @@ SETTING_RANGES = {
 def check_settings(settings: EngineSettings) -> EngineSettings:
     """``settings``, each a finite number in :data:`SETTING_RANGES`; else a RolypolyError naming it.
 
+    ``partner_offset_s`` may also be None: the take aligns a recording to the score by itself
+    (:func:`partner_offset`).
+
     >>> check_settings(EngineSettings(window_factor=2.5)).window_factor
     2.5
+    >>> check_settings(EngineSettings(partner_offset_s=None)).partner_offset_s is None
+    True
     >>> check_settings(EngineSettings(window_factor=1e39))
     Traceback (most recent call last):
     ...
@@ -53,6 +59,8 @@ def check_settings(settings: EngineSettings) -> EngineSettings:
     """
     for name, (lo, hi) in SETTING_RANGES.items():
         value = getattr(settings, name)
+        if value is None and name == "partner_offset_s":
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise RolypolyError(f"{name} must be a finite number, got {value!r}")
         left_open = name == "window_factor"
@@ -64,7 +72,7 @@ def check_settings(settings: EngineSettings) -> EngineSettings:
 def play_take(score_path, source, clock, *, session=None, agent: str | None = None, weights=None,
               settings: EngineSettings | None = None, tempo_bpm: float | None = None, midi=None,
               osc=None, on_engine=None, mix: bool = True, plot: bool = True, drums=None, kit=None,
-              start_at=None, midi_early_s: float = 0.0) -> dict:
+              start_at=None, midi_early_s: float = 0.0, say=None) -> dict:
     """Play one take and keep everything it leaves behind.
 
     Parameters
@@ -81,6 +89,8 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         (default: :func:`rolypoly.kit.load_kit`'s kit)
     start_at : optional callable(clock, score) -> engine time of the score's time zero (an incoming MIDI clock's bar)
     midi_early_s : rtmidi MIDI leaves this much early (an external synth's latency)
+    say : optional callable(line) told, before the take, the partner offset found when
+        ``settings.partner_offset_s`` is None and the partner is a recording
 
     Returns
     -------
@@ -93,6 +103,9 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     # The session's current model version (created from the pretrained agent on first use),
     # unless weights are given explicitly.
     model, version, warnings = sess.agent(agent, weights)
+    settings, found = partner_offset(score, source, settings)
+    if found is not None and say is not None:
+        say(found)
     played_hash = sess.remember_score(score)
     take_dir = sess.next_take_dir()
     header = TakeHeader(
@@ -133,7 +146,10 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
         "timing_error_ms_max": _r(np.nanmax(np.abs(result.played - result.intended)) * 1000)
         if played.any() else None,
         "problems": warnings + result.problems, "model_version": version,
+        # As played (aligned to 0.1 ms): the offset that places partner.wav in mix.wav, and that a next take reuses.
+        "partner_offset_s": round(float(settings.partner_offset_s or 0.0), 4),
     }
+    summary["problems"] += partner_seldom_heard(result, score, settings)
     figures = {k: v for k, v in summary.items() if k not in ("rows", "misses", "xruns", "stopped_early")}
     # Every onset heard, not only those in the hit windows: off-beat partner notes need them.
     end = TakeEnd(rows=summary["rows"], misses=result.misses, xruns=result.xruns,
@@ -178,6 +194,61 @@ def play_take(score_path, source, clock, *, session=None, agent: str | None = No
     summary["partner"] = str(take_dir / "partner.wav")
     summary["drums"] = str(take_dir / "drums.mid")
     return summary
+
+
+def partner_offset(score, source, settings: EngineSettings) -> tuple[EngineSettings, str | None]:
+    """The take's settings with the partner offset resolved, and what to say about it.
+
+    A given offset stays. Without one, a recording (:meth:`known_audio`) is aligned to the
+    score by itself (:func:`rolypoly.align.align_recording`); a live partner plays along, at 0.
+    The second value is None when nothing was aligned, else the line that says the offset found.
+    """
+    if settings.partner_offset_s is not None:
+        return settings, None
+    audio = source.known_audio()
+    if audio is None:
+        return replace(settings, partner_offset_s=0.0), None
+    from rolypoly.align import ALIGN_BARS, MAX_LEAD_S, align_recording
+
+    offset, _ = align_recording(score, audio, source.sample_rate)
+    if not np.isfinite(offset):
+        return replace(settings, partner_offset_s=0.0), (
+            f"partner offset 0 s: no partner onset in the first {MAX_LEAD_S:g} s of {source.name} to align")
+    bars = min(ALIGN_BARS, score.n_bars)
+    return replace(settings, partner_offset_s=round(float(offset), 4)), (
+        f"partner offset {offset:.3f} s: the score starts there in {Path(source.name).name} "
+        f"(its notes aligned to the score's first {bars} bars; --partner-offset S sets it)")
+
+
+def partner_seldom_heard(result, score, settings: EngineSettings) -> list[str]:
+    """A warning when the partner was heard on fewer than half the hits, and most of its notes missed them.
+
+    A partner who plays fewer notes than the drums (a bass on the kicks) is heard on fewer than
+    half the hits and is fine; one whose notes mostly fall between the hits' windows is not
+    where the score expects it: a wrong partner offset, or the wrong input.
+    """
+    hits = int(np.isfinite(result.played).sum())
+    heard = int(np.isfinite(result.diff).sum())
+    if not hits or heard * 2 >= hits:
+        return []
+    window = score.duration_ms[:len(result.played)] / 1000.0 / settings.window_factor
+    ok = np.isfinite(result.played)
+    lo, hi = result.played[ok] - window[ok], result.played[ok] + window[ok]
+    # The hits' windows by start, and how far the windows started so far reach: an onset is near a
+    # hit when the last window starting before it still reaches past it. Sorted and searched, not
+    # an onsets x hits matrix: an hour's take has 100,000 rows.
+    order = np.argsort(lo, kind="stable")
+    starts, reach = lo[order], np.maximum.accumulate(hi[order])
+    onsets = np.asarray(result.onsets, np.float64)
+    span = onsets[(onsets >= starts[0]) & (onsets <= reach[-1])]
+    last = np.searchsorted(starts, span, side="left") - 1  # the last window starting strictly before
+    on_hits = int(((last >= 0) & (reach[np.maximum(last, 0)] > span)).sum())
+    if len(span) and on_hits * 2 >= len(span):
+        return []
+    offset = settings.partner_offset_s or 0.0
+    return [f"the partner was heard on only {heard} of {hits} hits ({on_hits} of its {len(span)} notes "
+            f"during the take near a hit): check the partner offset ({offset:g} s; --partner-offset S) "
+            "and the partner input"]
 
 
 def _now() -> str:

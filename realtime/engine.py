@@ -57,7 +57,9 @@ class EngineSettings:
     window_factor: float = 3.0   # partner onset window: hit ± duration / factor (paper: 3; swing morph: 2.5)
     clamp_factor: float = 3.0    # ŷ stays within gap / factor of the neighbouring rows
     lead_in_s: float = 0.5       # from start to the score's time zero
-    partner_offset_s: float = 0.0  # where score time zero falls in the partner recording
+    # Where score time zero falls in the partner recording (s). None: a recording is aligned to the
+    # score by itself before the take (rolypoly.align, in play_take); a live partner has none (0).
+    partner_offset_s: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,34 +83,35 @@ class TakeResult:
     problems: list[str] = field(default_factory=list)
 
 
-def row_midi(score) -> list[tuple]:
+def row_midi(score, notes) -> list[tuple]:
     """The MIDI messages of every row, made before the take: the player's own notes.
 
-    The per-hit path then only sends them (:meth:`rolypoly.realtime.midi_out.MidiOut.play`).
+    ``notes`` are the score's :func:`rolypoly.score.played_notes`. The per-hit path then only
+    sends them (:meth:`rolypoly.realtime.midi_out.MidiOut.play`).
     """
     from .midi_out import row_messages
 
-    notes = played_notes(score)
     bounds = np.searchsorted(notes["row"], np.arange(len(score) + 1))
     return [row_messages(*(notes[f][a:b] for f in ("channel", "pitch", "velocity")))
             for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def row_hits(score) -> tuple[list, list, list]:
+def row_hits(score, notes) -> tuple[list, list, list]:
     """Per row, the classes, velocities and notes (``channel * 128 + pitch``) it plays, made before the take.
 
-    The player's own notes (:func:`rolypoly.score.played_notes`), each with the drum class it
-    belongs to, for outputs that place hits ahead of time (the sampled kit, JACK MIDI).
+    ``notes`` are the score's :func:`rolypoly.score.played_notes`, each given the drum class it
+    belongs to, for outputs that place hits ahead of time (the sampled kit sounds by class,
+    JACK MIDI sends the note).
     """
-    notes = played_notes(score)
-    classes = np.array([class_of_pitch(int(p)) for p in notes["pitch"]], dtype=object)
-    keep = np.array([c is not None for c in classes], dtype=bool)
-    notes, classes = notes[keep], classes[keep].astype(np.int64)
+    classes = [class_of_pitch(int(p)) for p in notes["pitch"]]
+    keep = [c is not None for c in classes]  # every drum note of a score has a class; kept safe
+    notes = notes[np.asarray(keep, bool)]
+    classes = [c for c in classes if c is not None]
     bounds = np.searchsorted(notes["row"], np.arange(len(score) + 1))
-    rows = list(zip(bounds[:-1], bounds[1:]))
-    return ([classes[a:b].tolist() for a, b in rows],
-            [notes["velocity"][a:b].astype(int).tolist() for a, b in rows],
-            [(notes["channel"][a:b].astype(int) * 128 + notes["pitch"][a:b].astype(int)).tolist() for a, b in rows])
+    codes = notes["channel"].astype(int) * 128 + notes["pitch"].astype(int)
+    return ([classes[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+            [notes["velocity"][a:b].astype(int).tolist() for a, b in zip(bounds[:-1], bounds[1:])],
+            [codes[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])])
 
 
 class Decider:
@@ -189,10 +192,11 @@ class Engine:
         self.rows = empty_rows(len(score))
         self.rows["row"] = np.arange(len(score))
         self.rows["bar"], self.rows["step"] = score.bar, score.step
-        self._messages = row_midi(score)
+        notes = played_notes(score)  # the player's own notes, once for both outputs
+        self._messages = row_midi(score, notes)
         # The drums placed ahead of time (rolypoly.realtime.drum_out): the player's notes, each with
         # its class (the kit sounds by class; MIDI sends the note).
-        self._classes, self._velocities, self._notes = row_hits(score)
+        self._classes, self._velocities, self._notes = row_hits(score, notes)
         self._on_times = np.zeros(ONSET_MEMORY)
         self._on_desc = np.zeros(ONSET_MEMORY, np.float32)
         self._on_count = 0
@@ -266,7 +270,7 @@ class Engine:
         t0 = clock.now() + s.lead_in_s if start_at is None else float(start_at)
         self._t0 = t0
         self._heard_time, self._heard_avail = [], []
-        self.source.start(clock, t0 - s.partner_offset_s)
+        self.source.start(clock, t0 - (s.partner_offset_s or 0.0))
         if self.drums is not None:
             self.drums.begin(clock, t0, score)
         self.performer.prime(self.X)

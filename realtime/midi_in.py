@@ -56,6 +56,10 @@ def parse_foot(specs) -> dict[int, str]:
     return out
 
 
+#: Foot-switch inputs on JACK, kept (silenced) until the process ends: see FootSwitch.close.
+_RETIRED: list = []
+
+
 class FootSwitch:
     """Control changes from a MIDI input as commands (see the module docstring).
 
@@ -129,5 +133,11 @@ class FootSwitch:
                 midi.cancel_callback()
             except Exception:  # no callback set yet
                 pass
+            if self.api == "jack":
+                # RtMidi's JACK input unregisters its port while JACK's process thread may be reading
+                # it (no lock between them): closing crashed the process once (SIGSEGV in close_port).
+                # The pedal is silenced (no callback) and its client ends with the process.
+                _RETIRED.append(midi)
+                return
             midi.close_port()
             midi.delete()  # rtmidi objects are never collected: close the client now

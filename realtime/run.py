@@ -414,6 +414,8 @@ class Runner:
         except (TakeError, AttributeError) as e:
             self._say(f"take {take_dir.name}: {e}")
         self._say(f"take {take_dir.name} done: {rows} hits, written to {take_dir}")
+        for problem in self.take.get("problems") or []:  # e.g. a partner hardly heard: a wrong offset or input
+            self._say(f"warning: {problem}")
         if self.quitting:
             self.state = "ready"
             return

@@ -11,7 +11,8 @@ message                    effect
                            folder); opens its session ``<sessions>/<stem>``
 ``load_session NAME``      the session folder ``<sessions>/NAME`` (with score.mid); with
                            ``load_score`` and ``drumify``, how patterns are swapped between takes
-``partner_file PATH``      the partner is this recording (in the sessions folder)
+``partner_file PATH``      the partner is this recording (in the sessions folder), aligned
+                           to the score by itself at each take (rolypoly.align)
 ``partner_device DEV``     the partner is this audio input (index or name)
 ``clock sim|real``         simulated clock (file partner only) or real time
 ``play``                   start one take; ``/rolypoly/playing`` now,

@@ -39,6 +39,8 @@ ONSET = np.dtype([("time", np.float64), ("available", np.float64),
 POLL_CAPACITY = 256
 DEFAULT_BLOCK = 64
 DEFAULT_RATE = 48000
+#: A recording is listened to from this long before the take starts (the detector settles in it).
+WARM_UP_S = 0.5
 
 
 class OnsetRing:
@@ -124,6 +126,14 @@ class PartnerSource:
     def drum_played(self, notated: float, played: float) -> None:
         """The engine just played a hit (engine times). A partner that listens may react."""
 
+    def known_audio(self) -> np.ndarray | None:
+        """The partner's whole audio before the take, where there is one (a recording), else None.
+
+        What a take aligns to its score (:func:`rolypoly.align.align_recording`) when no
+        partner offset is given.
+        """
+        return None
+
     def recording(self) -> np.ndarray:
         """The partner audio heard during the take (for the take's WAV)."""
         raise NotImplementedError
@@ -161,9 +171,14 @@ class FileSource(PartnerSource):
         return len(self.audio) / self.sample_rate
 
     def start(self, clock, t0: float) -> None:
-        """Sample 0 of the file sounds at engine time ``t0``."""
+        """Sample 0 of the file sounds at engine time ``t0``.
+
+        Audio that sounded over :data:`WARM_UP_S` before now (a recording's lead or count-in
+        before the score) is not listened to: the first poll would otherwise run the detector
+        over all of it at once while the first hit waits.
+        """
         self.t0 = float(t0)
-        self._next_block = 0
+        self._next_block = max(0, int((clock.now() - self.t0 - WARM_UP_S) * self.sample_rate) // self.block)
         self._stop_sample = len(self.audio)
         self.detector.reset()
 
@@ -186,6 +201,9 @@ class FileSource(PartnerSource):
 
     def stop(self) -> None:
         self._stop_sample = min(self._stop_sample, self._next_block * self.block)
+
+    def known_audio(self) -> np.ndarray | None:
+        return self.audio
 
     def recording(self) -> np.ndarray:
         return self.audio[:self._stop_sample]

@@ -533,6 +533,9 @@ def write_midi(score: Score, path, *, offsets=None, velocities=None) -> None:
     if score.material is not None:
         m = score.material
         row, keep = note_rows(score)
+        if not len(score):  # a take stopped before its first hit: no drum note is kept, every row is 0
+            ticks = np.zeros(1)
+            velocities = np.zeros((1,) + score.velocities.shape[1:], score.velocities.dtype)
         cls = m.notes["cls"]
         write_performed(m, path, tick=ticks[row] + m.spread,
                         velocity=m.scaled_velocities(np.asarray(velocities)[row, cls]), keep=keep,

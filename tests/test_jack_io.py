@@ -226,9 +226,12 @@ def test_drums_bleeding_into_the_partner_input_are_not_taken_for_the_partner(jac
     result, notes, xruns = take_with_partner(jackio, kit, performer, bleed=calibration, name="rp-bleed")
     heard = np.sort(result.onsets)
     off = match(heard, notes, 0.005)
-    # Every partner note found, where it was played (the detector places an attack within a hop)...
-    assert np.isfinite(off).mean() >= 0.98, off
-    assert abs(len(heard) - len(notes)) <= max(1, 0.02 * len(notes)), (len(heard), len(notes))
+    # Every partner note found, where it was played (the detector places an attack within a hop)
+    # -- but for a note whose attack fell in a cycle JACK lost (an xrun on a busy machine)...
+    missed = int((~np.isfinite(off)).sum())
+    assert np.isfinite(off).mean() >= 0.98 or missed <= xruns, (off, xruns)
+    # (the count: give or take one, and a click for each cycle JACK lost, as below)
+    assert abs(len(heard) - len(notes)) <= max(1, 0.02 * len(notes)) + xruns, (len(heard), len(notes), xruns)
     assert np.nanmedian(np.abs(off)) < 0.0015
     # ... and no drum hit taken for a partner onset: every onset heard is a partner note. (A cycle
     # JACK lost -- an xrun on a busy machine -- breaks the "room" once: a click that is no drum hit.)

@@ -192,8 +192,11 @@ def test_mix_wav_is_rendered_with_the_kit_heard_live(tmp_path):
                         session=tmp_path / "s", kit=kit, plot=False)
     mix, sr = soundfile.read(summary["mix"], dtype="float64")
     recorded = load_audio(summary["partner"], sr)
+    # The partner where the take placed it: sample 0 at minus its offset (aligned by the take: ~4 ms late).
+    start = int(round(-summary["partner_offset_s"] * sr))
+    a, b = max(0, start), min(len(mix), start + len(recorded))
     partner = np.zeros(len(mix))
-    partner[:len(recorded)] = recorded[:len(mix)]
+    partner[a:b] = recorded[a - start:b - start]
     # The drums in the mix are the kit on the take's played times (the mix may be scaled as a whole).
     take = read_take(summary["take_dir"])
     events = [(float(r["played"]), score.hits[i], score.velocities[i]) for i, r in enumerate(take.rows)]

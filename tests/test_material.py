@@ -126,6 +126,14 @@ def test_written_unchanged_the_file_comes_back_event_for_event(drummers_file, tm
     assert [list(t) for t in a.tracks] == [list(t) for t in b.tracks]
 
 
+def test_a_take_stopped_before_its_first_hit_writes_the_file_without_drum_notes(drummers_file, tmp_path):
+    score = load_score(drummers_file)
+    write_midi(score.head(0), tmp_path / "none.mid")  # a take's drums.mid when stopped at once
+    written = mido.MidiFile(tmp_path / "none.mid")
+    assert not [m for t in written.tracks for m in t if _is_drum_note(m)]
+    assert [m for t in written.tracks for m in t if m.type == "set_tempo"]
+
+
 def test_humanize_changes_only_timing_and_velocity(drummers_file, tmp_path):
     out = tmp_path / "human.mid"
     assert main(["humanize", str(drummers_file), "-o", str(out)]) == 0

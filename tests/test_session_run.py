@@ -131,6 +131,33 @@ def test_takes_n_runs_without_any_command(piece, tmp_path):
     assert model_of_take(sessions, 1) == 1
 
 
+def test_a_groove_with_a_recording_that_starts_late_is_aligned_before_the_first_take(tmp_path):
+    """``--groove`` makes a new session's score; a partner recording without ``--partner-offset`` is
+    aligned to it once, said in one line, and the take plays with that offset."""
+    import re
+
+    from rolypoly.grooves import groove_path
+    from rolypoly.score import load_score
+
+    lead = 1.25  # the recording starts this long before the groove's first beat
+    score = load_score(groove_path("funk/118", None))
+    write_wav(tmp_path / "bass.wav", clicks(score.onset_s + lead, sample_rate=SR), SR)
+    sessions = tmp_path / "sessions"
+    done = subprocess.run([sys.executable, "-m", "rolypoly.cli", "session", "run", "gig", "--sessions", str(sessions),
+                           "--groove", "funk/118", "--partner", str(tmp_path / "bass.wav"), "--clock", "sim",
+                           "--midi", "off", "--foot", "off", "--no-dataset", "--no-mix", "--no-plot",
+                           "--control-port", "off", "--takes", "1"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    said = re.search(r"partner offset (-?[0-9.]+) s: the score starts there in bass.wav", done.stderr)
+    assert said is not None, done.stderr
+    assert abs(float(said.group(1)) - lead) < 0.005
+    assert len(load_score(sessions / "gig" / "score.mid")) == len(score)
+    header = json.loads((sessions / "gig" / "takes" / "000" / "take.jsonl").read_text().splitlines()[0])
+    assert header["settings"]["partner_offset_s"] == pytest.approx(float(said.group(1)), abs=1e-3)
+    assert "warning" not in done.stdout + done.stderr  # heard on the hits: nothing to warn about
+
+
 def test_keys_on_a_terminal(piece, tmp_path):
     """The key path: a pty is the terminal, the keys go in one by one (cbreak), the screen comes out."""
     sessions = tmp_path / "sessions"

@@ -344,8 +344,8 @@ def test_validate_truncated_take_keeps_complete_bars(tmp_path):
     take = read_take(tmp_path / "t.jsonl")
     assert not take.complete
     check = validate_take(take, "abc", 12)
-    assert check.usable and [r["row"] for r in check.rows] == list(range(8))   # bar 2 (rows 8, 9) dropped
-    assert "cut short" in check.reasons[0] and "bar 2" in check.reasons[0]
+    assert check.usable and [r["row"] for r in check.rows] == list(range(8))   # the third bar (rows 8, 9) dropped
+    assert "cut short" in check.reasons[0] and "bar 3" in check.reasons[0]  # bars counted from 1: the third bar
     # A take closed after an error is cut short too.
     check = validate_take(_take(10, footer={"error": "MIDI gone"}), "abc", 12)
     assert len(check.rows) == 8 and "MIDI gone" in check.reasons[0]

@@ -12,7 +12,7 @@ module             commands
 ``demo``           demo
 ``live``           play, simulate, serve
 ``sessions``       session new|pattern|list|revert|export|run, finetune, plot
-``groove``         humanize, groove humanize|drumify|infill|transfer
+``groove``         humanize, groove humanize|drumify|infill|transfer, grooves list|subset
 ``training``       pretrain timing|groove, evaluate timing|groove, data gmd
 ``devices``        devices, onsets
 ``lab``            bench decide|onsets|finetune|output, experiment

@@ -20,6 +20,34 @@ def add_gmd(parser, what: str = "") -> None:
                              "(default $ROLYPOLY_GMD, else groove/ in the user data folder)")
 
 
+def add_groove(parser, gmd: bool = True) -> None:
+    """``--groove STYLE/N``: a drummer's beat from the groove library as the score (and ``--gmd DIR``).
+
+    ``gmd=False`` where the command has its ``--gmd`` already (``session run``'s forgetting check).
+    """
+    parser.add_argument("--groove", metavar="STYLE/N",
+                        help="play a drummer's beat from the groove library as the score, e.g. funk/118 "
+                             "(rolypoly grooves list; from the dataset at --gmd when there is one)")
+    if gmd:
+        add_gmd(parser, "--groove (default: the subset shipped with rolypoly when there is no dataset)")
+
+
+def groove_score(args, score) -> str | None:
+    """The score file: ``score`` (a MIDI file given) or the file of ``--groove``; None when neither is given.
+
+    Both given is a mistake, said in one line.
+    """
+    from rolypoly.errors import RolypolyError
+
+    if score is not None and args.groove is not None:
+        raise RolypolyError(f"give a score ({score}) or --groove {args.groove}, not both")
+    if args.groove is None:
+        return score
+    from rolypoly.grooves import groove_path
+
+    return str(groove_path(args.groove, args.gmd))
+
+
 def add_agent(parser, *, default: str | None = None, required: bool = False, help: str | None = None) -> None:
     """``--agent KIND``: one of :data:`rolypoly.AGENT_KINDS`."""
     parser.add_argument("--agent", choices=AGENT_KINDS, default=default, required=required,

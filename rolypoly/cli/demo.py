@@ -9,7 +9,10 @@ from .common import print_take
 def add_parser(sub) -> None:
     d = sub.add_parser("demo", help="humanize the demo score, then play it with a bass recording")
     d.add_argument("--out", default="demo-output", help="folder for the results")
-    d.add_argument("--no-realtime", action="store_true", help="skip the real-time take (40 s)")
+    d.add_argument("--no-realtime", action="store_true", help="play the second take on the simulated clock too "
+                                                              "(not in real time: 40 s)")
+    d.add_argument("--quick", action="store_true", help="a short demo: both takes of the score's first bars "
+                                                        "on the simulated clock (seconds)")
     d.set_defaults(run=run_demo)
 
 
@@ -17,7 +20,7 @@ def run_demo(args) -> int:
     from pathlib import Path
 
     from rolypoly.demo import run_demo as humanize_demo
-    from rolypoly.realtime.demo import DEMO_PARTNER, SESSION, run_duet_demo
+    from rolypoly.realtime.demo import DEMO_PARTNER, QUICK_BARS, SESSION, run_duet_demo
     from rolypoly.realtime.display import ProgressLines
     from rolypoly.report import early_late
     from rolypoly.score import load_score
@@ -31,7 +34,8 @@ def run_demo(args) -> int:
     for kind, path in r["midi"].items():
         print(f"  {kind:8s} humanized MIDI: {path}")
     print(f"  offsets plot: {r['plot']}")
-    print(f"2. duet with a bass recording ({DEMO_PARTNER.name}), LSTM agent:", flush=True)
+    print(f"2. duet with a bass recording ({DEMO_PARTNER.name}), LSTM agent"
+          f"{f', the first {QUICK_BARS} bars' if args.quick else ''}:", flush=True)
     # The real-time take is followed bar by bar (a line every few bars); the simulated ones take seconds.
     follow = ProgressLines(enabled=False, stream=sys.stdout, indent="    ")
     score = load_score(r["score"])
@@ -55,6 +59,6 @@ def run_demo(args) -> int:
         print_take(result, indent="    ")
         sys.stdout.flush()
 
-    run_duet_demo(args.out, realtime=not args.no_realtime, on_step=on_step,
-                  on_engine=lambda engine: follow.watch(engine))
+    run_duet_demo(args.out, realtime=not args.no_realtime, quick=args.quick, on_step=on_step,
+                  on_engine=lambda engine: follow.watch(engine), say=lambda line: print(f"  {line}", flush=True))
     return 0

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rolypoly import AGENT_KINDS
 
-from .common import add_agent, add_gmd, add_sessions, print_take, print_warnings, session_folder
+from .common import (add_agent, add_gmd, add_groove, add_sessions, groove_score, print_take, print_warnings,
+                     session_folder)
 from .devices import add_instrument
 
 #: Addresses that only this machine can reach: serving on any other warns.
@@ -17,7 +18,8 @@ def add_parser(sub) -> None:
     for name, helptext in (("play", "play a take with a partner: live input, MIDI or a recording in real time"),
                            ("simulate", "play a take with a recorded partner on a simulated clock")):
         p = sub.add_parser(name, help=helptext, description=helptext)
-        p.add_argument("score", help="drum part, Standard MIDI File")
+        p.add_argument("score", nargs="?", help="drum part, Standard MIDI File (or --groove STYLE/N)")
+        add_groove(p)
         if name == "play":
             src = p.add_mutually_exclusive_group()
             src.add_argument("--partner-device", metavar="DEV", help="audio input (index or name); default input if omitted")
@@ -76,8 +78,9 @@ def add_take_options(p, midi: str) -> None:
     """The engine's knobs and the outputs of a take (``play``, ``simulate``, ``session run``)."""
     p.add_argument("--window", type=float, default=3.0, help="partner window: hit ± duration / WINDOW")
     p.add_argument("--budget-ms", type=float, default=10.0, help="decide this long before a hit may sound")
-    p.add_argument("--partner-offset", type=float, default=0.0,
-                   help="seconds into the partner recording where the score starts")
+    p.add_argument("--partner-offset", type=float, metavar="S",
+                   help="seconds into the partner recording where the score starts (default: found by "
+                        "aligning the recording's onsets to the score)")
     p.add_argument("--midi", default=midi, help="'virtual' (a port named rolypoly), an existing port name, or 'off'")
     p.add_argument("--osc", metavar="HOST:PORT", help="send /rolypoly/hit, /onset, /state events here")
 
@@ -120,20 +123,30 @@ def _outputs(args, midi: bool = True):
     return midi_out, osc
 
 
-def _session(args):
-    """The take's session folder: ``--session``, else the score's name in ``--sessions``, else play_take's default."""
+def _say(line: str) -> None:
+    """What a take tells before it starts (the partner offset found), shown at once."""
+    print(line, flush=True)
+
+
+def _score(args) -> str:
+    """The score file of a take: the MIDI file given, or the file of ``--groove``."""
+    from rolypoly.errors import RolypolyError
+
+    score = groove_score(args, args.score)
+    if score is None:
+        raise RolypolyError(f"{args.command}: give a score (a drum MIDI file) or --groove STYLE/N "
+                            "(rolypoly grooves list shows the beats)")
+    return score
+
+
+def _session(args) -> Path:
+    """The take's session folder: ``--session``, else the score's (or groove's) name in the sessions folder."""
+    from rolypoly.grooves import session_name
+    from rolypoly.paths import sessions_dir
+
     if args.session is not None:
         return session_folder(args.session, args.sessions)
-    if args.sessions is not None:
-        return session_folder(Path(args.score).stem, args.sessions)
-    return None
-
-
-def _take_session(args) -> Path:
-    """The folder the take goes to (as play_take decides), whose calibration the detector uses."""
-    from rolypoly import paths
-
-    return _session(args) or paths.sessions_dir() / Path(args.score).stem
+    return sessions_dir(args.sessions) / (session_name(args.groove) if args.groove else Path(args.score).stem)
 
 
 def partner_source(args):
@@ -146,7 +159,7 @@ def partner_source(args):
     from rolypoly.realtime.sources import FileSource, LiveSource
 
     partner_midi = getattr(args, "partner_midi", None)          # (a session run has no MIDI partner)
-    detector = session_settings(_take_session(args), getattr(args, "instrument", None))
+    detector = session_settings(_session(args), getattr(args, "instrument", None))
     sources = []
     if args.partner_file:
         sources.append(FileSource(args.partner_file, detector=detector))
@@ -166,6 +179,7 @@ def run_simulate(args) -> int:
     from rolypoly.realtime.duet import play_take
     from rolypoly.realtime.sources import FileSource
 
+    score = _score(args)
     kit = None
     if args.kit is not None:
         from rolypoly.kit import load_kit
@@ -174,10 +188,10 @@ def run_simulate(args) -> int:
         print_warnings(kit.notes)
     midi, osc = _outputs(args)
     try:
-        source = FileSource(args.partner_file, detector=session_settings(_take_session(args), args.instrument))
-        summary = play_take(args.score, source, SimClock(), session=_session(args),
+        source = FileSource(args.partner_file, detector=session_settings(_session(args), args.instrument))
+        summary = play_take(score, source, SimClock(), session=_session(args),
                             agent=args.agent, weights=args.weights, settings=_engine_settings(args),
-                            midi=midi, osc=osc, kit=kit)
+                            midi=midi, osc=osc, kit=kit, say=_say)
     finally:
         if midi is not None:
             midi.close()
@@ -190,6 +204,7 @@ def run_play(args) -> int:
     from rolypoly.realtime.clock import RealClock, steady_interpreter
     from rolypoly.realtime.rig import open_rig
 
+    score = _score(args)
     clock = RealClock()
     _, osc = _outputs(args, midi=False)
     # What this machine allows: a JACK client for everything, else PortAudio and rtmidi (realtime/rig.py);
@@ -198,7 +213,7 @@ def run_play(args) -> int:
                    sample_rate=args.sample_rate, block=args.block, drums=args.drums, kit=args.kit, midi=args.midi,
                    midi_latency_ms=args.midi_latency_ms, clock_in=args.clock_in,
                    calibration=not args.no_calibration, clock=clock,
-                   detector=session_settings(_take_session(args), args.instrument))
+                   detector=session_settings(_session(args), args.instrument))
     source = rig.source
     display = None
     try:
@@ -220,10 +235,10 @@ def run_play(args) -> int:
             print(f"following the MIDI clock at {tempo:.2f} bpm, from its next bar", file=sys.stderr)
         display = take_display(quiet=args.quiet)
         with steady_interpreter():
-            summary = play_take(args.score, source, clock, session=_session(args), agent=args.agent,
+            summary = play_take(score, source, clock, session=_session(args), agent=args.agent,
                                 weights=args.weights, settings=_engine_settings(args), midi=rig.midi, osc=osc,
                                 on_engine=display.watch, drums=rig.drums, kit=rig.kit, tempo_bpm=tempo,
-                                start_at=start_at, midi_early_s=rig.midi_early_s)
+                                start_at=start_at, midi_early_s=rig.midi_early_s, say=_say)
         summary["problems"] = summary.get("problems", []) + rig.problems(clock.now())
     finally:
         if display is not None:

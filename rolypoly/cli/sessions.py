@@ -7,7 +7,8 @@ import threading
 
 import numpy as np
 
-from .common import add_agent, add_forgetting_check, add_session, forgetting_check, print_warnings, session_folder
+from .common import (add_agent, add_forgetting_check, add_groove, add_session, forgetting_check, groove_score,
+                     print_warnings, session_folder)
 from .live import _engine_settings, _outputs, add_take_options, host_port, partner_source
 
 
@@ -17,6 +18,7 @@ def add_parser(sub) -> None:
     n = what.add_parser("new", help="create a session from a score")
     add_session(n)
     n.add_argument("--score", help="the drum part, MIDI")
+    add_groove(n)
     n.add_argument("--from-partner", metavar="RECORDING",
                    help="or: a recording of the partner alone (or tapped MIDI): drumify makes the score")
     n.add_argument("--bpm", type=float, help="the recording's tempo (default: estimated)")
@@ -80,9 +82,10 @@ def run_session_new(args) -> int:
     from rolypoly.session import Session
 
     folder = session_folder(args.session, args.sessions)
-    score = args.score
+    score = groove_score(args, args.score)
     if (score is None) == (args.from_partner is None):
-        raise RolypolyError("session new: give a drum part (--score MIDI) or a partner recording (--from-partner)")
+        raise RolypolyError("session new: give a drum part (--score MIDI or --groove STYLE/N) "
+                            "or a partner recording (--from-partner)")
     if args.from_partner is not None:
         from rolypoly.pattern import drumify_recording
 
@@ -293,6 +296,7 @@ def add_session_run(what) -> None:
                                     "MIDI foot switch (--foot) and OSC (/rolypoly/run/next|stop|revert|quit).")
     add_session(r)
     r.add_argument("--score", help="the drum part (MIDI) of a new session")
+    add_groove(r, gmd=False)  # --gmd comes with the forgetting check below
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--partner-file", "--partner", metavar="FILE", help="WAV/FLAC recording played as the partner")
     src.add_argument("--partner-device", metavar="DEV", help="live audio input (index or name)")
@@ -322,20 +326,41 @@ def add_session_run(what) -> None:
 
 
 def _open_run_session(args):
-    """The session folder, created from ``--score`` when new; refuses a new one without a score."""
+    """The session folder, created from ``--score`` (or ``--groove``) when new; refuses a new one without a score."""
     from pathlib import Path
 
     from rolypoly.errors import RolypolyError
     from rolypoly.session import Session
 
     folder = session_folder(args.session, args.sessions)
-    if not (folder / "score.mid").is_file() and args.score is None:
-        raise RolypolyError(f"session run: {folder} is not a session yet; give its drum part with --score MIDI")
-    s = Session.open(folder, Path(args.score) if args.score else None)
+    score = groove_score(args, args.score)
+    if not (folder / "score.mid").is_file() and score is None:
+        raise RolypolyError(f"session run: {folder} is not a session yet; give its drum part with --score MIDI "
+                            "or --groove STYLE/N")
+    s = Session.open(folder, Path(score) if score else None)
     if s.meta.get("model") is None:
         s.ensure_start(args.agent or "lstm", args.weights)
     s.agent()  # refuses an unusable session now, and loads torch before the first take, not in it
     return s.folder.resolve()
+
+
+def _run_engine_settings(args, folder):
+    """The engine settings of every take of the run; a partner recording aligned to the score once.
+
+    Without ``--partner-offset`` the recording is aligned here, before the first take, as
+    ``rolypoly play`` aligns it (:func:`rolypoly.realtime.duet.partner_offset`), and the line
+    saying the offset found is printed: every take of the run plays with the same offset.
+    """
+    from rolypoly.realtime.duet import partner_offset
+    from rolypoly.session import Session
+
+    settings = _engine_settings(args)
+    if settings.partner_offset_s is not None or not args.partner_file:
+        return settings  # an offset given, or a live partner (it has none)
+    settings, found = partner_offset(Session(folder).score(), partner_source(args), settings)
+    if found is not None:
+        print(found, file=sys.stderr, flush=True)
+    return settings
 
 
 def _checked(replies, what: str) -> None:
@@ -368,7 +393,7 @@ def run_session_run(args) -> int:
     try:
         service = Service(folder.parent, reply=reply, mix=not args.no_mix, plot=not args.no_plot,
                           forgetting_set=None if args.no_dataset else (lambda: forgetting_set(args.gmd)),
-                          midi=midi, osc=osc, engine=_engine_settings(args))
+                          midi=midi, osc=osc, engine=_run_engine_settings(args, folder))
         _checked(service.handle("/rolypoly/load_session", folder.name), "session")
         _checked(service.handle("/rolypoly/window", args.window), "--window")
         label = args.partner_file or str(args.partner_device)
