@@ -54,8 +54,14 @@ minimum interval; a calibration from a minute of the partner playing alone
 (:func:`calibrate`) sets the threshold and gate for that player's room.
 
 Every buffer is made in ``__init__``: :meth:`OnsetDetector.process` does a
-fixed amount of numpy work per hop with ``out=`` everywhere (the FFTs use
-numpy's pocketfft with ``out=``; its scratch space is constant in size).
+fixed amount of work per hop. Listening, the trigger's envelopes and the
+network's step are one call of a small C kernel (``onsets_core.c``,
+compiled on first use like the real-time core, :mod:`rolypoly.native`): at a
+64-sample hop the hundred-odd numpy calls of the same work cost most of the
+hop's budget in call overhead alone. The numpy code beside it is the
+reference (the C kernel is tested to hear the same onsets) and the fallback
+where there is no C compiler (said once); the picking stays in Python, on
+the same arrays, for files and the live stream alike.
 
 Each onset reports
 
@@ -82,9 +88,12 @@ Each onset reports
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -164,6 +173,8 @@ INSTRUMENTS = {
     "keys": dict(silence_db=-70.0, min_ioi_ms=30.0),
     "voice": dict(silence_db=-65.0, min_ioi_ms=60.0),
 }
+#: Who does each hop's work (:class:`OnsetDetector`'s ``kernel``).
+KERNELS = ("auto", "c", "numpy")
 #: The detector re-arms once the probability has fallen below this share of the threshold.
 REARM_SHARE = 0.6
 
@@ -579,7 +590,7 @@ class _Trigger:
         # A band with almost nothing in it (keys have no air) flickers by many dB on noise: no say.
         np.less(self._bands, self.floor_db, out=self._quiet)
         np.copyto(self._rises, 0.0, where=self._quiet)
-        self.rise, self.previous_rise = self.previous_rise, self.rise
+        np.copyto(self.previous_rise, self.rise)           # (fixed arrays: the C kernel writes them too)
         np.maximum.reduce(self._rises, axis=0, out=self.rise)
 
     def get_used_to(self, upto: int) -> None:
@@ -729,6 +740,188 @@ def load_onset_net(path=None) -> tuple[OnsetNet, dict]:
 
 
 # ----------------------------------------------------------------------
+# The per-hop kernel in C
+
+_KERNEL_SOURCE = Path(__file__).with_name("onsets_core.c")
+_MAX_BANDS, _MAX_SECTIONS, _MAX_LAGS, _MAX_FACTORS = 8, 8, 4, 32
+_kernel_lib = None            # the loaded library, or False: no C compiler here (numpy then)
+
+
+_CI, _CD, _CP = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+
+
+class _KernelState(ctypes.Structure):
+    """The C struct ``od_state`` of ``onsets_core.c``, field for field (see the comments there)."""
+
+    _fields_ = [(name, _CI) for name in ("hop", "size", "n_bins", "n_spec", "depth", "n_lags")] + [
+        ("lags", _CI * _MAX_LAGS)] + [(name, _CI) for name in ("trace_hops", "n_bands", "quarter", "half")] + [
+        ("dc_coef", _CD), ("dc_in", _CD), ("dc_out", _CD),
+        ("n_sec", _CI * _MAX_BANDS), ("sec_kind", _CI * (_MAX_BANDS * _MAX_SECTIONS)),
+        ("sec_coef", _CD * (_MAX_BANDS * _MAX_SECTIONS)), ("sec_in", _CD * (_MAX_BANDS * _MAX_SECTIONS)),
+        ("sec_out", _CD * (_MAX_BANDS * _MAX_SECTIONS)),
+        ("bands", _CP), ("ring", _CP), ("ring_pos", _CI), ("window", _CP),
+        ("m", _CI), ("n_factors", _CI), ("factors", _CI * (2 * _MAX_FACTORS)),
+        ("twiddles", _CP), ("post", _CP), ("z", _CP), ("zz", _CP), ("scratch", _CP), ("bitrev", _CP), ("spec", _CP),
+        ("fb_start", _CP), ("fb_len", _CP), ("fb_w", _CP), ("history", _CP), ("hist_at", _CI), ("features", _CP),
+        ("quarter_db", _CD), ("level_db", _CD), ("trace", _CP), ("trace_at", _CI),
+        ("trig_first", _CI), ("trig_count", _CI), ("drop", _CD), ("slow_coef", _CD), ("trig_floor_db", _CD),
+        ("rows", _CP), ("slow", _CP), ("rise", _CP), ("previous_rise", _CP), ("last", _CP),
+        ("rise_max", _CD), ("rise_min", _CD),
+        ("n_in", _CI), ("dense", _CI), ("hidden", _CI),
+        ("w_in", _CP), ("w_gru", _CP), ("w_head", _CP), ("x", _CP), ("v", _CP), ("g", _CP), ("out", _CP),
+        ("env", _CP), ("span", _CP), ("peak", _CD),
+    ]
+
+
+def _kernel_library():
+    """The compiled kernel, or None where it cannot be built (said once, on stderr: numpy runs then)."""
+    global _kernel_lib
+    if _kernel_lib is None:
+        from rolypoly import native
+
+        try:
+            # -O3: the network's products vectorised (sums of columns, no reassociation needed)
+            lib = native.load_library(_KERNEL_SOURCE, "the onset detector's C kernel", flags=("-O3",))
+        except RolypolyError as exc:
+            print(f"rolypoly: {exc}; the onset detector runs in numpy (slower per block)", file=sys.stderr)
+            _kernel_lib = False
+            return None
+        lib.od_state_size.restype = ctypes.c_size_t
+        lib.od_hear.restype = None
+        lib.od_hear.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.od_place.restype = ctypes.c_int64
+        lib.od_place.argtypes = [ctypes.c_void_p, ctypes.c_double, ctypes.c_int64, ctypes.c_void_p]
+        if lib.od_state_size() != ctypes.sizeof(_KernelState):
+            raise RolypolyError(f"the onset detector's C kernel {lib._name} does not match this rolypoly "
+                                f"(struct of {lib.od_state_size()} bytes, expected {ctypes.sizeof(_KernelState)})")
+        _kernel_lib = lib
+    return _kernel_lib or None
+
+
+def _factors(n: int) -> list[int]:
+    """[p, n / p, q, n / (p q), ...]: the mixed-radix FFT's stages, twos first.
+
+    >>> _factors(512)[:4], _factors(472)[-2:]
+    ([2, 256, 2, 128], [59, 1])
+    """
+    out, p = [], 2
+    while n > 1:
+        while n % p:
+            p = 3 if p == 2 else p + 2
+            if p * p > n:
+                p = n
+        n //= p
+        out += [p, n]
+    return out
+
+
+class _Kernel:
+    """The C kernel (``onsets_core.c``) over a detector's own arrays: one call per hop.
+
+    It writes the very arrays the numpy reference writes (the listener's
+    features, trace and spectrum, the trigger's envelopes and rise, the
+    network's state), so the picking in Python reads the same things
+    whichever ran. Only the filters', ring's and history's positions live
+    in the C struct.
+    """
+
+    def __init__(self, lib, det: "OnsetDetector"):
+        ears, spec, trig, net = det.ears, det.ears.spectrum, det.trigger, det.net
+        hop, size = det.hop, spec.size
+        if size % 2 or len(_factors(size // 2)) > 2 * _MAX_FACTORS or len(BANDS) > _MAX_BANDS:
+            raise ValueError("no C kernel for this frame")
+        s = self.state = _KernelState()
+        self._lib, self._det = lib, det
+        self._keep = []
+
+        def ptr(array):
+            assert array.flags.c_contiguous or array.ndim == 1 and array.strides[0] == array.itemsize
+            self._keep.append(array)
+            return array.ctypes.data
+
+        s.hop, s.size, s.n_bins, s.n_spec = hop, size, size // 2 + 1, spec.n_bands
+        s.depth, s.n_lags = len(spec.history), len(FLUX_LAGS)
+        for i, lag in enumerate(FLUX_LAGS):
+            s.lags[i] = lag
+        s.trace_hops, s.n_bands, s.half = HISTORY_HOPS + 1, len(BANDS), QUARTERS // 2
+        s.quarter = hop // s.half
+        s.dc_coef = math.exp(-2.0 * math.pi * _DC_BLOCK_HZ / det.sample_rate)
+        for b, sections in enumerate(_band_sections(det.sample_rate)):
+            if len(sections) > _MAX_SECTIONS:
+                raise ValueError("no C kernel for this filter")
+            s.n_sec[b] = len(sections)
+            for i, (kind, c) in enumerate(sections):
+                s.sec_kind[b * _MAX_SECTIONS + i] = 0 if kind == "hp" else 1
+                s.sec_coef[b * _MAX_SECTIONS + i] = c
+        s.bands, s.ring, s.window = ptr(ears.filters.out), ptr(ears._ring), ptr(spec.window)
+        m = size // 2
+        factors = _factors(m)
+        s.m, s.n_factors = m, len(factors) // 2
+        for i, f in enumerate(factors):
+            s.factors[i] = f
+        self._twiddles = np.exp(-2j * np.pi * np.arange(m) / m)
+        self._post = np.exp(-2j * np.pi * np.arange(m + 1) / size)
+        self._z, self._zz = np.zeros(m, complex), np.zeros(m, complex)
+        self._scratch = np.zeros(max(factors[0::2]), complex)
+        s.twiddles, s.post, s.z, s.zz = ptr(self._twiddles), ptr(self._post), ptr(self._z), ptr(self._zz)
+        s.scratch, s.spec = ptr(self._scratch), ptr(spec._spec)
+        if m & (m - 1) == 0:
+            bits = m.bit_length() - 1
+            self._bitrev = np.array([int(format(n, f"0{bits}b")[::-1], 2) if bits else 0 for n in range(m)], np.int64)
+            s.bitrev = ptr(self._bitrev)
+        fb = spec.fb
+        used = [np.flatnonzero(row) for row in fb]
+        self._fb_start = np.array([u[0] for u in used], np.int64)
+        self._fb_len = np.array([u[-1] + 1 - u[0] for u in used], np.int64)
+        self._fb_w = np.concatenate([row[u[0]:u[-1] + 1] for row, u in zip(fb, used)])
+        s.fb_start, s.fb_len, s.fb_w = ptr(self._fb_start), ptr(self._fb_len), ptr(self._fb_w)
+        s.history, s.features = ptr(spec.history), ptr(ears.features)
+        s.quarter_db = ears._quarter_db
+        s.trace = ptr(ears.trace)
+        s.trig_first, s.trig_count = TRIGGER_BANDS[0], len(TRIGGER_BANDS)
+        s.drop, s.slow_coef = trig._drop, math.exp(-1.0 / (TRIGGER_SLOW_MS * 1e-3 * det.sample_rate))
+        s.trig_floor_db = trig.floor_db
+        s.rows, s.slow, s.rise, s.previous_rise = ptr(trig._rows), ptr(trig.slow), ptr(trig.rise), ptr(trig.previous_rise)
+        s.last = ptr(trig._last)
+        s.n_in, s.dense, s.hidden = net.n_in, net._w_in.shape[0] - 1, net.hidden
+        self._w_in_t, self._w_gru_t = np.ascontiguousarray(net._w_in.T), np.ascontiguousarray(net._w_gru.T)
+        self._w_head_t = np.ascontiguousarray(net._w_head.T)
+        s.w_in, s.w_gru, s.w_head = ptr(self._w_in_t), ptr(self._w_gru_t), ptr(self._w_head_t)
+        s.x, s.v, s.g, s.out = ptr(net._x), ptr(net._v), ptr(net._g), ptr(net.out)
+        s.env, s.span = ptr(det._env), ptr(det._span)
+        self._state_p = ctypes.addressof(s)
+        self._x_p = ptr(det._x)
+        self._agreeing = np.zeros(1, np.int64)
+        self._agreeing_p = ptr(self._agreeing)
+        self._hear, self._place = lib.od_hear, lib.od_place
+        self.reset()
+
+    def reset(self) -> None:
+        """The C struct's own state back to a fresh stream (the arrays are the detector's to reset)."""
+        s = self.state
+        s.dc_in = s.dc_out = 0.0
+        for i in range(_MAX_BANDS * _MAX_SECTIONS):
+            s.sec_in[i] = s.sec_out[i] = 0.0
+        s.ring_pos = s.hist_at = s.trace_at = 0
+        s.rise_max = s.rise_min = 0.0
+
+    def hear(self) -> tuple[float, float, float]:
+        """One hop (the detector's ``_x``): (peak, logit, hops ago), as :meth:`OnsetDetector._hear`."""
+        self._hear(self._state_p, self._x_p)
+        s, ears, out = self.state, self._det.ears, self._det.net.out
+        ears.level_db, ears.trace_at = s.level_db, s.trace_at
+        return s.peak, float(out[0]), float(out[1])
+
+    def rise_range(self) -> tuple[float, float]:
+        return self.state.rise_max, self.state.rise_min
+
+    def place(self, ago: float, position: int) -> tuple[int, int]:
+        """(attack, bands that agreed), as :meth:`OnsetDetector._place`."""
+        attack = self._place(self._state_p, ago, position, self._agreeing_p)
+        return int(attack), int(self._agreeing[0])
+
+
+# ----------------------------------------------------------------------
 # The detector
 
 
@@ -757,6 +950,11 @@ class OnsetDetector:
         Onset network (default: the shipped ``onsets.safetensors``).
     max_block : int
         Largest block :meth:`process` accepts; sizes the preallocated result.
+    kernel : {"auto", "c", "numpy"}
+        Who does each hop's work: the C kernel (``onsets_core.c``, compiled
+        on first use; ``auto`` falls back to numpy, saying so once, where
+        there is no C compiler) or the numpy reference. Both give the same
+        onsets.
 
     Notes
     -----
@@ -775,7 +973,7 @@ class OnsetDetector:
     def __init__(self, sample_rate: int = REFERENCE_RATE, instrument: str = "auto",
                  threshold: float | None = None, rearm: float | None = None,
                  silence_db: float | None = None, min_ioi_ms: float | None = None,
-                 weights=None, max_block: int = 8192):
+                 weights=None, max_block: int = 8192, kernel: str = "auto"):
         if sample_rate <= 0 or int(sample_rate) < 16000:
             raise OnsetSettingsError(f"sample_rate must be at least 16000 Hz, got {sample_rate}")
         if instrument not in INSTRUMENTS:
@@ -825,7 +1023,17 @@ class OnsetDetector:
         self._capacity = (self.max_block + hop - 1) // hop + 1
         self._events = np.zeros(self._capacity, dtype=ONSET_DTYPE)
         self._count = 0
+        self._kernel = None
         self.reset()
+        if kernel not in KERNELS:
+            raise OnsetSettingsError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        if kernel != "numpy":
+            lib = _kernel_library()
+            if lib is None and kernel == "c":
+                raise RolypolyError("the onset detector's C kernel cannot be built here (no C compiler)")
+            if lib is not None:
+                self._kernel = _Kernel(lib, self)
+        self.kernel = "numpy" if self._kernel is None else "c"
 
     # ------------------------------------------------------------------
     def reset(self) -> None:
@@ -849,6 +1057,9 @@ class OnsetDetector:
         self._clipped_until = 0         # the trigger is deaf before this stream index (clipping)
         self._count = 0
         self.probability = 0.0
+        self._rise_top = self._rise_bottom = 0.0
+        if self._kernel is not None:
+            self._kernel.reset()
 
     @property
     def position(self) -> int:
@@ -918,22 +1129,34 @@ class OnsetDetector:
         return self._events[:self._count]
 
     # ------------------------------------------------------------------
-    def _process_hop(self) -> None:
-        hop, x = self.hop, self._x
+    def _hear(self) -> tuple[float, float, float]:
+        """The numpy reference of one hop's work (:mod:`rolypoly.onsets_core.c` does the same):
+        listening, the trigger's envelopes, the network's step; (peak, logit, hops ago)."""
+        x = self._x
         peak = float(np.abs(x, out=self._magnitude).max())
         if not math.isfinite(peak):
             # A NaN would poison the filter state for good; treat it as a dropout.
             np.nan_to_num(x, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
             peak = float(np.abs(x, out=self._magnitude).max())
+        features = self.ears.run(x)
+        self.trigger.run(self.ears.filters.out)
+        self._rise_top, self._rise_bottom = float(self.trigger.rise.max()), float(self.trigger.rise.min())
+        logit, ago = self.net.step(features)
+        return peak, float(logit), float(ago)
+
+    def _process_hop(self) -> None:
+        hop = self.hop
+        if self._kernel is None:
+            peak, logit, ago = self._hear()
+        else:
+            peak, logit, ago = self._kernel.hear()
+            self._rise_top, self._rise_bottom = self._kernel.rise_range()
         if peak >= CLIP_LEVEL:
             self._clipped_until = self._position + hop + self._clip_hold
         ears = self.ears
-        features = ears.run(x)
-        self.trigger.run(ears.filters.out)
         if self._position >= self._clipped_until:
             self._trigger_decide()
-        logit, ago = self.net.step(features)
-        p = 1.0 / (1.0 + math.exp(-max(min(float(logit), 30.0), -30.0)))
+        p = 1.0 / (1.0 + math.exp(-max(min(logit, 30.0), -30.0)))
         self.probability = p
         pos = self._position
         refractory = self._next_allowed - pos
@@ -949,7 +1172,10 @@ class OnsetDetector:
         self._armed = False
         if pos + hop <= self._next_allowed:
             return                              # the note the trigger (or the network) just heard
-        attack = self._place(float(ago))
+        if self._kernel is None:
+            attack = self._place(ago)
+        else:
+            attack, self.agreeing = self._kernel.place(ago, pos)
         if self.agreeing < _EVIDENCE_BANDS and self._span.max() < _EVIDENCE_LONE_DB:
             return                              # nothing rose: not heard (and not re-armed until it falls)
         rise = self.trigger.rise
@@ -979,13 +1205,15 @@ class OnsetDetector:
             return
         ok, ready = self._gate, self._ready
         if not self._trigger_armed:
+            if start == 0 and self._rise_bottom > TRIGGER_REARM_DB:
+                return                          # most hops after a trigger: still risen (no call)
             np.less_equal(rise[start:], TRIGGER_REARM_DB, out=ok[start:])
             if not ok[start:].any():
                 return
             start += int(np.argmax(ok[start:]))
             self._trigger_armed = True
-        if np.maximum.reduce(rise[start:]) < TRIGGER_DB:
-            return                              # most hops: nothing rose enough (one call)
+        if (self._rise_top if start == 0 else np.maximum.reduce(rise[start:])) < TRIGGER_DB:
+            return                              # most hops: nothing rose enough (no call)
         np.greater_equal(rise[start:], TRIGGER_DB, out=ready[start:])
         np.greater_equal(level[start:], self._trigger_gate, out=ok[start:])
         ready[start:] &= ok[start:]

@@ -535,3 +535,32 @@ def test_calibration_is_stored_in_the_session_and_heard_in_takes(tmp_path, capsy
     assert source.detector.threshold == stored["threshold"] and source.detector.silence_db == stored["silence_db"]
     status, _, err = _rolypoly(capsys, "onsets", "--calibrate", recording, "--session", tmp_path / "none")
     assert status == 2 and "not a session" in err
+
+
+def test_the_c_kernel_runs_here_and_numpy_without_a_compiler(tmp_path):
+    """Where gcc is (make setup installs it) the detector's hops run in C; without a C compiler it
+    says so in one line, once, and the numpy reference hears the same onsets."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here (apt-get install gcc)")
+    assert OnsetDetector().kernel == "c"
+    with pytest.raises(RolypolyError, match="kernel"):
+        OnsetDetector(kernel="fortran")
+    code = ("import numpy as np\n"
+            "from rolypoly.onsets import OnsetDetector, detect\n"
+            "x = np.zeros(48000, np.float32); x[12000:12400] = 0.5; x[30000:30400] = -0.5\n"
+            "print(OnsetDetector().kernel, [round(float(t), 4) for t in detect(x)[0]], detect(x)[0].size)\n")
+    env = {**__import__("os").environ, "CC": str(tmp_path / "no-such-cc"), "ROLYPOLY_CACHE": str(tmp_path / "cache")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[0] == "numpy"
+    said = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(said) == 1 and "C kernel" in said[0] and "numpy" in said[0], said
+    from rolypoly.onsets import detect
+
+    on = detect(np.concatenate([np.zeros(12000), np.full(400, 0.5), np.zeros(17600), np.full(400, -0.5),
+                                np.zeros(18000)]).astype(np.float32))[0]
+    assert res.stdout.split("] ")[0] + "]" == "numpy " + str([round(float(t), 4) for t in on])
