@@ -1019,6 +1019,7 @@ class OnsetDetector:
         self._ready = np.zeros(hop, dtype=bool)
         self._magnitude = np.zeros(hop)
         self._clip_hold = int(round(CLIP_HOLD_MS * self.sample_rate / 1000.0))
+        self._quarter_len = hop // (QUARTERS // 2)
         self._gate = np.zeros(hop, dtype=bool)
         self._capacity = (self.max_block + hop - 1) // hop + 1
         self._events = np.zeros(self._capacity, dtype=ONSET_DTYPE)
@@ -1058,6 +1059,7 @@ class OnsetDetector:
         self._count = 0
         self.probability = 0.0
         self._rise_top = self._rise_bottom = 0.0
+        self._hop_floor = -math.inf     # the caller's floor (process's floor_db) over the current hop
         if self._kernel is not None:
             self._kernel.reset()
 
@@ -1085,7 +1087,7 @@ class OnsetDetector:
                 "max_block": self.max_block}
 
     # ------------------------------------------------------------------
-    def process(self, block: np.ndarray) -> np.ndarray:
+    def process(self, block: np.ndarray, floor_db: np.ndarray | None = None) -> np.ndarray:
         """Feed one audio block; return the onsets completed during it.
 
         Parameters
@@ -1093,6 +1095,12 @@ class OnsetDetector:
         block : np.ndarray
             Mono float samples, any length up to ``max_block`` (shape
             ``(n,)`` or ``(n, 1)``).
+        floor_db : np.ndarray, optional
+            Per sample of ``block``, a level (dBFS) no onset is taken below,
+            above the silence gate: what something upstream knows is there
+            but is not the partner (the drums' leftovers after the bleed
+            canceller, :attr:`rolypoly.realtime.bleed.BleedCanceller.residual_db`).
+            Each hop takes the highest of its samples.
 
         Returns
         -------
@@ -1114,18 +1122,23 @@ class OnsetDetector:
         n = block.shape[0]
         if n > self.max_block:
             raise ValueError(f"block of {n} samples exceeds max_block={self.max_block}")
+        if floor_db is not None and len(floor_db) != n:
+            raise ValueError(f"floor_db has {len(floor_db)} values for a block of {n} samples")
         self._count = 0
         hop = self.hop
         i = 0
         while i < n:
             take = min(hop - self._fill, n - i)
             self._x[self._fill:self._fill + take] = block[i:i + take]
+            if floor_db is not None:
+                self._hop_floor = max(self._hop_floor, float(np.max(floor_db[i:i + take])))
             self._fill += take
             i += take
             if self._fill == hop:
                 self._process_hop()
                 self._fill = 0
                 self._position += hop
+                self._hop_floor = -math.inf
         return self._events[:self._count]
 
     # ------------------------------------------------------------------
@@ -1167,7 +1180,7 @@ class OnsetDetector:
             if p < self.rearm:
                 self._armed = True
             return
-        if p < self.threshold or ears.level_db < self.silence_db:
+        if p < self.threshold or ears.level_db < self.silence_db or not self._clears_floor():
             return
         self._armed = False
         if pos + hop <= self._next_allowed:
@@ -1221,6 +1234,8 @@ class OnsetDetector:
             return
         k = start + int(np.argmax(ready[start:]))
         self._trigger_armed = False
+        if not self._clears_floor():
+            return                              # no more than what the caller said is not the partner
         # How far it rose (out of silence, counted from the gate): the strength, between the
         # network's threshold and 1.
         db = min(float(rise[k:].max()), float(level[k:].max()) - self._trigger_gate)
@@ -1232,6 +1247,16 @@ class OnsetDetector:
             np.less_equal(rise[rest:], TRIGGER_REARM_DB, out=ok[rest:])
             if ok[rest:].any():
                 self._trigger_armed = True
+
+    def _clears_floor(self) -> bool:
+        """Whether this hop is louder than the caller's floor (``process``'s ``floor_db``).
+
+        The floor is what is there but is not the partner -- the drums' leftovers after the
+        bleed canceller, as the power of a quarter hop, as :attr:`Listener.level_db` is. (A
+        leftover on top of a partner's chord still ringing louder than it passes: the level
+        cannot tell the two apart.)
+        """
+        return self.ears.level_db >= self._hop_floor
 
     def _place(self, ago_hops: float) -> int:
         """Stream index of the attack just decided.
