@@ -38,7 +38,9 @@ timing error
 
 ``live_cost`` times :meth:`~rolypoly.onsets.OnsetDetector.process` on every
 64-sample block of a rendered take at 48 kHz: median, 99th percentile and
-largest, also as a share of the block's 1.33 ms.
+largest, also as a share of the block's 1.33 ms, and which kernel did the
+hops' work (``--kernel numpy`` times the numpy reference instead of the C
+kernel).
 
 Run it::
 
@@ -358,7 +360,7 @@ def live_cost(audio: np.ndarray, params: dict, blocks: int = 6000) -> dict:
     times = times[min(200, n // 10):] * 1e6          # past the first warm-up blocks
     block_us = 1e6 * BLOCK_SIZE / SAMPLE_RATE
     p99 = float(np.percentile(times, 99))
-    return {"blocks": int(len(times)), "block_us": round(block_us, 1),
+    return {"kernel": det.kernel, "blocks": int(len(times)), "block_us": round(block_us, 1),
             "median_us": round(float(np.median(times)), 1), "p99_us": round(p99, 1),
             "max_us": round(float(times.max()), 1), "p99_share_of_block": round(p99 / block_us, 4),
             "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}

@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
                                                  "them (one onset time in seconds per line)")
     add_instrument(o)
     o.add_argument("--quick", action="store_true", help="a few short recordings per set (a check, not the figures)")
+    o.add_argument("--kernel", choices=("auto", "c", "numpy"), default="auto",
+                   help="who does each hop's work: the C kernel (default where a C compiler is) or the "
+                        "numpy reference (to compare their cost)")
     o.add_argument("-v", "--verbose", action="store_true", help="one progress line per recording on stderr")
     o.set_defaults(run=run_bench_onsets)
 
@@ -110,6 +113,8 @@ def run_bench_onsets(args) -> int:
     from rolypoly.lab.bench_onsets import run
 
     params = {"instrument": args.instrument} if args.instrument else {}
+    if args.kernel != "auto":
+        params["kernel"] = args.kernel
     print_report(run(args.json_out, real=args.real, quick=args.quick, detector_params=params, verbose=args.verbose))
     return 0
 
