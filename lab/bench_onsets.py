@@ -37,8 +37,10 @@ timing error
     95th percentile of its size.
 
 ``live_cost`` times :meth:`~rolypoly.onsets.OnsetDetector.process` on every
-64-sample block of a rendered take at 48 kHz: median, 99th percentile and
-largest, also as a share of the block's 1.33 ms, and which kernel did the
+64-sample block of a rendered take at 48 kHz, on the wall clock and on the
+thread's CPU clock (the detector's work; the target is checked on it):
+median, 99th percentile and largest, also as a share of the block's
+1.33 ms, and which kernel did the
 hops' work (``--kernel numpy`` times the numpy reference instead of the C
 kernel).
 
@@ -342,27 +344,39 @@ def _bench_set(takes: dict, params: dict, verbose: bool, label: str) -> dict:
 def live_cost(audio: np.ndarray, params: dict, blocks: int = 6000) -> dict:
     """Time :meth:`OnsetDetector.process` per 64-sample block at 48 kHz, as the audio callback runs it.
 
+    Two clocks per block: the wall clock (``*_us``: what the callback would
+    wait, including any time the thread lost the core to another process)
+    and the thread's CPU clock (``cpu_*_us``: the detector's own work). On a
+    machine shared by more runnable threads than cores the wall clock's p99
+    is the scheduler's (a block during which the thread was preempted); the
+    target (10 % of the block at p99) is checked on the work, and both are
+    reported.
+
     Examples
     --------
     >>> c = live_cost(np.zeros(48000, np.float32), {}, blocks=300)
-    >>> c["blocks"] > 0 and c["p99_us"] >= c["median_us"]
+    >>> c["blocks"] > 0 and c["p99_us"] >= c["median_us"] and c["cpu_p99_us"] >= c["cpu_median_us"]
     True
     """
     det = OnsetDetector(sample_rate=SAMPLE_RATE, max_block=BLOCK_SIZE, **params)
     n = min(blocks, len(audio) // BLOCK_SIZE)
-    times = np.zeros(n)
-    clock = time.perf_counter
+    times, work = np.zeros(n), np.zeros(n)
+    clock, cpu = time.perf_counter_ns, time.thread_time_ns
     for i in range(n):
         block = audio[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
-        t0 = clock()
+        t0, c0 = clock(), cpu()
         det.process(block)
-        times[i] = clock() - t0
-    times = times[min(200, n // 10):] * 1e6          # past the first warm-up blocks
+        c1, t1 = cpu(), clock()
+        times[i], work[i] = t1 - t0, c1 - c0
+    skip = min(200, n // 10)                        # past the first warm-up blocks
+    times, work = times[skip:] * 1e-3, work[skip:] * 1e-3
     block_us = 1e6 * BLOCK_SIZE / SAMPLE_RATE
-    p99 = float(np.percentile(times, 99))
+    p99, cpu_p99 = float(np.percentile(times, 99)), float(np.percentile(work, 99))
     return {"kernel": det.kernel, "blocks": int(len(times)), "block_us": round(block_us, 1),
             "median_us": round(float(np.median(times)), 1), "p99_us": round(p99, 1),
             "max_us": round(float(times.max()), 1), "p99_share_of_block": round(p99 / block_us, 4),
+            "cpu_median_us": round(float(np.median(work)), 1), "cpu_p99_us": round(cpu_p99, 1),
+            "cpu_max_us": round(float(work.max()), 1), "cpu_p99_share_of_block": round(cpu_p99 / block_us, 4),
             "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
 
 
@@ -446,7 +460,8 @@ def run(json_path=None, real=None, quick: bool = False, sets=None, detector_para
             and fx["latency_median_ms"] <= TARGET_FIXTURE_LATENCY_MS,
         })
     targets.update({"live_p99_share_max": TARGET_LIVE_SHARE,
-                    "live_cost_met": cost["p99_share_of_block"] <= TARGET_LIVE_SHARE})
+                    "live_cost_met": cost["cpu_p99_share_of_block"] <= TARGET_LIVE_SHARE,
+                    "live_wall_clock_p99_within": cost["p99_share_of_block"] <= TARGET_LIVE_SHARE})
     probe = OnsetDetector(sample_rate=SAMPLE_RATE, max_block=BLOCK_SIZE, **params)
     result = {
         "config": {"sample_rate": SAMPLE_RATE, "block_size": BLOCK_SIZE, "tolerance_ms": TOLERANCE_S * 1000,
