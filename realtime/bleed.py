@@ -62,7 +62,8 @@ HIT_LEVEL = 1e-3
 DEPTH_HOPS = 64
 DEPTH_MIN_HOPS = 8
 DEPTH_START = 1.0
-#: The gate sits this far above the expected residual (dB), and follows the bleed's peaks down
+DEPTH_MAX = 2.0
+#: The gate sits this far above the expected residual (dB), and follows the bleed's power down
 #: with this release (ms per neper: a drum's leftovers fade as the drum does).
 RESIDUAL_MARGIN_DB = 6.0
 RESIDUAL_RELEASE_MS = 20.0
@@ -99,7 +100,7 @@ class BleedCanceller:
         self._num, self._den = np.zeros(DEPTH_HOPS), np.zeros(DEPTH_HOPS)
         self._squares = np.zeros(QUARTER - 1)
         self._measured = 0
-        self._envelope_db = -np.inf         # the bleed's peak envelope at the end of the last block
+        self._envelope_db = -np.inf         # the bleed's power envelope at the end of the last block
         self.depth = DEPTH_START
         #: Expected level of what the last :meth:`process` left of the drums, per sample (dBFS of power).
         self.residual_db = np.zeros(0)
@@ -132,7 +133,8 @@ class BleedCanceller:
                 self._num[k], self._den[k] = num, den
                 self._measured += 1
             if self._measured >= DEPTH_MIN_HOPS:
-                self.depth = abs(float(self._num.sum())) / float(self._den.sum())
+                # (At most twice the bleed: a loop off by whole cycles leaves the bleed and its echo.)
+                self.depth = min(abs(float(self._num.sum())) / float(self._den.sum()), DEPTH_MAX)
         # The bleed's power over each quarter hop (as the detector hears energy), in dB, followed
         # with an instant attack and a RESIDUAL_RELEASE_MS release, carried over blocks.
         square = np.concatenate([self._squares, y * y])

@@ -1033,7 +1033,11 @@ class OnsetDetector:
             if lib is None and kernel == "c":
                 raise RolypolyError("the onset detector's C kernel cannot be built here (no C compiler)")
             if lib is not None:
-                self._kernel = _Kernel(lib, self)
+                try:
+                    self._kernel = _Kernel(lib, self)
+                except ValueError as exc:               # a layout the C kernel was not made for
+                    if kernel == "c":
+                        raise OnsetSettingsError(f"the onset detector's C kernel: {exc}") from None
         self.kernel = "numpy" if self._kernel is None else "c"
 
     # ------------------------------------------------------------------
