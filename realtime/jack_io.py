@@ -515,9 +515,11 @@ class JackSource(PartnerSource):
             a = self._read % cap
             n = min(written - self._read, cap - a, self.detector.max_block)
             x = io.in_ring[a:a + n]
+            floor = None
             if self.bleed is not None:
                 x = self.bleed.process(x, io.drum_ring[a:a + n])
-            found = self.detector.process(x)
+                floor = self.bleed.residual_db      # what the canceller leaves of the drums: no onset
+            found = self.detector.process(x, floor_db=floor)
             if len(found):
                 at = self._time_of(self._base + found["sample"])
                 for o, t in zip(found, at):

@@ -52,6 +52,7 @@ class Rig:
     kit: object = None              # the SampleKit heard (mix.wav is rendered with it)
     midi_early_s: float = 0.0       # rtmidi MIDI leaves this much early
     clock_follower: object = None   # an incoming MIDI clock, when asked for
+    detector: dict | None = None    # the onset detector's settings (a session's calibration, an instrument)
     notes: list[str] = field(default_factory=list)
     describe: list[str] = field(default_factory=list)
     _closers: list = field(default_factory=list)
@@ -97,7 +98,8 @@ class Rig:
 
 def open_rig(*, partner_device=None, partner_file=None, channel: int = 0, sample_rate: int = 48000,
              block: int = 64, drums: str = "both", kit=None, midi: str = "virtual", midi_latency_ms: float = 0.0,
-             clock_in: str | None = None, calibration: bool = True, name: str = "rolypoly", clock=None) -> Rig:
+             clock_in: str | None = None, calibration: bool = True, name: str = "rolypoly", clock=None,
+             detector: dict | None = None) -> Rig:
     """Open the partner source and the drum outputs (see module docstring).
 
     Parameters
@@ -113,6 +115,7 @@ def open_rig(*, partner_device=None, partner_file=None, channel: int = 0, sample
     clock_in : a MIDI port sending MIDI clock: the take follows it (see rolypoly.realtime.midi_clock)
     calibration : use the stored calibration of the JACK ports
     clock : the RealClock of the take (an incoming MIDI clock is stamped on it from now on)
+    detector : the partner's onset detector settings (:func:`rolypoly.onsets.session_settings`)
 
     Raises
     ------
@@ -125,7 +128,7 @@ def open_rig(*, partner_device=None, partner_file=None, channel: int = 0, sample
         raise RolypolyError(f"--midi-latency-ms {midi_latency_ms:g}: an external synth's latency is >= 0 ms")
     from rolypoly.realtime import jack as jackctl
 
-    rig = Rig(source=None)
+    rig = Rig(source=None, detector=detector)
     try:
         if jackctl.server_running():
             _jack_rig(rig, partner_device, partner_file, channel, drums, kit, midi, midi_latency_ms, clock_in,
@@ -184,7 +187,7 @@ def _jack_rig(rig, partner_device, partner_file, channel, drums, kit, midi, midi
     io = JackIO(kit=_load_kit(kit, rate, rig) if audio else None, midi=want_midi and midi != "off",
                 clock_out=True, listen=listen, clock_in=clock_in is not None, name=name,
                 midi_latency_s=midi_latency_ms / 1e3, output_latency_s=out_lat, input_latency_s=in_lat,
-                bleed=stored)
+                bleed=stored, detector=rig.detector)
     rig._closers.append(io.close)
     rig.drums = io
     if clock is not None:
@@ -205,7 +208,7 @@ def _jack_rig(rig, partner_device, partner_file, channel, drums, kit, midi, midi
     else:
         from .sources import FileSource
 
-        rig.source = FileSource(partner_file, sample_rate=rate, block=period)
+        rig.source = FileSource(partner_file, sample_rate=rate, block=period, detector=rig.detector)
         rig.describe.append(f"partner: {partner_file} (in real time)")
     if stored is None and listen and audio and calibration:
         rig.notes.append(f"no calibration stored for {playback[0]} > {capture}: run rolypoly calibrate "
@@ -289,7 +292,7 @@ def _portaudio_rig(rig, partner_device, partner_file, channel, sample_rate, bloc
         if player is not None:
             try:
                 source = LiveSource(partner_device, channel=channel, sample_rate=sample_rate, block=block,
-                                    drums=player)
+                                    drums=player, detector=rig.detector)
                 rig.drums = source
                 rig.describe.append(f"drums: {rig.kit.describe()} through {source.name} (one full-duplex stream)")
             except DeviceError as exc:
@@ -297,10 +300,11 @@ def _portaudio_rig(rig, partner_device, partner_file, channel, sample_rate, bloc
                     raise
                 rig.notes.append(f"{exc}; drums through the default output instead (a clock of its own)")
         if source is None:
-            source = LiveSource(partner_device, channel=channel, sample_rate=sample_rate, block=block)
+            source = LiveSource(partner_device, channel=channel, sample_rate=sample_rate, block=block,
+                                detector=rig.detector)
         rig.source = source
     else:
-        rig.source = FileSource(partner_file, sample_rate=sample_rate, block=block)
+        rig.source = FileSource(partner_file, sample_rate=sample_rate, block=block, detector=rig.detector)
     if player is not None and rig.drums is None:
         out = AudioOut(player, sample_rate=sample_rate, block=block)
         rig.drums = out

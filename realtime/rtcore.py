@@ -9,8 +9,8 @@ struct and a few preallocated arrays with Python.
 
 The C file is compiled once per version of its text, with the system's C
 compiler (``cc -O2 -shared -fPIC``), into the cache folder
-(:func:`rolypoly.paths.cache_dir`); gcc is among the Debian packages
-``make`` installs. :class:`RtState` mirrors the C struct field by field, and
+(:mod:`rolypoly.native`, which builds the onset detector's kernel the same
+way); gcc is among the Debian packages ``make`` installs. :class:`RtState` mirrors the C struct field by field, and
 :func:`load` checks the two agree in size.
 
 >>> core = load()                      # doctest: +SKIP
@@ -20,14 +20,9 @@ True
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
+from rolypoly import native
 from rolypoly.errors import DeviceError
 
 SOURCE = Path(__file__).with_name("rtcore.c")
@@ -68,22 +63,12 @@ class RtState(ctypes.Structure):
 
 
 _loaded = None
+_WHAT = "rolypoly's real-time core"
 
 
 def library_path() -> Path:
     """Where the compiled core of this source text lives (in the cache folder)."""
-    from rolypoly.paths import cache_dir
-
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    return cache_dir() / f"rtcore-{digest}-{platform.machine()}.so"
-
-
-def compiler() -> str | None:
-    """The C compiler to use: ``$CC``, else cc or gcc on PATH."""
-    cc = os.environ.get("CC")
-    if cc:
-        return cc
-    return shutil.which("cc") or shutil.which("gcc")
+    return native.library_path(SOURCE)
 
 
 def build(target: Path | None = None) -> Path:
@@ -94,25 +79,7 @@ def build(target: Path | None = None) -> Path:
     DeviceError
         No C compiler, or it failed (the message has its first error line).
     """
-    target = library_path() if target is None else Path(target)
-    cc = compiler()
-    if cc is None:
-        raise DeviceError("rolypoly's real-time core needs a C compiler: install gcc (apt-get install gcc)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        res = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE)],
-                             capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            lines = [ln for ln in (res.stderr or res.stdout).splitlines() if "error" in ln] or \
-                (res.stderr or res.stdout).splitlines() or ["no message"]
-            raise DeviceError(f"cannot build rolypoly's real-time core with {cc}: {lines[0].strip()}")
-        os.replace(tmp, target)  # atomic: a parallel build never leaves half a library
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    return native.build(SOURCE, library_path() if target is None else Path(target), _WHAT, DeviceError)
 
 
 def load() -> ctypes.CDLL:
@@ -126,26 +93,12 @@ def load() -> ctypes.CDLL:
     global _loaded
     if _loaded is not None:
         return _loaded
-    path = library_path()
-    if not path.is_file():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writable = os.access(path.parent, os.W_OK)
-        except OSError:
-            writable = False
-        if not writable:  # a read-only home: build beside the other temporary files
-            path = Path(tempfile.gettempdir()) / path.name
-        if not path.is_file():
-            build(path)
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as exc:
-        raise DeviceError(f"cannot load rolypoly's real-time core {path}: {exc}") from None
+    lib = native.load_library(SOURCE, _WHAT, DeviceError)
     lib.rt_state_size.restype = ctypes.c_size_t
     lib.rt_process.restype = ctypes.c_int
     lib.rt_process.argtypes = [ctypes.c_uint32, ctypes.c_void_p]
     if lib.rt_state_size() != ctypes.sizeof(RtState):
-        raise DeviceError(f"rolypoly's real-time core {path} does not match this rolypoly "
+        raise DeviceError(f"rolypoly's real-time core {lib._name} does not match this rolypoly "
                           f"(struct of {lib.rt_state_size()} bytes, expected {ctypes.sizeof(RtState)})")
     _loaded = lib
     return lib

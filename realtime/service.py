@@ -363,7 +363,8 @@ class Service:
 
     def __init__(self, sessions_dir=None, *, reply=DEFAULT_REPLY, weights: dict | None = None,
                  mix: bool = True, plot: bool = True, emit=None, player=None, forgetting_set=None,
-                 worker: Worker | None = None, midi=None, osc=None, engine=None):
+                 worker: Worker | None = None, midi=None, osc=None, engine=None,
+                 partner_midi: str | None = None, instrument: str | None = None):
         root = paths.sessions_dir(sessions_dir)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -373,6 +374,7 @@ class Service:
         self.settings = Settings(reply=tuple(reply) if reply is not None else None)
         self.weights = dict(weights or {})
         self.mix, self.plot = mix, plot
+        self.partner_midi, self.instrument = partner_midi, instrument   # heard in every take
         self.midi, self.osc, self.engine_settings = midi, osc, engine
         #: callable(command) taking the ``run/<command>`` messages (set by a session run), else None
         self.on_run = None
@@ -774,9 +776,9 @@ class Service:
             raise Rejected("fine-tuning; wait for /rolypoly/finetuned")
         if s.score is None:
             raise Rejected("no score: send load_score PATH or load_session NAME first")
-        if s.partner is None:
+        if s.partner is None and self.partner_midi is None:
             raise Rejected("no partner: send partner_file PATH or partner_device DEV first")
-        if s.clock == "sim" and s.partner[0] != "file":
+        if s.clock == "sim" and (s.partner is None or s.partner[0] != "file" or self.partner_midi):
             raise Rejected("the simulated clock needs a partner file")
         weights = self._weights(s)
         source, clock = self._source(s), self._make_clock(s.clock)
@@ -801,17 +803,29 @@ class Service:
         return None
 
     def _source(self, s: Settings):
+        from rolypoly.onsets import session_settings
+
         from .sources import FileSource, LiveSource
+
+        from .midi_partner import CombinedSource, MidiSource
 
         if s.make_source is not None:
             return s.make_source()
+        if s.partner is None:                # a MIDI partner alone (serve --partner-midi)
+            return MidiSource(self.partner_midi)
         kind, where = s.partner
+        # The session's calibration (rolypoly onsets --calibrate) and the instrument served with.
+        detector = session_settings(s.session, self.instrument)
         if kind == "file":
-            return FileSource(where)  # unreadable audio: RolypolyError, the error reply
-        try:
-            return LiveSource(where)  # DeviceError (missing, busy) becomes the error reply
-        except (OSError, ImportError) as e:  # no PortAudio at all
-            raise DeviceError(f"audio input {where}: {_one_line(e)}") from None
+            audio = FileSource(where, detector=detector)  # unreadable audio: RolypolyError, the error reply
+        else:
+            try:
+                audio = LiveSource(where, detector=detector)  # DeviceError (missing, busy): the error reply
+            except (OSError, ImportError) as e:  # no PortAudio at all
+                raise DeviceError(f"audio input {where}: {_one_line(e)}") from None
+        if self.partner_midi is None:
+            return audio
+        return CombinedSource(audio, MidiSource(self.partner_midi))
 
     @staticmethod
     def _make_clock(kind: str):
@@ -1210,4 +1224,3 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, reply=DEFAULT_R
         service.close()  # the take's files first, then its take_done, then the sockets
         server.server_close()
         server.replier.close()
-

@@ -43,6 +43,8 @@ from . import AGENT_KINDS  # noqa: F401 (the package defines the kinds: reading 
 from .errors import CheckpointError
 from .paths import SHIPPED_WEIGHTS
 from .features import DESCRIPTOR, DIFF, N_FEATURES, N_SCORE_FEATURES, OFFSET_SCALE
+# One checked reader for every weights file (torch-free: the onset detector shares it).
+from .weights_file import read_weights  # noqa: F401  (agents.read_weights is used elsewhere)
 
 # -- model knobs (paper 3.2) ---------------------------------------------------
 HIDDEN = 256          # units per LSTM layer
@@ -269,37 +271,6 @@ def build_checked(path, header: dict, tensors: dict, make, what: str) -> nn.Modu
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return (text.splitlines()[0] if text else type(e).__name__)[:120]
-
-
-def read_weights(path, *, missing_hint: str = "") -> tuple[dict, dict]:
-    """Header metadata and tensors of a safetensors file, checked; pickles are never opened.
-
-    Raises
-    ------
-    CheckpointError
-        One line naming the file: missing, larger than
-        :data:`~rolypoly.limits.MAX_WEIGHTS_BYTES`, not safetensors, or
-        holding NaN/infinite values.
-    """
-    from safetensors import safe_open
-
-    from .limits import MAX_WEIGHTS_BYTES, check_file_size
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such weights file{missing_hint}")
-    check_file_size(path, MAX_WEIGHTS_BYTES, "weights file", error=CheckpointError)
-    try:
-        with safe_open(path, framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception:
-        raise CheckpointError(f"{path}: not a safetensors weights file (pickled checkpoints are "
-                              "refused: they can run code)") from None
-    for k, v in tensors.items():
-        if not torch.isfinite(v).all():
-            raise CheckpointError(f"{path}: weights contain NaN or infinite values ({k})")
-    return header, tensors
 
 
 def load_metadata(path) -> dict:

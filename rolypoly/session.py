@@ -98,6 +98,9 @@ def check_meta(meta: dict, where, score: Score | None = None) -> dict:
     offbeat        the off-beat ledger (:class:`~rolypoly.score_growth.OffbeatLedger`)
     pattern        {"humanize": true/false, "seed": whole number, "temperature": number >= 0}
     score_versions {hash: [[bar, step], ...]}: the silent rows of each grown score played
+    onset_calibration the onset detector's calibration (``rolypoly onsets --calibrate``):
+                   an object whose "threshold" is a number between 0 and 1, "silence_db"
+                   a finite number, "instrument" a string
     ============== ==========================================================
 
     Other fields are kept as they are. Positions (bar, step) must be on
@@ -159,6 +162,17 @@ def check_meta(meta: dict, where, score: Score | None = None) -> dict:
                                                 for p in extra)):
             bad("score_versions", f"{h}: must be a list of [bar, step] pairs")
         _check_positions("score_versions", extra, bars, bad)
+    calibration = meta.get("onset_calibration")
+    if calibration is not None:
+        if not isinstance(calibration, dict):
+            bad("onset_calibration", f"must be an object (rolypoly onsets --calibrate), not {shown(calibration)}")
+        t = calibration.get("threshold", 0.5)
+        if not (_number(t) and 0 < t < 1):
+            bad("onset_calibration", f"threshold must be a number between 0 and 1, not {shown(t)}")
+        if not _number(calibration.get("silence_db", 0.0)):
+            bad("onset_calibration", f"silence_db must be a finite number, not {shown(calibration.get('silence_db'))}")
+        if not isinstance(calibration.get("instrument", ""), str):
+            bad("onset_calibration", f"instrument must be a string, not {shown(calibration.get('instrument'))}")
     return meta
 
 

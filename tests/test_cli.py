@@ -21,8 +21,9 @@ COMMANDS = ("demo", "play", "simulate", "serve",
             "finetune", "plot",
             "humanize", "groove humanize", "groove drumify", "groove infill", "groove transfer", "groove learn",
             "grooves list", "grooves subset",
-            "pretrain timing", "pretrain groove", "pretrain continuation", "pretrain fill", "evaluate timing",
-            "evaluate groove", "evaluate live-groove", "data gmd", "devices", "calibrate", "onsets", "bench decide", "bench generate",
+            "pretrain timing", "pretrain groove", "pretrain continuation", "pretrain fill", "pretrain onsets",
+            "evaluate timing", "evaluate groove", "evaluate live-groove", "data gmd", "devices", "calibrate", "onsets",
+            "bench decide", "bench generate",
             "bench onsets", "bench finetune", "bench output", "bench service", "bench soak", "experiment")
 
 

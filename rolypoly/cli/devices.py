@@ -2,9 +2,20 @@
 from __future__ import annotations
 
 import json
+import sys
+
+#: (rolypoly.onsets.INSTRUMENTS is checked when the detector is made: --help stays instant.)
+INSTRUMENT_HELP = "what the partner plays, the onset detector's preset: guitar, bass, piano, keys, voice or auto"
+
+
+def add_instrument(parser, default: str = "auto") -> None:
+    """``--instrument NAME``: the onset detector's preset for what the partner plays."""
+    parser.add_argument("--instrument", metavar="NAME", help=f"{INSTRUMENT_HELP} (default {default})")
 
 
 def add_parser(sub) -> None:
+    from .common import add_sessions
+
     d = sub.add_parser("devices", help="list audio devices and MIDI ports")
     d.set_defaults(run=run_devices)
 
@@ -20,9 +31,20 @@ def add_parser(sub) -> None:
     c.add_argument("--no-save", action="store_true", help="measure only; keep the stored calibration as it is")
     c.set_defaults(run=run_calibrate)
 
-    o = sub.add_parser("onsets", help="run the live onset detector over a recording")
-    o.add_argument("input", help="WAV or FLAC file")
+    o = sub.add_parser("onsets", help="run the live onset detector over a recording, or calibrate it to a player")
+    o.add_argument("input", nargs="?", help="WAV or FLAC file")
     o.add_argument("--json", action="store_true", help="JSON with the moment each onset became usable")
+    add_instrument(o)
+    o.add_argument("--threshold", type=float, help="the network's probability an onset needs (0..1)")
+    o.add_argument("--session", metavar="DIR",
+                   help="use this session's calibration; with --calibrate, store the calibration there")
+    add_sessions(o)
+    o.add_argument("--calibrate", action="store_true",
+                   help="set threshold and silence gate from a minute of the partner playing alone in their "
+                        "room: the recording given, else the live input (--partner-device, --seconds)")
+    o.add_argument("--partner-device", metavar="DEV", help="--calibrate from this audio input (default input)")
+    o.add_argument("--channel", type=int, default=1, help="input channel the partner is on (from 1)")
+    o.add_argument("--seconds", type=float, default=60.0, help="how long --calibrate listens to the live input")
     o.set_defaults(run=run_onsets)
 
 
@@ -59,10 +81,24 @@ def run_calibrate(args) -> int:
     return 0
 
 
-def run_onsets(args) -> int:
-    from rolypoly.onsets import detect_file
+def _session(args):
+    from .common import session_folder
 
-    onsets, available, descriptors = detect_file(args.input)
+    return session_folder(args.session, args.sessions) if args.session else None
+
+
+def run_onsets(args) -> int:
+    from rolypoly.errors import RolypolyError
+    from rolypoly.onsets import detect_file, session_settings
+
+    if args.calibrate:
+        return run_onset_calibration(args)
+    if args.input is None:
+        raise RolypolyError("onsets: give a recording (WAV or FLAC), or --calibrate")
+    settings = session_settings(_session(args), args.instrument)
+    if args.threshold is not None:
+        settings["threshold"] = args.threshold
+    onsets, available, descriptors = detect_file(args.input, **settings)
     if args.json:
         print(json.dumps([{"time_s": round(float(t), 6), "available_s": round(float(a), 6),
                            "descriptor": round(float(d), 4)}
@@ -71,3 +107,48 @@ def run_onsets(args) -> int:
         for t in onsets:
             print(f"{t:.6f}")
     return 0
+
+
+def run_onset_calibration(args) -> int:
+    """``rolypoly onsets --calibrate``: threshold and gate from the partner playing alone, kept in the session."""
+    from rolypoly.audio_io import load_audio
+    from rolypoly.onsets import calibrate
+
+    rate = 48000
+    if args.input is not None:
+        audio, name = load_audio(args.input, rate), args.input
+    else:
+        audio, name = _record(args, rate), f"input {args.partner_device or 'default'}"
+    result = calibrate(audio, rate, instrument=args.instrument or "auto", name=name)
+    folder = _session(args)
+    if folder is not None:
+        from rolypoly.session import Session
+
+        Session(folder).update(onset_calibration=result)
+        result = {**result, "stored_in": str(folder)}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _record(args, rate: int):
+    """``--seconds`` of the live input, the partner's channel only."""
+    import numpy as np
+
+    from rolypoly.errors import DeviceError, RolypolyError
+    from rolypoly.realtime.devices import resolve_input_device
+
+    if not args.seconds > 0:
+        raise RolypolyError(f"onsets --calibrate: --seconds must be positive, got {args.seconds:g}")
+    try:
+        import sounddevice as sd
+    except (OSError, ImportError) as e:
+        raise DeviceError(f"no audio input: {str(e).splitlines()[0]}") from None
+    device = resolve_input_device(args.partner_device)
+    print(f"listening for {args.seconds:g} s: play alone, as you would in the take...", file=sys.stderr)
+    try:
+        audio = sd.rec(int(args.seconds * rate), samplerate=rate, channels=args.channel, device=device,
+                       dtype="float32", blocking=True)
+    except Exception as e:
+        raise DeviceError(f"cannot record from input {args.partner_device or 'default'}: "
+                          f"{str(e).splitlines()[0]}") from None
+    return np.ascontiguousarray(audio[:, args.channel - 1])

@@ -9,6 +9,7 @@ import json
 import sys
 
 from .common import add_agent, add_forgetting_check, add_gmd, add_json_out, forgetting_check, print_report
+from .devices import add_instrument
 
 #: The paper's between-take experiments (:mod:`rolypoly.lab.experiments`).
 EXPERIMENTS = ("morph", "tresillo", "tame", "follow")
@@ -29,11 +30,15 @@ def add_parser(sub) -> None:
     g.add_argument("--fill", metavar="WEIGHTS", help="fill weights (default: shipped)")
     g.set_defaults(run=run_bench_generate)
 
-    o = what.add_parser("onsets", help="onset latency and F1 of the live detector vs aubio")
+    o = what.add_parser("onsets", help="onset F1, latency and live cost of the detector vs aubio (48 kHz)")
     add_json_out(o)
-    o.add_argument("--sample-rate", type=int, default=48000, metavar="HZ",
-                   help="rate the recordings are made at and both detectors run at (default 48000)")
-    o.add_argument("--quick", action="store_true", help="three short recordings only (a check, not the figures)")
+    o.add_argument("--real", metavar="DIR", help="annotated recordings: audio files with NAME.onsets beside "
+                                                 "them (one onset time in seconds per line)")
+    add_instrument(o)
+    o.add_argument("--quick", action="store_true", help="a few short recordings per set (a check, not the figures)")
+    o.add_argument("--kernel", choices=("auto", "c", "numpy"), default="auto",
+                   help="who does each hop's work: the C kernel (default where a C compiler is) or the "
+                        "numpy reference (to compare their cost)")
     o.add_argument("-v", "--verbose", action="store_true", help="one progress line per recording on stderr")
     o.set_defaults(run=run_bench_onsets)
 
@@ -109,7 +114,10 @@ def run_bench_generate(args) -> int:
 def run_bench_onsets(args) -> int:
     from rolypoly.lab.bench_onsets import run
 
-    print_report(run(args.json_out, sample_rate=args.sample_rate, quick=args.quick, verbose=args.verbose))
+    params = {"instrument": args.instrument} if args.instrument else {}
+    if args.kernel != "auto":
+        params["kernel"] = args.kernel
+    print_report(run(args.json_out, real=args.real, quick=args.quick, detector_params=params, verbose=args.verbose))
     return 0
 
 

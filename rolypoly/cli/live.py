@@ -8,13 +8,14 @@ from rolypoly import AGENT_KINDS
 
 from .common import (add_agent, add_gmd, add_groove, add_sessions, groove_score, print_take, print_warnings,
                      session_folder)
+from .devices import add_instrument
 
 #: Addresses that only this machine can reach: serving on any other warns.
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def add_parser(sub) -> None:
-    for name, helptext in (("play", "play a take with a partner: live input or a recording in real time"),
+    for name, helptext in (("play", "play a take with a partner: live input, MIDI or a recording in real time"),
                            ("simulate", "play a take with a recorded partner on a simulated clock")):
         p = sub.add_parser(name, help=helptext, description=helptext)
         p.add_argument("score", nargs="?", help="drum part, Standard MIDI File (or --groove STYLE/N)")
@@ -23,6 +24,7 @@ def add_parser(sub) -> None:
             src = p.add_mutually_exclusive_group()
             src.add_argument("--partner-device", metavar="DEV", help="audio input (index or name); default input if omitted")
             src.add_argument("--partner-file", metavar="FILE", help="WAV/FLAC recording played as the partner in real time")
+            add_partner_midi(p)
             p.add_argument("--channel", type=int, default=1, help="input channel the partner is on (from 1)")
             p.add_argument("--sample-rate", type=int, default=48000)
             p.add_argument("--block", type=int, default=64, help="audio block size in frames")
@@ -45,6 +47,7 @@ def add_parser(sub) -> None:
         p.add_argument("--weights", help="agent weights (.safetensors); default: the shipped ones")
         add_take_options(p, midi="virtual" if name == "play" else "off")
         add_generate_options(p, controller=name == "play")
+        add_instrument(p, default="the session's calibration, else auto")
         p.add_argument("--kit", metavar="FILE.sf2|DIR",
                        help="the drum kit heard live and in mix.wav: a soundfont's drum kit (.sf2/.sf3), a folder "
                             "of samples (kick.wav, snare_40.wav, 42.wav ...) or 'synth' (default: the installed "
@@ -62,9 +65,16 @@ def add_parser(sub) -> None:
         p.add_argument(f"--{kind}-weights", metavar="FILE", help=f"{kind} weights of new sessions (default: shipped)")
     p.add_argument("--no-mix", action="store_true", help="do not write each take's mix.wav")
     p.add_argument("--no-plot", action="store_true", help="do not plot each take")
+    add_partner_midi(p)
+    add_instrument(p, default="each session's calibration, else auto")
     p.set_defaults(run=run_serve)
 
 
+def add_partner_midi(parser) -> None:
+    """``--partner-midi PORT``: a partner playing MIDI, alone or beside the audio partner."""
+    parser.add_argument("--partner-midi", metavar="PORT",
+                        help="a partner playing MIDI (keyboard, e-drums, MIDI guitar): their output port, exact "
+                             "name or a unique part; alone, or with the audio partner")
 def add_take_options(p, midi: str) -> None:
     """The engine's knobs and the outputs of a take (``play``, ``simulate``, ``session run``)."""
     p.add_argument("--window", type=float, default=3.0, help="partner window: hit ± duration / WINDOW")
@@ -187,7 +197,32 @@ def _session(args) -> Path:
     return sessions_dir(args.sessions) / (session_name(args.groove) if args.groove else Path(args.score).stem)
 
 
+def partner_source(args):
+    """The take's partner: a recording or an audio input, a MIDI port, or both at once.
+
+    Audio is heard with the session's calibration (``rolypoly onsets --calibrate``),
+    if it has one, and the instrument asked for.
+    """
+    from rolypoly.onsets import session_settings
+    from rolypoly.realtime.sources import FileSource, LiveSource
+
+    partner_midi = getattr(args, "partner_midi", None)          # (a session run has no MIDI partner)
+    detector = session_settings(_session(args), getattr(args, "instrument", None))
+    sources = []
+    if args.partner_file:
+        sources.append(FileSource(args.partner_file, detector=detector))
+    elif args.partner_device is not None or not partner_midi:
+        sources.append(LiveSource(args.partner_device, channel=args.channel - 1, sample_rate=args.sample_rate,
+                                  block=args.block, detector=detector))
+    if partner_midi:
+        from rolypoly.realtime.midi_partner import CombinedSource, MidiSource
+
+        sources.append(MidiSource(partner_midi))
+    return sources[0] if len(sources) == 1 else CombinedSource(*sources)
+
+
 def run_simulate(args) -> int:
+    from rolypoly.onsets import session_settings
     from rolypoly.realtime.clock import SimClock
     from rolypoly.realtime.duet import play_take
     from rolypoly.realtime.sources import FileSource
@@ -202,7 +237,8 @@ def run_simulate(args) -> int:
     generate = generate_options(args)
     midi, osc = _outputs(args)
     try:
-        summary = play_take(score, FileSource(args.partner_file), SimClock(), session=_session(args),
+        source = FileSource(args.partner_file, detector=session_settings(_session(args), args.instrument))
+        summary = play_take(score, source, SimClock(), session=_session(args),
                             agent=args.agent, weights=args.weights, settings=_engine_settings(args),
                             midi=midi, osc=osc, kit=kit, say=_say, generate=generate)
     finally:
@@ -212,17 +248,8 @@ def run_simulate(args) -> int:
     return 0
 
 
-def partner_source(args):
-    """A new partner source for one take: ``--partner-file``, else the live input ``--partner-device``."""
-    from rolypoly.realtime.sources import FileSource, LiveSource
-
-    if args.partner_file:
-        return FileSource(args.partner_file)
-    return LiveSource(args.partner_device, channel=args.channel - 1, sample_rate=args.sample_rate,
-                      block=args.block)
-
-
 def run_play(args) -> int:
+    from rolypoly.onsets import session_settings
     from rolypoly.realtime.clock import RealClock, steady_interpreter
     from rolypoly.realtime.rig import open_rig
 
@@ -235,12 +262,19 @@ def run_play(args) -> int:
     rig = open_rig(partner_device=args.partner_device, partner_file=args.partner_file, channel=args.channel - 1,
                    sample_rate=args.sample_rate, block=args.block, drums=args.drums, kit=args.kit, midi=args.midi,
                    midi_latency_ms=args.midi_latency_ms, clock_in=args.clock_in,
-                   calibration=not args.no_calibration, clock=clock)
+                   calibration=not args.no_calibration, clock=clock,
+                   detector=session_settings(_session(args), args.instrument))
+    source = rig.source
     display = None
     try:
         from rolypoly.realtime.display import take_display
         from rolypoly.realtime.duet import play_take
 
+        if args.partner_midi:                 # a MIDI partner beside the audio one
+            from rolypoly.realtime.midi_partner import CombinedSource, MidiSource
+
+            source = CombinedSource(rig.source, MidiSource(args.partner_midi))
+            rig._closers.append(source.close)
         print_warnings(rig.notes)
         for line in rig.describe:
             print(line, file=sys.stderr)
@@ -258,7 +292,7 @@ def run_play(args) -> int:
                 pedal.attach(engine)
 
         with steady_interpreter():
-            summary = play_take(score, rig.source, clock, session=_session(args), agent=args.agent,
+            summary = play_take(score, source, clock, session=_session(args), agent=args.agent,
                                 weights=args.weights, settings=_engine_settings(args), midi=rig.midi, osc=osc,
                                 on_engine=on_engine, drums=rig.drums, kit=rig.kit, tempo_bpm=tempo,
                                 start_at=start_at, midi_early_s=rig.midi_early_s, say=_say, generate=generate)
@@ -307,7 +341,8 @@ def run_serve(args) -> int:
     weights = {k: getattr(args, f"{k}_weights") for k in AGENT_KINDS}
     service = Service(args.sessions, reply=reply, weights={k: v for k, v in weights.items() if v},
                       mix=not args.no_mix, plot=not args.no_plot,
-                      forgetting_set=lambda: forgetting_set(args.gmd))
+                      forgetting_set=lambda: forgetting_set(args.gmd),
+                      partner_midi=args.partner_midi, instrument=args.instrument)
     if args.host not in LOCAL_HOSTS:
         print(f"rolypoly: warning: listening on {args.host}: anyone who can reach port {args.port} "
               "can control the drum machine", file=sys.stderr)

@@ -1,4 +1,7 @@
-"""``rolypoly pretrain timing|groove|continuation|fill``, ``evaluate timing|groove|live-groove`` and ``data gmd``: models from the Groove MIDI Dataset.
+"""``rolypoly pretrain timing|groove|continuation|fill|onsets``, ``evaluate timing|groove|live-groove`` and ``data gmd``: training the models.
+
+Timing, groove and bar models learn from the Groove MIDI Dataset; the onset
+network from partner takes rendered from soundfonts.
 
 ``pretrain`` writes where ``--out`` says, by default
 :func:`rolypoly.paths.weights_out_dir` (``$ROLYPOLY_WEIGHTS``, else the user
@@ -21,7 +24,8 @@ def add_parser(sub) -> None:
     from rolypoly.groove_grid import GRIDS, GROOVE_TASKS, INSTRUMENTS
     from rolypoly.pretrain.gmd import SPLITS
 
-    pre = sub.add_parser("pretrain", help="train models on the Groove MIDI Dataset")
+    pre = sub.add_parser("pretrain", help="train models: timing and groove on the Groove MIDI Dataset, onsets "
+                                          "on partners rendered from soundfonts")
     what = pre.add_subparsers(dest="what", metavar="WHAT", required=True)
     t = what.add_parser("timing", help="pretrain a timing agent (lstm or seq2seq)")
     add_agent(t, required=True)
@@ -43,6 +47,16 @@ def add_parser(sub) -> None:
                    help="networks trained from consecutive seeds and shipped as one ensemble, two at a "
                         "time (default 4 for humanize, 1 for the others)")
     g.set_defaults(run=run_pretrain_groove)
+    o = what.add_parser("onsets", help="train the onset network on partner takes rendered from General MIDI "
+                                       "soundfonts (FluidSynth)")
+    o.add_argument("--out", metavar="DIR",
+                   help="folder for onsets.safetensors and onsets.json (default $ROLYPOLY_WEIGHTS, else weights/ in "
+                        "the user data folder; --out rolypoly/weights remakes the shipped ones)")
+    o.add_argument("--takes", type=int, help="training takes of 8 s (default 240; validation: a sixth as many)")
+    o.add_argument("--minutes", type=float, help="training budget (default 25; never more than 30)")
+    o.add_argument("--workers", type=int, default=2, help="processes rendering the takes (default 2)")
+    o.add_argument("--quiet", action="store_true", help="no progress output")
+    o.set_defaults(run=run_pretrain_onsets)
 
     for kind, text in (("continuation", "the next bar from the drums' last bars, the partner's rhythm and a style"),
                        ("fill", "a fill bar from the groove bar it leaves (GMD fill takes)")):
@@ -160,6 +174,21 @@ def run_pretrain_groove(args) -> int:
                       "baseline_offset_mse_steps": round(v["baseline_offset_mse_steps"], 4),
                       "timing_mae_ms": round(v["timing_mae_ms"], 2), "hit_f1": round(v["hit_f1"], 3),
                       "train_seconds": meta["train_seconds"]}))
+    return 0
+
+
+def run_pretrain_onsets(args) -> int:
+    """Render, train, save; print the outcome as one JSON line."""
+    from rolypoly.paths import weights_out_dir
+    from rolypoly.pretrain.train_onsets import pretrain
+
+    out = weights_out_dir(args.out)
+    meta = pretrain(out, takes=args.takes, minutes=args.minutes, workers=args.workers, progress=not args.quiet)
+    v = meta["validation"]
+    best = v["at_threshold"][str(v["best_threshold"])]
+    print(json.dumps({"out": str(out), "threshold": v["best_threshold"], "validation_f1": best["f1"],
+                      "latency_median_ms": best["latency_median_ms"],
+                      "train_seconds": meta["training"]["train_seconds"]}))
     return 0
 
 
