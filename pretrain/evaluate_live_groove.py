@@ -64,15 +64,13 @@ from types import SimpleNamespace
 import numpy as np
 
 from rolypoly.drum_map import CLASS_NAMES, N_CLASSES, class_index
+from rolypoly.generate import FILL_TEMPERATURE
 from rolypoly.generate_model import GRID, STEPS_PER_BAR, STEPS_PER_BEAT, STYLES
 
 from .bar_data import BarSet, concat_bars, load_bars
 from .groove_baselines import K, knn_generate
 from .train_generate import Examples, bar_metrics, hvo, simulate_partner
 
-#: Sampling temperature of the fills measured (the fill model's most likely bar is mostly snare:
-#: no single tom cell is likely on its own, so temperature 0 plays none; drawn, they come back).
-FILL_TEMPERATURE = 1.0
 #: Fills drawn per test fill (different seeds).
 FILL_DRAWS = 8
 #: Styles the classifier learns: those with at least this many train beat bars.

@@ -30,7 +30,7 @@ Examples
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -44,6 +44,13 @@ from .groove_grid import MAX_VELOCITY
 #: One generated row: a step of the bar with at least one hit.
 ROW_DTYPE = np.dtype([("step", np.int16), ("position", np.float32), ("hits", np.bool_, N_CLASSES),
                       ("velocities", np.uint8, N_CLASSES), ("offsets", np.float32, N_CLASSES)])
+
+
+#: Fills are drawn, not taken at their most likely: at temperature 0 the fill model plays a snare
+#: roll (toms in 33 % of fills, drummers 83 %). KL of per-class hit counts to GMD test fills,
+#: ``rolypoly evaluate live-groove --fill-temperature T``: 0 -> 4.90, 0.5 -> 10.8, 0.7 -> 5.8,
+#: 0.85 -> 3.3, 1.0 -> 2.73, 1.2 -> 4.3 (beats against fills: 5.69).
+FILL_TEMPERATURE = 1.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,7 @@ class BarWriter:
         """The next bar of the groove as rows (:data:`ROW_DTYPE`)."""
         return bar_rows(*self.write(state, controls))
 
-    def fill_bar(self, state: BarState, controls: Controls = Controls()) -> np.ndarray:
-        """A fill out of the groove in ``state`` as rows (:data:`ROW_DTYPE`)."""
-        return bar_rows(*self.write(state, controls, fill=True))
+    def fill_bar(self, state: BarState, controls: Controls = Controls(),
+                 temperature: float = FILL_TEMPERATURE) -> np.ndarray:
+        """A fill out of the groove in ``state`` as rows (:data:`ROW_DTYPE`), drawn at ``temperature``."""
+        return bar_rows(*self.write(state, replace(controls, temperature=temperature), fill=True))

@@ -202,6 +202,23 @@ def test_shipped_fill_differs_from_the_groove(shipped):
     assert len(shipped.fill_bar(state)) > 0
 
 
+def test_shipped_fills_are_drawn_and_reach_the_toms(shipped):
+    # At temperature 0 the fill model plays a snare roll; fill_bar draws (FILL_TEMPERATURE), one
+    # fill per seed, the same fill for the same seed, and across seeds the toms come in.
+    from rolypoly.generate import FILL_TEMPERATURE
+
+    assert FILL_TEMPERATURE > 0
+    H, V, O = rock_bar()
+    state = BarState.from_bars(np.stack([H, H]), np.stack([V, V]), np.stack([O, O]), partner=riff())
+    fills = [shipped.fill_bar(state, Controls(seed=s)) for s in range(8)]
+    again = shipped.fill_bar(state, Controls(seed=3))
+    np.testing.assert_array_equal(again["hits"], fills[3]["hits"])
+    assert len({f["hits"].tobytes() for f in fills}) > 1
+    toms = sum(int(f["hits"][:, [LOW_TOM, MID_TOM, HIGH_TOM]].sum()) for f in fills)
+    most_likely = shipped.fill_bar(state, Controls(), temperature=0.0)
+    assert toms > 8 * int(most_likely["hits"][:, [LOW_TOM, MID_TOM, HIGH_TOM]].sum())
+
+
 @pytest.mark.parametrize("kind", ["continuation", "fill"])
 def test_shipped_metrics_json_matches_its_weights(kind):
     from rolypoly.agents import read_weights

@@ -247,7 +247,8 @@ def run_evaluate_groove(args) -> int:
 def run_evaluate_live_groove(args) -> int:
     """Continuation, fills, style (and the follow experiment, next-bar time) as one JSON report."""
     from rolypoly.errors import RolypolyError
-    from rolypoly.pretrain.evaluate_live_groove import FILL_TEMPERATURE, evaluate
+    from rolypoly.generate import FILL_TEMPERATURE
+    from rolypoly.pretrain.evaluate_live_groove import evaluate
 
     for name in ("bars", "limit"):
         value = getattr(args, name)
