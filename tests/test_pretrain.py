@@ -164,12 +164,13 @@ def test_shipped_weights_are_small():
 @needs_gmd
 def test_evaluation_on_test_split_beats_baseline(tmp_path, cache):
     out = tmp_path / "eval.json"
-    r = _rolypoly("evaluate", "timing", "--split", "test", "--json", str(out),
+    # The first 40 takes of the test split (the figures of record come from the command on all of it).
+    r = _rolypoly("evaluate", "timing", "--split", "test", "--limit", "40", "--json", str(out),
                   env={"ROLYPOLY_CACHE": str(cache)})
     assert r.returncode == 0, r.stderr
     result = json.loads(out.read_text())
     assert set(result) >= {"rows", "baseline", "lstm", "seq2seq"}
-    assert result["rows"] > 20_000
+    assert result["rows"] > 5_000
     for kind in AGENT_KINDS:
         assert set(result[kind]) >= {"mse_bar", "mse_16th", "mae_ms"}
     base = result["baseline"]["mse_bar"]
