@@ -229,12 +229,12 @@ def bar_feed(score, *, mode: str = "follow", controls: dict | None = None, fill_
     ``fill_every`` are the player's mistake: RolypolyError before the take.
     """
     from rolypoly.errors import CheckpointError
-    from rolypoly.generate import BarWriter, Controls
+    from rolypoly.generate import BarWriter
 
-    from .live_bars import MODE_CONTROLS, BarFeed
+    from .live_bars import MODE_CONTROLS, BarFeed, mode_controls
 
     if mode in MODE_CONTROLS:
-        Controls(**{**MODE_CONTROLS[mode], **(controls or {})})  # checked before any model loads
+        mode_controls(mode, controls)  # checked before any model loads
     problem = None
     if writer is None:
         try:

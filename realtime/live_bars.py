@@ -63,6 +63,17 @@ SILENT_BARS = 2
 BAR_ONSETS = 128
 #: Controls each mode starts from (the command line and OSC change them).
 MODE_CONTROLS = {"follow": dict(follow=0.9), "fills": dict(), "free": dict(follow=0.3, temperature=0.5)}
+
+
+def mode_controls(mode: str | None, controls: dict | None = None) -> Controls:
+    """The controls a mode starts from with the player's on top, checked (RolypolyError, one line).
+
+    >>> mode_controls("free", {"seed": 3}).follow, mode_controls("free", {"seed": 3}).seed
+    (0.3, 3)
+    """
+    return Controls(**{**MODE_CONTROLS.get(mode or "follow", {}), **(controls or {})})
+
+
 #: Bar sources, as counted in the take's summary.
 KINDS = ("generated", "fill", "score", "late", "silent")
 #: What was asked for each bar when the bar before it started.
@@ -192,7 +203,7 @@ class BarFeed:
         if isinstance(fill_every, bool) or not isinstance(fill_every, (int, np.integer)) or not 0 <= fill_every <= 1000:
             raise RolypolyError(f"fill every must be a whole number of bars in 0-1000, not {fill_every!r}")
         self.score, self.writer, self.mode, self.fill_every = score, writer, mode, int(fill_every)
-        self.controls = Controls(**{**MODE_CONTROLS[mode], **(controls or {})})
+        self.controls = mode_controls(mode, controls)
         self.score_bars = score.n_bars
         n_bars = self.score_bars if bars is None else bars
         # Room for a row on every step of every bar: within the take limits (rolypoly.limits).

@@ -28,7 +28,7 @@ from rolypoly.realtime.midi_out import _api_id, match_port, rtmidi, usable_apis
 
 #: What a foot switch can ask for: ``go`` is the one-pedal take cycle
 #: (the next take when ready, stop and learn while one plays).
-FOOT_COMMANDS = ("go", "next", "stop", "revert", "quit")
+FOOT_COMMANDS = ("go", "next", "stop", "revert", "quit", "fill")
 CONTROL_CHANGE = 0xB0
 #: A switch is down at this value and above.
 PRESSED = 64

@@ -18,6 +18,8 @@ space    ``stop``   /rolypoly/run/stop    stop the take and learn from it
 r        ``revert`` /rolypoly/run/revert  back to the model version the current
                                       one learnt from (from the next take)
 q        ``quit``   /rolypoly/run/quit    quit (a take playing is stopped and kept)
+f        ``fill``   /rolypoly/run/fill    a fill into the next downbeat but one
+                                      (a run with ``--generate``)
 ..       ``go``                       one pedal: next when ready, stop while playing
 =======  =========  ================  ========================================
 
@@ -51,10 +53,11 @@ import numpy as np
 from .service import PREFIX
 
 #: Commands, and the words and keys that mean them.
-COMMANDS = ("next", "stop", "revert", "quit", "go")
-KEYS = {" ": "stop", "\n": "next", "\r": "next", "r": "revert", "R": "revert", "q": "quit", "Q": "quit"}
+COMMANDS = ("next", "stop", "revert", "quit", "go", "fill")
+KEYS = {" ": "stop", "\n": "next", "\r": "next", "r": "revert", "R": "revert", "q": "quit", "Q": "quit",
+        "f": "fill", "F": "fill"}
 WORDS = {"next": "next", "enter": "next", "": "next", "stop": "stop", "space": "stop", "revert": "revert",
-         "r": "revert", "quit": "quit", "q": "quit", "go": "go"}
+         "r": "revert", "quit": "quit", "q": "quit", "go": "go", "fill": "fill", "f": "fill"}
 #: The screen is redrawn this often while nothing else happens.
 REFRESH_S = 0.125
 #: Hits the live "drums vs partner" figure averages over.
@@ -347,6 +350,10 @@ class Runner:
 
     def _revert(self) -> None:
         self._call("revert")
+
+    def _fill(self) -> None:
+        # The service says why not (no take playing, no generation, a fill already coming) in its reply.
+        self._call("generate/fill")
 
     def _quit(self) -> None:
         self.quitting = True

@@ -24,7 +24,7 @@ FONT = {
     "6": ("█▀▀", "█▀▄", "▀▄▀"), "7": ("▀▀█", "  █", "  █"), "8": ("█▀█", "█▀█", "█▄█"),
     "9": ("█▀█", "▀▀█", "▄▄▀"), ".": (" ", " ", "▄"), " ": (" ", " ", " "),
 }
-HELP = "enter: next take   space: stop and learn   r: revert   q: quit"
+HELP = "enter: next take   space: stop and learn   r: revert   f: fill   q: quit"
 
 
 def big(text: str) -> list[str]:

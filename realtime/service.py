@@ -152,7 +152,7 @@ IMMEDIATE = ("status", "stop", "quit", "run/stop", "run/quit", "generate/fill",
 #: Generation modes a ``generate`` message may choose (``off``: the score as written).
 GENERATE_MODES = ("follow", "fills", "free", "off")
 #: The commands of ``rolypoly session run`` (:mod:`rolypoly.realtime.run`), as ``run/<command>``.
-RUN_COMMANDS = ("next", "stop", "revert", "quit")
+RUN_COMMANDS = ("next", "stop", "revert", "quit", "fill")
 #: At most this many messages wait for work in the worker process; more are refused.
 MAX_WAITING = 32
 
@@ -711,11 +711,9 @@ class Service:
 
     @staticmethod
     def _checked_controls(mode: str | None, controls: dict):
-        from rolypoly.generate import Controls
+        from .live_bars import mode_controls
 
-        from .live_bars import MODE_CONTROLS
-
-        return Controls(**{**MODE_CONTROLS.get(mode or "follow", {}), **controls})  # RolypolyError: the reply
+        return mode_controls(mode, controls)  # RolypolyError: the reply
 
     def _feed(self):
         """The bar feed of the take playing now (None: no take, or one without generation)."""

@@ -131,6 +131,23 @@ def test_takes_n_runs_without_any_command(piece, tmp_path):
     assert model_of_take(sessions, 1) == 1
 
 
+def test_a_run_with_generation_writes_its_bars_and_a_bad_control_is_one_line(piece, tmp_path):
+    sessions = tmp_path / "sessions"
+    bad = subprocess.run(run_args(piece, sessions, "--control-port", "off", "--takes", "1", "--generate", "follow",
+                                  "--follow", "2"),
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["rolypoly: follow must be within [0, 1], not 2.0"]
+    assert not (sessions / "song" / "takes").exists()
+    done = subprocess.run(run_args(piece, sessions, "--control-port", "off", "--takes", "1", "--generate", "follow",
+                                   "--style", "funk", "--seed", "7"),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    header = json.loads((sessions / "song" / "takes" / "000" / "take.jsonl").read_text().splitlines()[0])
+    generated = header["generated"]
+    assert generated["mode"] == "follow" and generated["controls"]["style"] == "funk", generated
+    assert generated["controls"]["seed"] == 7
+
+
 def test_a_groove_with_a_recording_that_starts_late_is_aligned_before_the_first_take(tmp_path):
     """``--groove`` makes a new session's score; a partner recording without ``--partner-offset`` is
     aligned to it once, said in one line, and the take plays with that offset."""

@@ -90,8 +90,8 @@ def add_take_options(p, midi: str) -> None:
 CONTROL_OPTIONS = ("follow", "density", "temperature", "seed", "style", "pocket")
 
 
-def add_generate_options(p, controller: bool = False) -> None:
-    """``--generate MODE`` and its controls (``play``, ``simulate``)."""
+def add_generate_options(p, controller: bool = False, one_take: bool = True) -> None:
+    """``--generate MODE`` and its controls (``play``, ``simulate``; ``session run`` without ``one_take``)."""
     g = p.add_argument_group("generation", "bars written during the take, following the partner "
                                            "(the session's score is not changed; the take keeps what it played)")
     g.add_argument("--generate", choices=("follow", "fills", "free"),
@@ -106,10 +106,11 @@ def add_generate_options(p, controller: bool = False) -> None:
     g.add_argument("--temperature", type=float, metavar="T", help="0 = the most likely bar; above, drawn")
     g.add_argument("--seed", type=int, help="repeatable drawing (default 0)")
     g.add_argument("--pocket", type=float, metavar="P", help="-1 pushed .. 0 .. +1 laid back")
-    g.add_argument("--bars", type=int, metavar="N", help="the take's length in bars (default: the score's; "
-                                                        "the score repeats)")
-    g.add_argument("--continuation-weights", metavar="FILE", help="continuation model (default: shipped)")
-    g.add_argument("--fill-weights", metavar="FILE", help="fill model (default: shipped)")
+    if one_take:
+        g.add_argument("--bars", type=int, metavar="N", help="the take's length in bars (default: the score's; "
+                                                            "the score repeats)")
+        g.add_argument("--continuation-weights", metavar="FILE", help="continuation model (default: shipped)")
+        g.add_argument("--fill-weights", metavar="FILE", help="fill model (default: shipped)")
     if controller:
         g.add_argument("--control-cc", action="append", metavar="CC:NAME",
                        help="a MIDI controller for generation: NAME fill (a press: a fill into the next "
@@ -124,13 +125,14 @@ def generate_options(args) -> dict | None:
     from rolypoly.errors import RolypolyError
 
     given = {k: getattr(args, k) for k in CONTROL_OPTIONS if getattr(args, k) is not None}
+    bars = getattr(args, "bars", None)
     if args.generate is None:
-        extra = [k for k in given] + (["fill-every"] if args.fill_every else []) + (["bars"] if args.bars else [])
+        extra = [k for k in given] + (["fill-every"] if args.fill_every else []) + (["bars"] if bars else [])
         if extra:
             raise RolypolyError(f"--{extra[0].replace('_', '-')} needs --generate follow|fills|free")
         return None
-    return {"mode": args.generate, "controls": given, "fill_every": args.fill_every, "bars": args.bars,
-            "continuation": args.continuation_weights, "fill": args.fill_weights}
+    return {"mode": args.generate, "controls": given, "fill_every": args.fill_every, "bars": bars,
+            "continuation": getattr(args, "continuation_weights", None), "fill": getattr(args, "fill_weights", None)}
 
 
 def host_port(text: str, option: str, default_host: str | None = None) -> tuple[str, int]:

@@ -9,7 +9,8 @@ import numpy as np
 
 from .common import (add_agent, add_forgetting_check, add_groove, add_session, forgetting_check, groove_score,
                      print_warnings, session_folder)
-from .live import _engine_settings, _outputs, add_take_options, host_port, partner_source
+from .live import (_engine_settings, _outputs, add_generate_options, add_take_options, generate_options, host_port,
+                   partner_source)
 
 
 def add_parser(sub) -> None:
@@ -292,8 +293,9 @@ def run_plot(args) -> int:
 def add_session_run(what) -> None:
     r = what.add_parser("run", help="play a take, learn from it, be ready for the next: no typing between takes",
                         description="Take -> learn -> take. Keys: enter = next take, space = stop the take and "
-                                    "learn, r = revert to the previous model version, q = quit; the same from a "
-                                    "MIDI foot switch (--foot) and OSC (/rolypoly/run/next|stop|revert|quit).")
+                                    "learn, r = revert to the previous model version, f = a fill (with --generate), "
+                                    "q = quit; the same from a MIDI foot switch (--foot) and OSC "
+                                    "(/rolypoly/run/next|stop|revert|fill|quit).")
     add_session(r)
     r.add_argument("--score", help="the drum part (MIDI) of a new session")
     add_groove(r, gmd=False)  # --gmd comes with the forgetting check below
@@ -314,14 +316,15 @@ def add_session_run(what) -> None:
     r.add_argument("--reply", default="127.0.0.1:9101", metavar="HOST:PORT", help="where OSC replies go")
     r.add_argument("--foot", action="append", metavar="CC[:COMMAND]",
                    help="a MIDI foot switch on controller CC (default 64, the sustain pedal); COMMAND go (the "
-                        "default: next take when ready, stop and learn while playing), next, stop, revert or "
-                        "quit; repeat for more pedals; 'off': none")
+                        "default: next take when ready, stop and learn while playing), next, stop, revert, fill "
+                        "(with --generate) or quit; repeat for more pedals; 'off': none")
     r.add_argument("--foot-port", metavar="NAME",
                    help="listen to this MIDI output (default: a virtual input 'rolypoly-control' to connect to)")
     add_forgetting_check(r)
     r.add_argument("--no-mix", action="store_true", help="do not write each take's mix.wav")
     r.add_argument("--no-plot", action="store_true", help="do not plot each take")
     r.add_argument("--plain", action="store_true", help="lines instead of the screen, even on a terminal")
+    add_generate_options(r, one_take=False)
     r.set_defaults(run=run_session_run)
 
 
@@ -383,6 +386,11 @@ def run_session_run(args) -> int:
     if args.clock == "sim" and not args.partner_file:
         raise RolypolyError("--clock sim needs a partner recording (--partner FILE)")
     foot = {} if args.foot == ["off"] else parse_foot(args.foot or ["64"])
+    generate = generate_options(args)
+    if generate is not None:
+        from rolypoly.realtime.live_bars import mode_controls
+
+        mode_controls(generate["mode"], generate["controls"])  # a wrong control: one line before anything opens
     port = {"off": None, "0": 0}.get(args.control_port)
     if args.control_port not in ("off", "0"):
         port = host_port(f"127.0.0.1:{args.control_port}", "--control-port")[1]
@@ -399,6 +407,10 @@ def run_session_run(args) -> int:
         label = args.partner_file or str(args.partner_device)
         service.use_partner("file" if args.partner_file else "device", label, lambda: partner_source(args))
         _checked(service.handle("/rolypoly/clock", args.clock), "--clock")
+        if generate is not None:  # every take of the run writes its bars; OSC and the fill key change them
+            for name, value in generate["controls"].items():
+                _checked(service.handle(f"/rolypoly/generate/{name}", value), f"--{name}")
+            _checked(service.handle("/rolypoly/generate", generate["mode"], generate["fill_every"]), "--generate")
         screen = RichScreen() if sys.stdout.isatty() and not args.plain else LineScreen()
         if port is not None:
             server = open_server(service, "127.0.0.1", port)  # before the runner: both take the service's replies
