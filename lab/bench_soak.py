@@ -287,7 +287,8 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
     engine, clock = hooked["engine"], hooked["clock"]
     result = SimpleNamespace(intended=rows["intended"], played=rows["played"])
     score = bo.bench_score(minutes * 60.0, bpm)
-    figures = bo._figures({"score": score, "result": result, "data": data, "skip": skip,
+    # The service's MIDI leaves through python-rtmidi's JACK port: bench output's "rtmidi" figures.
+    figures = bo._figures({"score": score, "result": result, "data": data, "skip": skip, "drums": "rtmidi",
                            "origin": -clock.to_engine(0.0), "t0": engine._t0}, period, rate)
     return {"take": take, "take_dir": take_done[0], "samples": samples, "answers": answers, "sent": sent,
             "figures": figures, "cpu": cpu_figures, "status_after": last_status is not None,

@@ -435,6 +435,21 @@ def test_midi_port_gone_mid_take(sd, performer, osc_listener):
 
 # --- the output benchmark, quickly ----------------------------------------------------------------
 
+def test_bench_soak_short_writes_its_report(jack_server, tmp_path, capsys):
+    # The soak's figures come at its very end: a take of a few seconds goes through all of it
+    # (a key missing there once lost a 30-minute run).
+    from rolypoly.cli import main
+
+    out = tmp_path / "soak.json"
+    assert main(["bench", "soak", "--minutes", "0.25", "--control-every", "1", "--sample-every", "2",
+                 "--json", str(out)]) in (0, 1)
+    report = json.loads(out.read_text())
+    assert report["take"]["rows"] > 20
+    assert {"total_over_take_ms", "slope_ms_per_min"} <= set(report["drift"])
+    assert report["notes"]["expected"] > 20
+    assert set(report["targets"]["met"]) >= {"rss_growth", "misses", "drift", "notes_missing", "max_late"}
+
+
 def test_bench_output_quick_writes_the_report(jack_server, tmp_path, capsys):
     from rolypoly.cli import main
 
