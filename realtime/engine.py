@@ -96,6 +96,17 @@ def row_midi(score, notes) -> list[tuple]:
             for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def note_hits(channel, pitch, velocity) -> tuple[list, list, list]:
+    """The classes, velocities and notes (``channel * 128 + pitch``) of one row's notes (drum notes only).
+
+    >>> note_hits([9, 9, 9], [36, 44, 100], [100, 60, 90])   # 100 is no drum: left out
+    ([0, 2], [100, 60], [1188, 1196])
+    """
+    keep = [k for k, p in enumerate(pitch) if class_of_pitch(int(p)) is not None]
+    return ([class_of_pitch(int(pitch[k])) for k in keep], [int(velocity[k]) for k in keep],
+            [int(channel[k]) * 128 + int(pitch[k]) for k in keep])
+
+
 def row_hits(score, notes) -> tuple[list, list, list]:
     """Per row, the classes, velocities and notes (``channel * 128 + pitch``) it plays, made before the take.
 
@@ -103,15 +114,10 @@ def row_hits(score, notes) -> tuple[list, list, list]:
     belongs to, for outputs that place hits ahead of time (the sampled kit sounds the note's own sample,
     JACK MIDI sends the note).
     """
-    classes = [class_of_pitch(int(p)) for p in notes["pitch"]]
-    keep = [c is not None for c in classes]  # every drum note of a score has a class; kept safe
-    notes = notes[np.asarray(keep, bool)]
-    classes = [c for c in classes if c is not None]
     bounds = np.searchsorted(notes["row"], np.arange(len(score) + 1))
-    codes = notes["channel"].astype(int) * 128 + notes["pitch"].astype(int)
-    return ([classes[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-            [notes["velocity"][a:b].astype(int).tolist() for a, b in zip(bounds[:-1], bounds[1:])],
-            [codes[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])])
+    per_row = [note_hits(*(notes[f][a:b] for f in ("channel", "pitch", "velocity")))
+               for a, b in zip(bounds[:-1], bounds[1:])]
+    return [r[0] for r in per_row], [r[1] for r in per_row], [r[2] for r in per_row]
 
 
 class Decider:
@@ -434,11 +440,7 @@ class Engine:
         for t in range(a, b):
             ch, pitch, vel = bars.row_notes(t)
             self._messages[t] = row_messages(ch, pitch, vel)
-            classes = [class_of_pitch(int(p)) for p in pitch]
-            keep = [k for k, c in enumerate(classes) if c is not None]
-            self._classes[t] = [classes[k] for k in keep]
-            self._velocities[t] = [int(vel[k]) for k in keep]
-            self._notes[t] = [int(ch[k]) * 128 + int(pitch[k]) for k in keep]
+            self._classes[t], self._velocities[t], self._notes[t] = note_hits(ch, pitch, vel)
         self._fix(a, b)
 
     def _request_bar(self, bar: int) -> None:
