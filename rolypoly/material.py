@@ -20,9 +20,10 @@ Examples
 """
 from __future__ import annotations
 
+import io
 import os
 from collections import defaultdict, deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import mido
 import numpy as np
@@ -53,6 +54,13 @@ class Material:
     loudest velocity of its class there (a new velocity for the class
     scales each note's own by new / peak, so two crashes on one row keep
     their balance).
+
+    Between processes (the helper that opens a score while a take plays) a
+    material travels as the file's bytes, ``source``, and is parsed again
+    where ``midi`` is first used (writing the file back): unpickling the
+    tens of thousands of mido messages of a long file held the interpreter
+    lock in the process playing the take (72 ms for a 30-minute score),
+    and its hits came late.
     """
 
     midi: mido.MidiFile
@@ -61,6 +69,28 @@ class Material:
     key: np.ndarray | None = None
     spread: np.ndarray | None = None
     peak: np.ndarray | None = None
+    source: bytes | None = field(default=None, repr=False, compare=False)  # the file as read
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        midi = state.pop("midi", None)
+        if state.get("source") is None and midi is not None:  # made in code: its bytes as mido writes them
+            buffer = io.BytesIO()
+            midi.save(file=buffer)
+            state["source"] = buffer.getvalue()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str):
+        # Only for a field missing from the instance: ``midi`` after unpickling, parsed once from ``source``.
+        source = self.__dict__.get("source")
+        if name != "midi" or source is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        midi = mido.MidiFile(file=io.BytesIO(source), clip=True)
+        self.__dict__["midi"] = midi
+        return midi
 
     def placed(self, key, spread, peak) -> "Material":
         """The same file with each note's place in a score or groove."""
@@ -116,14 +146,17 @@ def pair_note_offs(midi: mido.MidiFile) -> dict:
     return ends
 
 
-def material_from(midi: mido.MidiFile, found, tempi) -> Material:
-    """Material from a file and its drum notes ``(track, index, tick, channel, pitch, velocity, cls)``."""
+def material_from(midi: mido.MidiFile, found, tempi, source: bytes | None = None) -> Material:
+    """Material from a file and its drum notes ``(track, index, tick, channel, pitch, velocity, cls)``.
+
+    ``source``: the file's bytes as read, from which ``midi`` was parsed.
+    """
     ends = pair_note_offs(midi)
     notes = np.zeros(len(found), NOTE_DTYPE)
     for j, (k, i, tick, channel, pitch, velocity, cls) in enumerate(found):
         off, length = ends.get((k, i), (-1, -1))
         notes[j] = (k, i, off, tick, length, channel, pitch, velocity, cls)
-    return Material(midi, notes, tuple(tempi))
+    return Material(midi, notes, tuple(tempi), source=source)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -28,6 +28,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -194,7 +195,8 @@ def _fail(path, problem: str) -> ScoreError:
     return ScoreError(f"{path}: {problem}")
 
 
-def _read_midi(path) -> mido.MidiFile:
+def _read_midi(path) -> tuple[mido.MidiFile, bytes]:
+    """The parsed file and its bytes as read (the bytes travel between processes: see Material)."""
     if not os.path.exists(path):
         raise _fail(path, "no such file")
     if os.path.isdir(path):
@@ -203,7 +205,9 @@ def _read_midi(path) -> mido.MidiFile:
         raise _fail(path, "file is empty")
     check_file_size(path, MAX_MIDI_BYTES, "MIDI file", error=ScoreError)
     try:
-        return mido.MidiFile(path, clip=True)
+        with open(path, "rb") as f:
+            data = f.read()
+        return mido.MidiFile(path, file=io.BytesIO(data), clip=True), data
     except Exception as e:  # mido raises OSError, EOFError, KeyError, ValueError... for junk
         reason = str(e).strip() or type(e).__name__
         raise _fail(path, f"not a readable Standard MIDI File ({reason})") from None
@@ -261,7 +265,7 @@ def read_material(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, li
         The file as read; its ``notes`` are the drum notes, in the same order.
     """
     path = os.fspath(path)
-    midi = _read_midi(path)
+    midi, data = _read_midi(path)
     if midi.ticks_per_beat <= 0:
         raise _fail(path, f"ticks per beat is {midi.ticks_per_beat}")
     try:
@@ -312,7 +316,7 @@ def read_material(path, *, taps: bool = False) -> tuple[np.ndarray, TempoMap, li
                     meters=[(t, n, d) for t, (n, d) in sorted(meters.items())])
     notes = np.array(notes, dtype=np.float64)
     check_length(path, tmap, max(float(notes[:, 0].max()), max(tempi), max(meters)))
-    return notes, tmap, warnings, material_from(midi, found, tmap.tempi)
+    return notes, tmap, warnings, material_from(midi, found, tmap.tempi, source=data)
 
 
 def check_length(path, tmap: TempoMap, last_tick: float) -> None:

@@ -12,7 +12,9 @@ event with mido.
 from __future__ import annotations
 
 import collections
+import gc
 import os
+import pickle
 
 import mido
 import numpy as np
@@ -124,6 +126,23 @@ def test_written_unchanged_the_file_comes_back_event_for_event(drummers_file, tm
     write_midi(load_score(drummers_file), tmp_path / "same.mid", offsets=load_score(drummers_file).played_offset)
     a, b = mido.MidiFile(str(drummers_file)), mido.MidiFile(str(tmp_path / "same.mid"))
     assert [list(t) for t in a.tracks] == [list(t) for t in b.tracks]
+
+
+def test_a_score_sent_between_processes_carries_the_file_as_bytes_and_writes_it_back_the_same(drummers_file, tmp_path):
+    # The helper process opens a score mid-take and sends it back pickled: rebuilding every mido message there held
+    # the interpreter lock of the take's process (72 ms for a 30-minute file) and hits came late.
+    score = load_score(drummers_file)
+    sent = pickle.dumps(score)
+    gc.collect()
+    before = len(gc.get_objects())
+    back = pickle.loads(sent)
+    assert len(gc.get_objects()) - before < 50  # arrays and a few objects, no messages
+    assert "midi" not in back.material.__dict__
+    np.testing.assert_array_equal(back.material.notes, score.material.notes)
+    write_midi(back, tmp_path / "back.mid", offsets=back.played_offset)  # parses the bytes on first use
+    write_midi(score, tmp_path / "here.mid", offsets=score.played_offset)
+    assert (tmp_path / "back.mid").read_bytes() == (tmp_path / "here.mid").read_bytes()
+    assert [list(t) for t in back.material.midi.tracks] == [list(t) for t in mido.MidiFile(drummers_file).tracks]
 
 
 def test_a_take_stopped_before_its_first_hit_writes_the_file_without_drum_notes(drummers_file, tmp_path):
