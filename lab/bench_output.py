@@ -183,9 +183,12 @@ class MidiCapture:
             raise DeviceError("cannot register a JACK MIDI input port")
         self.port_name = lib.jack_port_name(self.port).decode()
         self.events: list[tuple] = []
+        #: (JACK µs of the first frame, of the last frame) of every stretch of cycles this client's callback
+        #: did not run for: what JACK carried then never reached it (rare; a note there cannot be checked).
+        self.missed: list[tuple] = []
         self.callback_errors = 0
         self._event = _MidiEvent()
-        self._last_frame = 0
+        self._last_frame = None
         self._callback = _PROCESS(self._process)  # keep a reference: libjack holds only the pointer
         lib.jack_set_process_callback(self.client, self._callback, None)
         if lib.jack_activate(self.client) != 0:
@@ -198,7 +201,12 @@ class MidiCapture:
             frame = lib.jack_last_frame_time(client)
             # Frames since this callback last ran: more than a period means it missed
             # a cycle, and JACK may have dropped or mis-stamped what that cycle carried.
-            gap, self._last_frame = (frame - self._last_frame) & 0xFFFFFFFF, frame
+            gap = (frame - self._last_frame) & 0xFFFFFFFF if self._last_frame is not None else self.period
+            self._last_frame = frame
+            if gap != self.period and gap != 0:
+                first = (frame - gap + self.period) & 0xFFFFFFFF
+                self.missed.append((lib.jack_frames_to_time(client, first),
+                                    lib.jack_frames_to_time(client, (frame - 1) & 0xFFFFFFFF)))
             buf = lib.jack_port_get_buffer(self.port, nframes)
             count = lib.jack_midi_get_event_count(buf)
             if count:
@@ -336,8 +344,8 @@ def _capture_child(client_name: str, out_path: str) -> None:
             break
     cap.close()
     events = np.array(cap.events, np.int64).reshape(-1, len(EVENT_COLUMNS))
-    np.savez(out_path, events=events, clock=np.array(clock, np.int64),
-             rate=cap.rate, period=cap.period, callback_errors=cap.callback_errors)
+    np.savez(out_path, events=events, clock=np.array(clock, np.int64), rate=cap.rate, period=cap.period,
+             callback_errors=cap.callback_errors, missed=np.array(cap.missed, np.int64).reshape(-1, 2))
     print("saved", flush=True)
 
 
@@ -1152,6 +1160,7 @@ def _time_lost_pct(on: np.ndarray, col: dict, rate: int) -> float | None:
 def _figures(take: dict, period: int, rate: int) -> dict:
     """The timing figures of a captured take (see module docstring)."""
     score, result, data = take["score"], take["result"], take["data"]
+    period_ms = 1e3 * period / rate
     events = data["events"][take["skip"]:]
     col = {c: i for i, c in enumerate(EVENT_COLUMNS)}
     on = events[(events[:, col["status"]] == NOTE_ON) & (events[:, col["data2"]] > 0)]
@@ -1166,6 +1175,12 @@ def _figures(take: dict, period: int, rate: int) -> dict:
     window = float(np.min(score.duration_ms[:rows])) / 2000.0
     index, unmatched = match_notes(expected, intended_all, on[:, [col["data1"], col["data2"]]],
                                    times[emitted_at], window)
+    # A note due while the capture client's callback did not run never reached it: it cannot be checked.
+    missed = data["missed"] if "missed" in data else np.zeros((0, 2))
+    spans = jack_us_to_monotonic(np.asarray(missed, np.float64).reshape(-1), data["clock"]).reshape(-1, 2)
+    unheard = np.array([(index[k] < 0 and bool(np.any((intended_all[row] >= spans[:, 0] - 1e-3 * period_ms)
+                                                      & (intended_all[row] <= spans[:, 1] + 1e-3 * period_ms))))
+                        for k, (row, _, _) in enumerate(expected)], bool)
     per_row = {c: row_times(expected, index, t, rows) for c, t in times.items()}
     ok = np.isfinite(per_row[emitted_at])
     intended = intended_all[ok]
@@ -1173,10 +1188,12 @@ def _figures(take: dict, period: int, rate: int) -> dict:
     err = (emitted - intended) * 1e3
     sent_err = (base + result.played[ok] - intended) * 1e3   # clock read just before midi.hit
     latency = float(np.median(err))
-    period_ms = 1e3 * period / rate
     irregular = on[:, col["gap"]] != period
     return {
-        "notes": {"expected": len(expected), "received": int(len(on)), "missing": int((index < 0).sum()),
+        "notes": {"expected": len(expected), "received": int(len(on)),
+                  "missing": int((index < 0).sum() - unheard.sum()),
+                  "due_while_the_capture_did_not_run": int(unheard.sum()),
+                  "capture_cycles_not_run": int(len(spans)),
                   "unmatched_received": unmatched, "rows": rows, "rows_matched": int(ok.sum()),
                   "match_window_ms": round(window * 1e3, 1)},
         "emitted_minus_intended": {

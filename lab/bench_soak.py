@@ -9,7 +9,11 @@ in this process, on a loopback port) plays one take of the bench loop
 (:func:`rolypoly.lab.bench_output.bench_score`: 16th-note hats, kick and
 snare at 120 bpm) for ``minutes`` on the real clock. The drums go to a JACK
 MIDI port that a capture client records (the machinery of
-:mod:`rolypoly.lab.bench_output`: its server, capture process and figures),
+:mod:`rolypoly.lab.bench_output`: its server, capture process and figures):
+``drums="midi"`` (the default) is rolypoly's own JACK client, which writes
+each note on its frame, as ``rolypoly play`` opens it on JACK; ``"rtmidi"``
+is python-rtmidi's JACK port (``--midi`` of ``session run``), every note at
+the start of the next cycle, up to a period late by design,
 and the partner is a :class:`~rolypoly.lab.virtual_partner.VirtualPartner`
 (a bass on kick and snare, 8 ms laid back, 4 ms of jitter, following the
 drums), so its onsets go through the detector as live ones do. The service
@@ -28,8 +32,8 @@ minus the first after the warm-up, the first tenth of the take or a
 minute, whichever is shorter: buffers sized for the whole take are touched
 before it starts, so what grows is what leaks; the take's files written
 after its last hit do not count), ``misses`` and ``xruns`` (the take's),
-``max_late_ms`` (the largest emitted − intended of any hit, JACK's period
-wait included), ``drift`` and ``notes`` (as ``bench output`` works them
+``max_late_ms`` (the largest emitted − intended of any hit; with rtmidi
+JACK's period wait included), ``drift`` and ``notes`` (as ``bench output`` works them
 out) and ``control`` (messages sent, answered, refused, reply times).
 Targets for 30 minutes: RSS growth ≤ 5 MB, no miss, no note missing,
 drift ≤ 0.1 ms, no hit later than 2 ms, with control traffic.
@@ -64,6 +68,10 @@ TARGETS = {"rss_growth_mb": 5.0, "misses": 0, "notes_missing": 0, "drift_ms": 0.
 CONTROL = (("status",), ("tempo", 118.0), ("window", 2.5), ("ab", 0.8, 1.2), ("status",), ("agent", "lstm"),
            ("load_score", "small.mid"), ("status",), ("window", 3.0), ("load_session", "other"), ("tempo", 120.0),
            ("ab", 1.0, 1.0), ("load_score", "soak.mid"))
+#: What the drums play through (``--drums``).
+DRUMS_OUT = {"midi": "rolypoly's JACK client (JackIO), each note written on its own frame, handed over when its "
+                     "offset is known (as rolypoly play opens it on JACK)",
+             "rtmidi": "python-rtmidi's JACK MIDI port, every note at the start of the cycle after it is sent"}
 #: How the partner plays: a bass on kick and snare, laid back and a little uneven, following the drums.
 PARTNER = dict(classes=["kick", "snare"], instrument="bass", offset_ms=8.0, jitter_ms=4.0, gain=0.3, seed=0)
 
@@ -183,10 +191,10 @@ def make_sessions(root: Path, minutes: float, bpm: float) -> Path:
     return root
 
 
-def soak_player(midi, hooked: dict):
+def soak_player(outputs: dict, hooked: dict):
     """A player for the service: its own take (:func:`~rolypoly.realtime.duet.play_take`) with the
-    virtual partner in place of the recording and the drums on ``midi``; ``hooked`` gets the engine,
-    clock and partner."""
+    virtual partner in place of the recording and the drums on ``outputs`` (``drums`` or ``midi``);
+    ``hooked`` gets the engine, clock and partner."""
     from rolypoly.lab.virtual_partner import VirtualPartner
     from rolypoly.realtime.duet import play_take
     from rolypoly.session import Session
@@ -201,29 +209,39 @@ def soak_player(midi, hooked: dict):
             hooked.update(engine=engine, clock=kw["clock"], partner=partner)
             attach(engine)
 
-        return play_take(**{**kw, "source": partner, "midi": midi, "on_engine": on_engine})
+        return play_take(**{**kw, "source": partner, **outputs, "on_engine": on_engine})
 
     return player
 
 
 def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: float, period: int, rate: int,
-          say) -> dict:
-    from rolypoly.realtime.midi_out import MidiOut
+          say, drums: str = "midi") -> dict:
     from rolypoly.realtime.service import Service, serve
     from rolypoly.take import read_take
 
     root = make_sessions(work / "sessions", minutes, bpm)
     name = f"rolypoly-soak-{os.getpid()}"
-    midi = MidiOut(api="jack", client_name=name)
-    capture = controller = None
+    capture = controller = out = None
     hooked: dict = {}
     try:
         capture = bo.CaptureProcess(f"{name}-capture")
-        jack.connect(bo._port_of(name, "rolypoly"), capture.port_name)
-        skip = bo._sync(midi, capture)
+        if drums == "midi":  # rolypoly's own JACK client, as play opens it on JACK: each note on its frame
+            from rolypoly.realtime.jack_io import JackIO
+
+            out = JackIO(midi=True, name=name)
+            jack.connect(out.midi_port.name, capture.port_name)
+            skip = bo._sync_jackio(out, capture, "midi")
+            outputs = {"drums": out}
+        else:  # python-rtmidi's JACK port: every note at the start of the next cycle
+            from rolypoly.realtime.midi_out import MidiOut
+
+            out = MidiOut(api="jack", client_name=name)
+            jack.connect(bo._port_of(name, "rolypoly"), capture.port_name)
+            skip = bo._sync(out, capture)
+            outputs = {"midi": out}
         controller = Controller(None)
         service = Service(root, reply=("127.0.0.1", controller.port), mix=False, plot=False,
-                          player=soak_player(midi, hooked))
+                          player=soak_player(outputs, hooked))
         bound, ready = [], threading.Event()
         thread = threading.Thread(target=serve, name="soak-service", daemon=True, kwargs=dict(
             host="127.0.0.1", port=0, service=service, ready=lambda a: (bound.append(a), ready.set())))
@@ -274,6 +292,7 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
         controller.client.send_message(P + "quit", [])
         thread.join(60)
         time.sleep(0.2)
+        player = out.stats() if drums == "midi" else None  # what the C player says it wrote
         data = capture.stop()
         capture = None
     finally:
@@ -281,17 +300,18 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
             capture.kill()
         if controller is not None:
             controller.close()
-        midi.close()
+        if out is not None:
+            out.close()
     take = read_take(take_done[0])
     rows = take.rows
     engine, clock = hooked["engine"], hooked["clock"]
     result = SimpleNamespace(intended=rows["intended"], played=rows["played"])
     score = bo.bench_score(minutes * 60.0, bpm)
-    # The service's MIDI leaves through python-rtmidi's JACK port: bench output's "rtmidi" figures.
-    figures = bo._figures({"score": score, "result": result, "data": data, "skip": skip, "drums": "rtmidi",
+    # bench output's figures for the same output ("midi": frame-placed JACK MIDI; "rtmidi").
+    figures = bo._figures({"score": score, "result": result, "data": data, "skip": skip, "drums": drums,
                            "origin": -clock.to_engine(0.0), "t0": engine._t0}, period, rate)
     return {"take": take, "take_dir": take_done[0], "samples": samples, "answers": answers, "sent": sent,
-            "figures": figures, "cpu": cpu_figures, "status_after": last_status is not None,
+            "figures": figures, "player": player, "cpu": cpu_figures, "status_after": last_status is not None,
             "partner_problems": list(hooked["partner"].problems)}
 
 
@@ -332,7 +352,8 @@ def _control(sent, answers) -> dict:
 
 
 def run(json_path=None, *, minutes: float = 30.0, control_s: float = 3.0, sample_s: float = 10.0,
-        bpm: float = 120.0, period: int = 64, rate: int = 48000, verbose: bool = False) -> dict:
+        bpm: float = 120.0, period: int = 64, rate: int = 48000, drums: str = "midi",
+        verbose: bool = False) -> dict:
     """Play the soak (see the module docstring); the report as a dict, also written to ``json_path``.
 
     Raises
@@ -349,7 +370,7 @@ def run(json_path=None, *, minutes: float = 30.0, control_s: float = 3.0, sample
         actual_period, actual_rate = watch.period, watch.rate
         watch.close()
         jackd_cpu0 = bo._proc_cpu_s(server.proc.pid) if server.owned else None
-        soak = _soak(work, minutes, bpm, control_s, sample_s, actual_period, actual_rate, say)
+        soak = _soak(work, minutes, bpm, control_s, sample_s, actual_period, actual_rate, say, drums)
         if jackd_cpu0 is not None:
             soak["cpu"]["jackd_pct_of_one_core"] = round(
                 100 * (bo._proc_cpu_s(server.proc.pid) - jackd_cpu0) / soak["cpu"]["wall_s"], 2)
@@ -357,7 +378,7 @@ def run(json_path=None, *, minutes: float = 30.0, control_s: float = 3.0, sample
                        "rate": actual_rate}
     finally:
         server.stop()
-    report = _report(soak, server_info, minutes, bpm, control_s, sample_s, load_before)
+    report = _report(soak, server_info, minutes, bpm, control_s, sample_s, load_before, drums)
     if json_path:
         with open(json_path, "w") as f:
             json.dump(report, f, indent=2)
@@ -369,7 +390,7 @@ def run(json_path=None, *, minutes: float = 30.0, control_s: float = 3.0, sample
 
 
 def _report(soak: dict, server: dict, minutes: float, bpm: float, control_s: float, sample_s: float,
-            load_before) -> dict:
+            load_before, drums: str = "midi") -> dict:
     take, figures = soak["take"], soak["figures"]
     raw = figures["emitted_minus_intended"]["raw"]
     growth = _growth(soak["samples"], minutes, len(take.rows) - 1)
@@ -389,7 +410,8 @@ def _report(soak: dict, server: dict, minutes: float, bpm: float, control_s: flo
     return {
         "what": "a long real-clock take through the OSC service on JACK with a virtual partner and a control "
                 "message every few seconds: memory growth, misses, lateness, drift, missing notes",
-        "command": f"rolypoly bench soak --minutes {minutes:g}",
+        "command": f"rolypoly bench soak --minutes {minutes:g} --drums {drums}",
+        "drums": DRUMS_OUT[drums],
         "server": server,
         "take": {"minutes": minutes, "bpm": bpm, "rows": int(len(take.rows)), "take_dir": soak["take_dir"],
                  "partner": f"VirtualPartner {PARTNER}", "complete": bool(take.complete),
@@ -402,6 +424,7 @@ def _report(soak: dict, server: dict, minutes: float, bpm: float, control_s: flo
         "emitted_minus_intended": figures["emitted_minus_intended"],
         "drift": drift,
         "notes": figures["notes"],
+        "player": soak["player"],
         "control": {**control, "every_s": control_s, "status_answered_after_take": soak["status_after"]},
         "samples": {"every_s": sample_s, "warmup_s": growth["warmup_s"], "rows": soak["samples"]},
         "cpu": soak["cpu"],

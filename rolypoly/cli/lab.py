@@ -79,6 +79,9 @@ def add_parser(sub) -> None:
                    help="seconds between control messages (default 3)")
     k.add_argument("--sample-every", type=float, default=10.0, metavar="S",
                    help="seconds between memory and CPU samples (default 10)")
+    k.add_argument("--drums", choices=("midi", "rtmidi"), default="midi",
+                   help="midi: rolypoly's JACK client, each note on its frame, as play opens it on JACK (default); "
+                        "rtmidi: python-rtmidi's JACK port, every note at the next cycle")
     k.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
     k.set_defaults(run=run_bench_soak)
 
@@ -153,7 +156,7 @@ def run_bench_soak(args) -> int:
     if not (args.minutes > 0 and args.control_every > 0 and args.sample_every > 0):
         raise RolypolyError("bench soak: --minutes, --control-every and --sample-every must be above 0")
     report = run(args.json_out, minutes=args.minutes, control_s=args.control_every, sample_s=args.sample_every,
-                 verbose=args.verbose)
+                 drums=args.drums, verbose=args.verbose)
     print_report(report)
     return 0 if report["targets"]["all_met"] else 1
 
