@@ -568,12 +568,17 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _busy_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
+def _busy_jiffies() -> tuple[int, int, int]:
+    """(busy, total, stolen) jiffies of all CPUs from /proc/stat.
+
+    Stolen: time a hypervisor ran something else while this machine's
+    virtual CPUs wanted to run (0 on real hardware): a JACK cycle due then
+    starts late whatever its priority.
+    """
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return sum(values) - idle, sum(values)
+    return sum(values) - idle, sum(values), (values[7] if len(values) > 7 else 0)
 
 
 class ThreadCpu:
@@ -631,7 +636,7 @@ class ThreadCpu:
         self._thread.join()
         wall = time.perf_counter() - self.wall
         usage = _rusage()
-        busy, total = _busy_jiffies()
+        busy, total, stolen = _busy_jiffies()
         threads = []
         for tid, (run_ns, wait_ns) in self.last_ns.items():
             run0, wait0 = self.start_ns.get(tid, (0, 0))
@@ -650,6 +655,8 @@ class ThreadCpu:
             "voluntary_context_switches": usage[0] - self.usage[0],
             "involuntary_context_switches": usage[1] - self.usage[1],
             "machine_busy_pct_of_all_cores": round(100 * (busy - self.busy[0]) / max(total - self.busy[1], 1), 1),
+            "hypervisor_steal_pct_of_all_cores": round(100 * (stolen - self.busy[2]) / max(total - self.busy[1], 1),
+                                                       3),
             "cores": cores,
         }
 
@@ -897,6 +904,7 @@ def _play(minutes: float, partner: str, server_period: int, rate: int, bpm: floa
             extra["callback"] = _callback_stats(io, io.cycles - cycles0)
             extra["player"] = io.stats()
             extra["voices"] = io.voice_count
+            extra["player_frames"] = io.cycle_frames_run()
         data = capture.stop()
         capture = None
     finally:
@@ -952,18 +960,14 @@ def _callback_stats(io, cycles: int) -> dict:
 
 # ----------------------------------------------------------------------------- audio: finding each hit
 
-def capture_times(data: dict) -> tuple[np.ndarray, dict]:
-    """JACK's time (µs, float) of every captured frame, in the order the frames were captured.
+def _relabelled(data: dict) -> tuple[np.ndarray, int]:
+    """The capture's cycles (JACK frame, JACK µs, seconds per frame), a late callback's pair put right.
 
-    Frames stay in callback order: a voice of the mixer moves on one block
-    per callback, so a cycle JACK skipped (an xrun: the frame counter jumps)
-    delays what is still sounding, and the capture shows exactly that. Each
-    block's time is its cycle's start plus its place in the cycle. A
-    callback that ran late reads the *next* cycle's times, so that cycle's
-    frame number shows twice; the first of such a pair is put back one
-    period earlier (counted as ``relabelled_cycles``).
+    A callback that ran late reads the *next* cycle's times, so that
+    cycle's frame number shows twice; the first of such a pair is put back
+    one period earlier. Returns the cycles and how many were relabelled.
     """
-    cycles = np.array(data["cycles"], np.float64)   # JACK frame, JACK µs, seconds per frame
+    cycles = np.array(data["cycles"], np.float64)
     period = int(data["period"])
     relabelled = 0
     for j in range(len(cycles) - 2, -1, -1):
@@ -971,29 +975,149 @@ def capture_times(data: dict) -> tuple[np.ndarray, dict]:
             cycles[j, 0] = cycles[j + 1, 0] - period
             cycles[j, 1] = cycles[j + 1, 1] - period * cycles[j + 1, 2] * 1e6
             relabelled += 1
+    return cycles, relabelled
+
+
+def capture_times(data: dict) -> tuple[np.ndarray, dict]:
+    """JACK's time (µs, float) of every captured frame, in the order the frames were captured.
+
+    Frames stay in callback order: a voice of the mixer moves on one block
+    per callback, so a cycle JACK skipped (an xrun: the frame counter jumps)
+    delays what is still sounding, and the capture shows exactly that. Each
+    block's time is its cycle's start plus its place in the cycle (late
+    callbacks' cycles relabelled: :func:`_relabelled`).
+    """
+    cycles, relabelled = _relabelled(data)
+    period = int(data["period"])
     steps = np.diff(cycles[:, 0]) % 2 ** 32
     times = cycles[:, 1:2] + np.arange(period)[None, :] * cycles[:, 2:3] * 1e6
     return times.reshape(-1), {"relabelled_cycles": relabelled,
                                "cycles_skipped_by_jack": int(np.sum(steps[steps > period] // period - 1))}
 
 
-def _best_start(residual: np.ndarray, s: np.ndarray, lo: int, hi: int):
-    """Start within ``lo..hi`` where ``residual`` differs least from ``s``: (start, error / energy)."""
+def on_player_cycles(data: dict, player_frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """The capture laid out on the cycles the player ran: ``(audio, heard, times_us, counts)``.
+
+    The mixer's voices move on one block per cycle *the player* runs. When
+    the capture client missed a cycle the player ran (JACK ran the graph
+    without it), that block of the output never reached the capture; when
+    it ran one the player did not, what it got is not the voices' next
+    block. Either way what follows is shifted against the hits already
+    found, and their tails, taken out at the wrong place, spoil the next
+    rows. So each of the player's cycles (JACK's frame counter at its
+    start, :meth:`~rolypoly.realtime.jack_io.JackIO.cycle_frames_run`) gets
+    the capture's block of that cycle, or a block of silence marked not
+    heard (``heard`` 0) when the capture has none; the capture's blocks of
+    cycles the player did not run are left out. Outside the cycles the
+    player remembers, the capture stays as it is.
+
+    Examples
+    --------
+    >>> data = {"period": 2, "audio": np.arange(8, dtype=np.float32),
+    ...         "cycles": [[0, 0.0, 1e-6], [2, 2.0, 1e-6], [6, 6.0, 1e-6], [8, 8.0, 1e-6]]}
+    >>> audio, heard, times, counts = on_player_cycles(data, np.array([0, 2, 4, 8]))
+    >>> audio.tolist(), heard.tolist(), times.tolist()
+    ([0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 6.0, 7.0], [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 9.0])
+    >>> {k: counts[k] for k in ("capture_missed_player_cycles", "capture_cycles_player_did_not_run")}
+    {'capture_missed_player_cycles': 1, 'capture_cycles_player_did_not_run': 1}
+    >>> counts["seams"].tolist()  # where the capture is cut: the block it lacks, and where a block was left out
+    [4, 6]
+    """
+    period = int(data["period"])
+    cycles, _ = _relabelled(data)
+    # The player's own late callbacks read the next cycle's frame counter too: the first of a pair is put back.
+    player_frames = np.array(player_frames, np.int64)
+    for j in range(len(player_frames) - 2, -1, -1):
+        if player_frames[j + 1] == player_frames[j]:
+            player_frames[j] = player_frames[j + 1] - period
+    audio = np.asarray(data["audio"], np.float32)
+    blocks = min(len(cycles), len(audio) // period)
+    cycles = cycles[:blocks]
+    base = int(cycles[0, 0]) if blocks else 0
+    # Frame counters relative to the capture's first cycle (JACK's counter wraps at 2**32).
+    rel = lambda f: ((np.asarray(f, np.int64) - base + 2 ** 31) % 2 ** 32) - 2 ** 31  # noqa: E731
+    cap = rel(cycles[:, 0].astype(np.int64))
+    play = rel(player_frames)
+    play = play[(play >= 0) & (play <= cap[-1])] if blocks else play[:0]
+    if not len(play):
+        times = cycles[:, 1:2] + np.arange(period)[None, :] * cycles[:, 2:3] * 1e6
+        return audio[:blocks * period].copy(), np.ones(blocks * period), times.reshape(-1), {
+            "capture_missed_player_cycles": 0, "capture_cycles_player_did_not_run": 0, "seams": np.zeros(0, int)}
+    # Capture blocks before the player's first remembered cycle stay; from there on, the player's cycles.
+    head = int(np.searchsorted(cap, play[0]))
+    where = {int(f): j for j, f in enumerate(cap[head:], head)}
+    order = np.concatenate([np.arange(head), [where.get(int(f), -1) for f in play]]).astype(np.int64)
+    frames = np.concatenate([cap[:head], play])
+    have = order >= 0
+    out = np.zeros((len(order), period), np.float32)
+    out[have] = audio[:blocks * period].reshape(blocks, period)[order[have]]
+    heard = np.repeat(have.astype(np.float64), period)
+    # Where a capture block was left out, the first frame after it is a seam too (heard, but next to a cut).
+    cut = np.zeros(len(order), bool)
+    kept = order[head:]
+    after_drop = np.flatnonzero(np.diff(kept[kept >= 0]) > 1)
+    cut[head + np.flatnonzero(kept >= 0)[after_drop + 1]] = True
+    seams = np.flatnonzero(np.diff(np.r_[1.0, heard]) != 0)
+    seams = np.union1d(seams, np.flatnonzero(cut) * period)
+    # A block the capture lacks: its time from the nearest block before it that the capture has.
+    start_us = np.empty(len(order))
+    frame_us = np.empty(len(order))
+    last = None
+    for i, j in enumerate(order):
+        if j >= 0:
+            start_us[i], frame_us[i], last = cycles[j, 1], cycles[j, 2] * 1e6, i
+        else:
+            ref = last if last is not None else int(np.flatnonzero(have)[0])
+            frame_us[i] = frame_us[ref] if last is not None else cycles[order[ref], 2] * 1e6
+            start_us[i] = (cycles[order[ref], 1] + (frames[i] - frames[ref]) * frame_us[i])
+    times = start_us[:, None] + np.arange(period)[None, :] * frame_us[:, None]
+    counts = {"capture_missed_player_cycles": int((~have).sum()),
+              "capture_cycles_player_did_not_run": int(blocks - head - have[head:].sum()),
+              "seams": seams}
+    return out.reshape(-1), heard, times.reshape(-1), counts
+
+
+def _best_start(residual: np.ndarray, s: np.ndarray, lo: int, hi: int, heard: np.ndarray | None = None,
+                min_heard: float = 0.5, tolerance: float = 1e-2):
+    """Start within ``lo..hi`` where ``residual`` differs least from ``s``: (start, error / energy).
+
+    With ``heard`` (1 where the capture has the output, 0 where it missed
+    it) only what was heard counts: the error and the energy are summed
+    over heard samples, and a start where less than ``min_heard`` of the
+    one-shots' energy was heard cannot be judged. When no start that can be
+    judged matches within ``tolerance`` and some could not be judged, the
+    error is NaN: the row may have started where the capture did not hear.
+    """
     m = len(s)
     lo, hi = max(0, lo), min(len(residual) - m, hi)
     if hi < lo:
         return None, np.inf
     seg = residual[lo:hi + m]
     energy = float(s @ s)
+    if heard is None:
+        sq = np.concatenate([[0.0], np.cumsum(seg * seg)])
+        err = (sq[m:] - sq[:-m]) - 2 * np.correlate(seg, s, "valid") + energy
+        k = int(np.argmin(err))
+        return lo + k, (float(err[k] / energy) if energy > 0 else np.inf)
+    w = heard[lo:hi + m]
+    seg = seg * w
     sq = np.concatenate([[0.0], np.cumsum(seg * seg)])
-    err = (sq[m:] - sq[:-m]) - 2 * np.correlate(seg, s, "valid") + energy
-    k = int(np.argmin(err))
-    return lo + k, (float(err[k] / energy) if energy > 0 else np.inf)
+    part = np.correlate(w, s * s, "valid")  # the one-shots' energy where the capture heard
+    err = (sq[m:] - sq[:-m]) - 2 * np.correlate(seg, s, "valid") + part
+    judged = part >= min_heard * energy
+    if not judged.any():
+        return lo, np.nan
+    rel = np.where(judged, err / np.maximum(part, 1e-30), np.inf)
+    k = int(np.argmin(rel))
+    if rel[k] > tolerance and not judged.all():
+        return lo + k, np.nan
+    return lo + k, float(rel[k])
 
 
 def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, voices: int,
               window: int = 480, head: int = 256, tolerance: float = 1e-2, late_window: int = 24000,
-              groups: list | None = None, fade: int = 1):
+              groups: list | None = None, fade: int = 1, heard: np.ndarray | None = None,
+              seams: np.ndarray | None = None):
     """Where each row's one-shots start in a captured output, to the frame.
 
     Rows are taken in the order they were played; a row's hits all start on
@@ -1022,11 +1146,16 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
     period : frames per block (the mixer frees and steals voices per block)
     groups : per row, the choke group of each one-shot (0: none; default none)
     fade : frames a choked voice fades over (:attr:`rolypoly.kit.SampleKit.choke_frames`)
+    heard : 1 where the capture has the output, 0 where it missed it (:func:`on_player_cycles`);
+        only heard samples are compared, and a row whose start was mostly not heard cannot be judged
+    seams : indices where the capture was cut (:func:`on_player_cycles`): a row that does not match
+        with a cut within its window or ``late_window`` before it cannot be judged either (which side
+        of the cut it started on, and how the tails before it line up there, the capture cannot tell)
 
     Returns
     -------
     found : np.ndarray
-        Start index of each row, -1 where missing.
+        Start index of each row, -1 where missing, -2 where the capture did not hear enough of it to tell.
     quality : np.ndarray
         Residual energy at the match / one-shots' energy (0 = exact).
 
@@ -1053,20 +1182,36 @@ def find_hits(audio: np.ndarray, rows: list, expected: np.ndarray, period: int, 
         best = None
         # On time, else late (handed over too late: started at once, but before the next row is due).
         following = int(expected[r + 1]) - window if r + 1 < len(expected) else int(at) + late_window
+        unjudged = None
         for lo, hi in ((int(at) - window, int(at) + window), (int(at), min(int(at) + late_window, following))):
-            k, q = _best_start(residual, s, lo, hi)
+            k, q = _best_start(residual, s, lo, hi, heard, tolerance=tolerance)
+            if k is not None and np.isnan(q):
+                unjudged = k if unjudged is None else unjudged
+                continue
             if k is not None and (best is None or q < best[1]):
                 best = (k, q)
             if best is not None and best[1] <= tolerance:
                 break
+        if (best is None or best[1] > tolerance) and unjudged is None and seams is not None and len(seams):
+            # A cut within its window, or within the half second before it (the tails of the rows before
+            # it reach across the cut, and where they line up after it the capture cannot tell).
+            k = int(np.searchsorted(seams, int(at) - window - late_window))
+            if k < len(seams) and seams[k] <= int(at) + window + m:
+                unjudged = int(at)
+        if (best is None or best[1] > tolerance) and unjudged is not None:
+            # Its place fell where the capture missed the output: not judged, and taken out at the expected
+            # place (the player starts a hit on its frame), so that its tail does not spoil the rows after it.
+            found[r], quality[r] = -2, np.nan
+            best = (int(at), 0.0) if best is None or best[1] > 0.5 else best
         if best is None:
             continue
         start, q = best
-        quality[r] = max(q, 0.0)
-        if q <= tolerance:
-            found[r] = start
-        elif q > 0.5:
-            continue  # nothing like it there: leave the capture as it is
+        if found[r] != -2:
+            quality[r] = max(q, 0.0)
+            if q <= tolerance:
+                found[r] = start
+            elif q > 0.5:
+                continue  # nothing like it there: leave the capture as it is
         # Found, or nearly (the capture lost a cycle in its tail): take it out either way, so that
         # one damaged row does not spoil the rows after it.
         block = start - start % period
@@ -1103,8 +1248,13 @@ def _audio_figures(take: dict, period: int, rate: int) -> dict:
     base = take["origin"] + take["t0"]
     intended_row = base + result.intended                       # CLOCK_MONOTONIC seconds
     expected = expected_notes(score, rows)
-    audio = data["audio"]
     times_us, repair = capture_times(data)
+    audio, heard = data["audio"], None
+    seams = None
+    if take.get("player_frames") is not None:  # on the cycles the player ran (see on_player_cycles)
+        audio, heard, times_us, laid = on_player_cycles(data, take["player_frames"])
+        seams = laid.pop("seams")
+        repair.update(laid)
     mono_s = jack_us_to_monotonic(times_us, data["clock"])
     from rolypoly.drum_map import class_of_pitch
 
@@ -1116,16 +1266,20 @@ def _audio_figures(take: dict, period: int, rate: int) -> dict:
     rows_of = np.array(sorted(per_row))
     at = np.searchsorted(mono_s, intended_row[rows_of])
     found, quality = find_hits(audio, [per_row[r] for r in rows_of], at, int(data["period"]),
-                               take["voices"], groups=[groups[r] for r in rows_of], fade=kit.choke_frames)
+                               take["voices"], groups=[groups[r] for r in rows_of], fade=kit.choke_frames,
+                               heard=heard, seams=seams)
     ok = found >= 0
+    unheard = found == -2
     emitted = mono_s[found[ok]]
     intended = intended_row[rows_of[ok]]
     err = (emitted - intended) * 1e3
-    missing_hits = sum(len(per_row[r]) for r in rows_of[~ok])
+    missing_hits = sum(len(per_row[r]) for r in rows_of[found == -1])
+    unheard_hits = sum(len(per_row[r]) for r in rows_of[unheard])
     latency = float(np.median(err)) if len(err) else math.nan
     q = quality[ok]
     return {
-        "notes": {"expected": len(expected), "missing": int(missing_hits), "rows": rows,
+        "notes": {"expected": len(expected), "missing": int(missing_hits),
+                  "not_judged_at_a_capture_cut": int(unheard_hits), "rows": rows,
                   "rows_matched": int(ok.sum()),
                   "match": {"method": "least-squares start of each row's one-shots in the capture (see find_hits)",
                             "residual_p50": float(f"{np.percentile(q, 50):.3g}") if len(q) else None,
@@ -1298,7 +1452,9 @@ METHOD = (
     "CLOCK_MONOTONIC_RAW (measured: clock_map), RealClock reads CLOCK_MONOTONIC (time.perf_counter): the child "
     "samples both every 0.5 s, JACK times are mapped by interpolating the offset, then put on the engine clock "
     "by RealClock's origin. Intended = engine score zero + TakeResult.intended (notated + yhat). Hits are matched "
-    "to note-ons by pitch, velocity and time (+- half the shortest row gap). constant_latency_ms is the median "
+    "to note-ons by pitch, velocity and time (+- half the shortest row gap); a note due while the capture "
+    "client's callback did not run is counted in due_while_the_capture_did_not_run, not in missing. "
+    "constant_latency_ms is the median "
     "of emitted - intended; 'compensated' figures are |error - constant_latency_ms|."
 )
 METHOD_MIDI = (
@@ -1307,7 +1463,9 @@ METHOD_MIDI = (
     "libjack MIDI input client in a child process. jack_get_time reads CLOCK_MONOTONIC_RAW (clock_map), RealClock "
     "CLOCK_MONOTONIC: the child samples both every 0.5 s and JACK times are mapped by interpolating the offset, "
     "then put on the engine clock by RealClock's origin. Intended = engine score zero + TakeResult.intended. "
-    "Hits are matched to note-ons by pitch, velocity and time; constant_latency_ms is the median of emitted - "
+    "Hits are matched to note-ons by pitch, velocity and time; a note due while the capture client's callback "
+    "did not run (JACK ran cycles without it; the child records each such stretch) never reached it and is "
+    "counted in due_while_the_capture_did_not_run, not in missing; constant_latency_ms is the median of emitted - "
     "intended, 'compensated' figures are |error - constant_latency_ms|."
 )
 METHOD_AUDIO = (
@@ -1318,7 +1476,13 @@ METHOD_AUDIO = (
     "least squares over their first 256 samples in the capture minus the one-shots already found (a stolen "
     "voice's tail put back from its block; then up to 0.5 s later, before the next row, for a hit handed over "
     "late), and must match to 1e-2 of their energy (-20 dB; at any other start they differ by about their "
-    "whole energy), else the row's hits are missing. The frame's time is its cycle's start plus "
+    "whole energy), else the row's hits are missing. The capture is first laid on the cycles the player ran "
+    "(rolypoly's callback keeps JACK's frame counter of each cycle it ran): a cycle the capture client missed "
+    "becomes a block marked not heard and only heard samples are compared; a cycle only the capture ran is left "
+    "out. A row less than half heard, or one that does not match with such a cut in its window or in the half "
+    "second before it (the tails before it line up across the cut as the capture cannot tell), is counted in "
+    "not_judged_at_a_capture_cut, not in missing (the player's own count of hits started is in player). "
+    "The frame's time is its cycle's start plus "
     "its place in the cycle on JACK's clock (CLOCK_MONOTONIC_RAW, mapped to CLOCK_MONOTONIC by clock samples "
     "taken every 0.5 s, then to the engine clock by RealClock's origin). Intended = engine score zero + "
     "TakeResult.intended. constant_latency_ms is the median of emitted - intended, 'compensated' figures are "

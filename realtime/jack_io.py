@@ -235,7 +235,9 @@ class JackIO:
         s.clock_in_capacity = CLOCK_IN_RING
         self.cost_ns = np.zeros(COST_RING, np.int64)
         self.voices_sounding = np.zeros(COST_RING, np.int16)
+        self.cycle_frames = np.zeros(COST_RING, np.int64)
         s.cost_ns, s.sounding, s.cost_capacity = arr("cost", self.cost_ns), arr("sounding", self.voices_sounding), COST_RING
+        s.cycle_frames = arr("cycle_frames", self.cycle_frames)
 
         self.xruns = 0
         self.shutdown = None
@@ -397,6 +399,16 @@ class JackIO:
         n = min(self.cycles, COST_RING, self.cycles if last is None else last)
         idx = (self.cycles - n + np.arange(n)) % COST_RING
         return self.cost_ns[idx], self.voices_sounding[idx]
+
+    def cycle_frames_run(self, last: int | None = None) -> np.ndarray:
+        """JACK's frame counter at the start of each of the last ``last`` cycles this client ran, oldest first.
+
+        A cycle JACK ran without this client (or the client without JACK's
+        next cycle) shows as a step of more than one period.
+        """
+        n = min(self.cycles, COST_RING, self.cycles if last is None else last)
+        idx = (self.cycles - n + np.arange(n)) % COST_RING
+        return self.cycle_frames[idx].copy()
 
     # ------------------------------------------------------------------ notifications (JACK's non-RT thread)
     def _refresh_latency(self) -> int:

@@ -99,7 +99,7 @@ class Rig:
 def open_rig(*, partner_device=None, partner_file=None, channel: int = 0, sample_rate: int = 48000,
              block: int = 64, drums: str = "both", kit=None, midi: str = "virtual", midi_latency_ms: float = 0.0,
              clock_in: str | None = None, calibration: bool = True, name: str = "rolypoly", clock=None,
-             detector: dict | None = None) -> Rig:
+             detector: dict | None = None, partner: bool = True) -> Rig:
     """Open the partner source and the drum outputs (see module docstring).
 
     Parameters
@@ -116,6 +116,7 @@ def open_rig(*, partner_device=None, partner_file=None, channel: int = 0, sample
     calibration : use the stored calibration of the JACK ports
     clock : the RealClock of the take (an incoming MIDI clock is stamped on it from now on)
     detector : the partner's onset detector settings (:func:`rolypoly.onsets.session_settings`)
+    partner : False: the outputs only (``rolypoly serve``, whose partner each take names); ``source`` stays None
 
     Raises
     ------
@@ -132,10 +133,10 @@ def open_rig(*, partner_device=None, partner_file=None, channel: int = 0, sample
     try:
         if jackctl.server_running():
             _jack_rig(rig, partner_device, partner_file, channel, drums, kit, midi, midi_latency_ms, clock_in,
-                      calibration, name, clock)
+                      calibration, name, clock, partner)
         else:
             _portaudio_rig(rig, partner_device, partner_file, channel, sample_rate, block, drums, kit, midi,
-                           midi_latency_ms, clock_in, clock)
+                           midi_latency_ms, clock_in, clock, partner)
     except BaseException:
         rig.close()
         raise
@@ -152,7 +153,7 @@ def _load_kit(kit, rate: int, rig: Rig):
 
 
 def _jack_rig(rig, partner_device, partner_file, channel, drums, kit, midi, midi_latency_ms, clock_in,
-              calibration, name, clock) -> None:
+              calibration, name, clock, partner=True) -> None:
     from rolypoly.realtime import jack as jackctl
 
     from . import calibrate as cal
@@ -160,7 +161,7 @@ def _jack_rig(rig, partner_device, partner_file, channel, drums, kit, midi, midi
 
     watch = jackctl.JackWatch.shared()
     rate, period = watch.rate, watch.period
-    listen = partner_file is None
+    listen = partner and partner_file is None
     capture = None
     if listen:
         captures = [p for p in jackctl.ports(":capture_") if p.startswith("system:")] or jackctl.ports(":capture_")
@@ -205,7 +206,7 @@ def _jack_rig(rig, partner_device, partner_file, channel, drums, kit, midi, midi
         io.connect_input(capture)
         rig.source = io.source
         rig.describe.append(f"partner: {capture} (JACK)" + (", calibrated" if stored else ""))
-    else:
+    elif partner:
         from .sources import FileSource
 
         rig.source = FileSource(partner_file, sample_rate=rate, block=period, detector=rig.detector)
@@ -252,13 +253,13 @@ def nothing_sounds(drums: str, audio_output: bool, midi_problem: str) -> str:
 
 
 def _portaudio_rig(rig, partner_device, partner_file, channel, sample_rate, block, drums, kit, midi,
-                   midi_latency_ms, clock_in, clock) -> None:
+                   midi_latency_ms, clock_in, clock, partner=True) -> None:
     from .devices import audio_devices
     from .drum_out import DrumPlayer
     from .sources import AudioOut, FileSource, LiveSource
 
     devices = audio_devices()
-    if partner_file is None and partner_device is None and not any(d["inputs"] > 0 for d in devices):
+    if partner and partner_file is None and partner_device is None and not any(d["inputs"] > 0 for d in devices):
         raise DeviceError(f"no audio input to hear the partner on (no JACK server, no input device): "
                           f"{_start_jack()}, or play with a recording: --partner-file FILE")
     audio = drums in ("audio", "both")
@@ -287,7 +288,9 @@ def _portaudio_rig(rig, partner_device, partner_file, channel, sample_rate, bloc
         rig.notes.append("no JACK server, no audio output device and --midi off: the drums sound only "
                          "afterwards, in mix.wav")
     player = DrumPlayer(_load_kit(kit, sample_rate, rig)) if audio and not no_audio_output else None
-    if partner_file is None:
+    if not partner:
+        pass  # the outputs only: each take brings its partner
+    elif partner_file is None:
         source = None
         if player is not None:
             try:

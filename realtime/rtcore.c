@@ -146,6 +146,7 @@ typedef struct {
     /* diagnostics */
     int64_t *cost_ns;
     int16_t *sounding;
+    int64_t *cycle_frames;      /* JACK's frame counter at each cycle's start (which cycles this client ran) */
     int64_t cost_capacity;
     volatile int64_t cycles;
     int64_t late;
@@ -480,6 +481,7 @@ int rt_process(nframes_t n, void *arg)
     for (int64_t v = 0; v < s->voices; v++)
         sounding += s->v_pos[v] < s->v_end[v];
     s->sounding[k] = sounding;
+    s->cycle_frames[k] = (int64_t)frame0;
     BARRIER();
     s->cycles++;
     return 0;

@@ -349,6 +349,9 @@ class Service:
         take plays (default: a new one)
     midi, osc : outputs every take plays through (a MidiOut, an OscOut; default none: the take's
         files only); the caller closes them
+    drums, kit, midi_early_s : the drums placed to the sample on every real-clock take (a
+        :class:`~rolypoly.realtime.rig.Rig`'s ``drums``: JackIO, AudioOut, a duplex LiveSource),
+        the kit they and ``mix.wav`` sound with, how early rtmidi MIDI leaves; the caller closes them
     engine : EngineSettings every take starts from (budget, partner offset); the ``window``
         message sets its window
 
@@ -364,7 +367,8 @@ class Service:
     def __init__(self, sessions_dir=None, *, reply=DEFAULT_REPLY, weights: dict | None = None,
                  mix: bool = True, plot: bool = True, emit=None, player=None, forgetting_set=None,
                  worker: Worker | None = None, midi=None, osc=None, engine=None,
-                 partner_midi: str | None = None, instrument: str | None = None):
+                 partner_midi: str | None = None, instrument: str | None = None, drums=None, kit=None,
+                 midi_early_s: float = 0.0):
         root = paths.sessions_dir(sessions_dir)
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -376,6 +380,7 @@ class Service:
         self.mix, self.plot = mix, plot
         self.partner_midi, self.instrument = partner_midi, instrument   # heard in every take
         self.midi, self.osc, self.engine_settings = midi, osc, engine
+        self.drums, self.kit, self.midi_early_s = drums, kit, midi_early_s
         #: callable(command) taking the ``run/<command>`` messages (set by a session run), else None
         self.on_run = None
         #: what the latest fine-tune returned (rolypoly.learning.learn_from_take), for a session run's report
@@ -838,6 +843,7 @@ class Service:
         return dict(score_path=s.score_path, source=source, clock=clock, session=s.session,
                     agent=s.agent, weights=weights, settings=settings,
                     tempo_bpm=s.tempo_bpm if s.tempo_factor != 1.0 else None, midi=self.midi, osc=self.osc,
+                    drums=self.drums if s.clock == "real" else None, kit=self.kit, midi_early_s=self.midi_early_s,
                     on_engine=take.attach, mix=self.mix and _synth_available(), plot=self.plot,
                     generate=None if s.generate is None else {"mode": s.generate, "fill_every": s.fill_every,
                                                               "controls": dict(s.controls)})

@@ -322,6 +322,7 @@ class LiveSource(PartnerSource):
         if clock.simulated:
             raise RolypolyError("a live input cannot run on a simulated clock")
         self._clock = clock
+        self._recorded = []  # this take's recording only (a session run starts the same input for every take)
         try:
             if self.player is None:
                 self._stream = sd.InputStream(device=self.device, channels=self.channel + 1,

@@ -24,7 +24,8 @@ COMMANDS = ("demo", "play", "simulate", "serve",
             "pretrain timing", "pretrain groove", "pretrain continuation", "pretrain fill", "pretrain onsets",
             "evaluate timing", "evaluate groove", "evaluate live-groove", "data gmd", "devices", "calibrate", "onsets",
             "bench decide", "bench generate",
-            "bench onsets", "bench finetune", "bench output", "bench service", "bench soak", "experiment")
+            "bench onsets", "bench finetune", "bench output", "bench service", "bench soak", "bench jack",
+            "experiment")
 
 
 def _subcommands(parser, path=()):

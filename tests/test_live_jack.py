@@ -450,6 +450,18 @@ def test_bench_soak_short_writes_its_report(jack_server, tmp_path, capsys):
     assert set(report["targets"]["met"]) >= {"rss_growth", "misses", "drift", "notes_missing", "max_late"}
 
 
+def test_bench_jack_counts_the_cycles_of_a_lone_client(jack_server, tmp_path, capsys):
+    from rolypoly.cli import main
+
+    out = tmp_path / "jack.json"
+    assert main(["bench", "jack", "--minutes", "0.1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    cycles = report["cycles"]
+    assert 6.0 * 48000 / 64 * 0.8 < cycles["callbacks"] + cycles["skipped"] < 6.0 * 48000 / 64 * 1.5
+    assert {"skipped", "late_callbacks", "time_lost_pct", "skipped_per_minute"} <= set(cycles)
+    assert "hypervisor_steal_pct_of_all_cores" in report["machine"]
+
+
 def test_bench_output_quick_writes_the_report(jack_server, tmp_path, capsys):
     from rolypoly.cli import main
 

@@ -388,6 +388,7 @@ def test_play_status_stop_take_done(svc, root):
     kw = player.calls[0]
     assert kw["clock"].simulated and kw["settings"].window_factor == 2.0 and kw["mix"] is False
     assert kw["session"] == root / "demo" and kw["source"].sample_rate == SR
+    assert kw["drums"] is None and kw["kit"] is None  # a simulated take: nothing sounds live
 
     assert "playing" in rejected(svc, "play")                     # a second play changes nothing
     _wait_for(lambda: svc._take.engine is not None)

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
@@ -375,5 +376,25 @@ def test_a_run_whose_take_cannot_start_ends_in_one_line(piece, tmp_path):
     args[args.index("--clock") + 1] = "real"
     done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("rolypoly: session run: 0 of 2 takes played: ")
-    assert "99" in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    # The input is opened once, before the first take (as play does); or, where it opens, the take says why not.
+    assert last.startswith("rolypoly: ") and "99" in last, done.stderr
+
+
+def test_a_real_time_run_on_jack_plays_every_take_through_the_kit(jack_server, piece, tmp_path):
+    # What play opens is what every take of a run plays through: the sampled kit on JACK, placed to the frame.
+    sessions = tmp_path / "sessions"
+    args = run_args(piece, sessions, "--control-port", "off", "--takes", "2", "--kit", "synth")
+    args[args.index("--clock") + 1] = "real"
+    done = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "drums: built-in synthesizer -> system:playback_1, system:playback_2 (JACK, placed to the frame)" \
+        in done.stderr
+    assert "session run: 2 takes played" in done.stdout
+    from rolypoly.take import read_take
+
+    for k in range(2):
+        take = read_take(sessions / "song" / "takes" / f"{k:03d}")
+        assert take.complete and len(take.rows) == ROWS and np.isfinite(take.rows["played"]).all()
+        assert not [p for p in take.end.summary["problems"] if "JACK" in p], take.end.summary["problems"]
+        assert np.isfinite(take.rows["diff"]).sum() > ROWS // 2  # the partner file was heard in every take

@@ -71,6 +71,12 @@ def add_parser(sub) -> None:
     s.add_argument("-v", "--verbose", action="store_true", help="one line per take on stderr")
     s.set_defaults(run=run_bench_service)
 
+    j = what.add_parser("jack", help="the JACK cycles this machine loses with no rolypoly client (one lone client)")
+    add_json_out(j)
+    j.add_argument("--minutes", type=float, default=5.0, help="how long (default 5)")
+    j.add_argument("-v", "--verbose", action="store_true", help="progress on stdout")
+    j.set_defaults(run=run_bench_jack)
+
     k = what.add_parser("soak", help="a long real-clock take on JACK through the service, with a virtual partner and "
                                      "control traffic: memory growth, misses, lateness, drift")
     add_json_out(k)
@@ -148,6 +154,16 @@ def run_bench_service(args) -> int:
     print_report(run(args.json_out, repeats=args.repeats, large_bars=args.large_bars,
                      progress=progress if args.verbose else None))
     return 0
+
+def run_bench_jack(args) -> int:
+    from rolypoly.errors import RolypolyError
+    from rolypoly.lab.bench_jack import run
+
+    if not args.minutes > 0:
+        raise RolypolyError("bench jack: --minutes must be above 0")
+    print_report(run(args.json_out, minutes=args.minutes, verbose=args.verbose))
+    return 0
+
 
 def run_bench_soak(args) -> int:
     from rolypoly.errors import RolypolyError

@@ -29,15 +29,9 @@ def add_parser(sub) -> None:
             p.add_argument("--sample-rate", type=int, default=48000)
             p.add_argument("--block", type=int, default=64, help="audio block size in frames")
             p.add_argument("--quiet", action="store_true", help="no live display")
-            p.add_argument("--drums", choices=("audio", "midi", "both"), default="both",
-                           help="the sampled kit through the audio output, MIDI, or both (default; with no audio "
-                                "output: MIDI only)")
-            p.add_argument("--midi-latency-ms", type=float, default=0.0, metavar="MS",
-                           help="an external synth's latency: the drums' MIDI leaves this much earlier (default 0)")
+            add_rig_options(p)
             p.add_argument("--clock-in", metavar="PORT",
                            help="follow this MIDI clock: the take starts on its next bar, at its tempo")
-            p.add_argument("--no-calibration", action="store_true",
-                           help="ignore the stored calibration (rolypoly calibrate) of the audio ports")
         else:
             p.add_argument("--partner-file", metavar="FILE", required=True, help="WAV/FLAC recording of the partner")
         p.add_argument("--session", metavar="DIR",
@@ -48,10 +42,7 @@ def add_parser(sub) -> None:
         add_take_options(p, midi="virtual" if name == "play" else "off")
         add_generate_options(p, controller=name == "play")
         add_instrument(p, default="the session's calibration, else auto")
-        p.add_argument("--kit", metavar="FILE.sf2|DIR",
-                       help="the drum kit heard live and in mix.wav: a soundfont's drum kit (.sf2/.sf3), a folder "
-                            "of samples (kick.wav, snare_40.wav, 42.wav ...) or 'synth' (default: the installed "
-                            "General MIDI soundfont, else the built-in synthesizer)")
+        add_kit(p)
         p.set_defaults(run=run_play if name == "play" else run_simulate)
 
     p = sub.add_parser("serve", help="a long-lived service controlled over OSC (load, play, stop, tempo...)")
@@ -65,6 +56,10 @@ def add_parser(sub) -> None:
         p.add_argument(f"--{kind}-weights", metavar="FILE", help=f"{kind} weights of new sessions (default: shipped)")
     p.add_argument("--no-mix", action="store_true", help="do not write each take's mix.wav")
     p.add_argument("--no-plot", action="store_true", help="do not plot each take")
+    add_rig_options(p)
+    add_kit(p)
+    p.add_argument("--midi", default="virtual", help="'virtual' (a port named rolypoly), an existing port name, "
+                                                     "or 'off'")
     add_partner_midi(p)
     add_instrument(p, default="each session's calibration, else auto")
     p.set_defaults(run=run_serve)
@@ -75,6 +70,24 @@ def add_partner_midi(parser) -> None:
     parser.add_argument("--partner-midi", metavar="PORT",
                         help="a partner playing MIDI (keyboard, e-drums, MIDI guitar): their output port, exact "
                              "name or a unique part; alone, or with the audio partner")
+def add_rig_options(p) -> None:
+    """What the drums sound through live (``play``, ``session run``): see rolypoly.realtime.rig."""
+    p.add_argument("--drums", choices=("audio", "midi", "both"), default="both",
+                   help="the sampled kit through the audio output, MIDI, or both (default; with no audio "
+                        "output: MIDI only)")
+    p.add_argument("--midi-latency-ms", type=float, default=0.0, metavar="MS",
+                   help="an external synth's latency: the drums' MIDI leaves this much earlier (default 0)")
+    p.add_argument("--no-calibration", action="store_true",
+                   help="ignore the stored calibration (rolypoly calibrate) of the audio ports")
+
+
+def add_kit(p) -> None:
+    p.add_argument("--kit", metavar="FILE.sf2|DIR",
+                   help="the drum kit heard live and in mix.wav: a soundfont's drum kit (.sf2/.sf3), a folder "
+                        "of samples (kick.wav, snare_40.wav, 42.wav ...) or 'synth' (default: the installed "
+                        "General MIDI soundfont, else the built-in synthesizer)")
+
+
 def add_take_options(p, midi: str) -> None:
     """The engine's knobs and the outputs of a take (``play``, ``simulate``, ``session run``)."""
     p.add_argument("--window", type=float, default=3.0, help="partner window: hit ± duration / WINDOW")
@@ -337,14 +350,49 @@ def _generation_controller(args):
 
 def run_serve(args) -> int:
     from rolypoly.pretrain.gmd import forgetting_set
-    from rolypoly.realtime.service import Service, serve
+    from rolypoly.realtime.service import Service
 
     reply = host_port(args.reply, "--reply")
     weights = {k: getattr(args, f"{k}_weights") for k in AGENT_KINDS}
-    service = Service(args.sessions, reply=reply, weights={k: v for k, v in weights.items() if v},
-                      mix=not args.no_mix, plot=not args.no_plot,
-                      forgetting_set=lambda: forgetting_set(args.gmd),
-                      partner_midi=args.partner_midi, instrument=args.instrument)
+    rig = _serve_rig(args)
+    try:
+        service = Service(args.sessions, reply=reply, weights={k: v for k, v in weights.items() if v},
+                          mix=not args.no_mix, plot=not args.no_plot,
+                          forgetting_set=lambda: forgetting_set(args.gmd),
+                          partner_midi=args.partner_midi, instrument=args.instrument,
+                          midi=rig.midi if rig else None, drums=rig.drums if rig else None,
+                          kit=rig.kit if rig else None, midi_early_s=rig.midi_early_s if rig else 0.0)
+        _serve(args, service, reply)
+    finally:
+        if rig is not None:
+            rig.close()
+    return 0
+
+
+def _serve_rig(args):
+    """The drums' outputs of every real-clock take the service plays (each take names its partner).
+
+    Nothing here to sound them is one warning, not a refusal: the service still plays takes, whose
+    drums are heard afterwards, in mix.wav.
+    """
+    from rolypoly.errors import DeviceError
+    from rolypoly.realtime.rig import open_rig
+
+    try:
+        rig = open_rig(partner=False, drums=args.drums, kit=args.kit, midi=args.midi,
+                       midi_latency_ms=args.midi_latency_ms, calibration=not args.no_calibration)
+    except DeviceError as e:
+        print(f"rolypoly: warning: the drums sound only afterwards, in mix.wav ({e})", file=sys.stderr)
+        return None
+    print_warnings(rig.notes)
+    for line in rig.describe:
+        print(line, file=sys.stderr)
+    return rig
+
+
+def _serve(args, service, reply) -> None:
+    from rolypoly.realtime.service import serve
+
     if args.host not in LOCAL_HOSTS:
         print(f"rolypoly: warning: listening on {args.host}: anyone who can reach port {args.port} "
               "can control the drum machine", file=sys.stderr)
@@ -354,4 +402,3 @@ def run_serve(args) -> int:
               f"sessions in {service.root} (send /rolypoly/quit to end)", flush=True)
 
     serve(args.host, args.port, service=service, ready=ready)
-    return 0

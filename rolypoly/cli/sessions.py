@@ -9,8 +9,8 @@ import numpy as np
 
 from .common import (add_agent, add_forgetting_check, add_groove, add_session, forgetting_check, groove_score,
                      print_warnings, session_folder)
-from .live import (_engine_settings, _outputs, add_generate_options, add_take_options, generate_options, host_port,
-                   partner_source)
+from .live import (_engine_settings, _outputs, _session, add_generate_options, add_kit, add_rig_options,
+                   add_take_options, generate_options, host_port, partner_source)
 
 
 def add_parser(sub) -> None:
@@ -311,6 +311,8 @@ def add_session_run(what) -> None:
     add_agent(r, help="agent kind of a new session (default lstm); a session keeps its own")
     r.add_argument("--weights", help="the pretrained agent a new session starts from (default: the shipped one)")
     add_take_options(r, midi="virtual")
+    add_rig_options(r)
+    add_kit(r)
     r.add_argument("--control-port", default="9100", metavar="PORT",
                    help="OSC control port on 127.0.0.1 (0: any free port; off: none)")
     r.add_argument("--reply", default="127.0.0.1:9101", metavar="HOST:PORT", help="where OSC replies go")
@@ -326,6 +328,32 @@ def add_session_run(what) -> None:
     r.add_argument("--plain", action="store_true", help="lines instead of the screen, even on a terminal")
     add_generate_options(r, one_take=False)
     r.set_defaults(run=run_session_run)
+
+
+def _open_run_rig(args):
+    """The partner input and the drums' outputs of a real-time session run: opened once, used by every take."""
+    from rolypoly.onsets import session_settings
+    from rolypoly.realtime.rig import open_rig
+
+    rig = open_rig(partner_device=args.partner_device, partner_file=args.partner_file, channel=args.channel - 1,
+                   sample_rate=args.sample_rate, block=args.block, drums=args.drums, kit=args.kit, midi=args.midi,
+                   midi_latency_ms=args.midi_latency_ms, calibration=not args.no_calibration,
+                   detector=session_settings(_session(args), getattr(args, "instrument", None)))
+    print_warnings(rig.notes)
+    for line in rig.describe:
+        print(line, file=sys.stderr)
+    return rig
+
+
+def _run_kit(args):
+    """The kit of a simulated session run's mix.wav (``--kit``; None: the default kit)."""
+    if args.kit is None:
+        return None
+    from rolypoly.kit import load_kit
+
+    kit = load_kit(args.kit)
+    print_warnings(kit.notes)
+    return kit
 
 
 def _open_run_session(args):
@@ -396,16 +424,25 @@ def run_session_run(args) -> int:
         port = host_port(f"127.0.0.1:{args.control_port}", "--control-port")[1]
     folder = _open_run_session(args)
     reply = host_port(args.reply, "--reply")
-    midi, osc = _outputs(args)
+    rig = None
+    if args.clock == "real":  # what play opens: the sampled kit and MIDI through JACK, else PortAudio and rtmidi
+        rig = _open_run_rig(args)
+        midi, (_, osc) = rig.midi, _outputs(args, midi=False)
+    else:
+        midi, osc = _outputs(args)
     service = server = switch = keys = None
     try:
         service = Service(folder.parent, reply=reply, mix=not args.no_mix, plot=not args.no_plot,
                           forgetting_set=None if args.no_dataset else (lambda: forgetting_set(args.gmd)),
-                          midi=midi, osc=osc, engine=_run_engine_settings(args, folder))
+                          midi=midi, osc=osc, engine=_run_engine_settings(args, folder),
+                          drums=rig.drums if rig else None, kit=rig.kit if rig else _run_kit(args),
+                          midi_early_s=rig.midi_early_s if rig else 0.0)
         _checked(service.handle("/rolypoly/load_session", folder.name), "session")
         _checked(service.handle("/rolypoly/window", args.window), "--window")
         label = args.partner_file or str(args.partner_device)
-        service.use_partner("file" if args.partner_file else "device", label, lambda: partner_source(args))
+        # The rig's partner input is started again for every take; on a simulated clock each take reads the file.
+        make = (lambda: rig.source) if rig is not None else (lambda: partner_source(args))
+        service.use_partner("file" if args.partner_file else "device", label, make)
         _checked(service.handle("/rolypoly/clock", args.clock), "--clock")
         if generate is not None:  # every take of the run writes its bars; OSC and the fill key change them
             for name, value in generate["controls"].items():
@@ -446,7 +483,9 @@ def run_session_run(args) -> int:
             service.close()  # a take still playing is stopped and written, a fine-tune finished
         if server is not None:
             server.replier.close()
-        if midi is not None:
+        if rig is not None:
+            rig.close()
+        elif midi is not None:
             midi.close()
     from rolypoly.session import Session
 
