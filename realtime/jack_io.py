@@ -92,6 +92,9 @@ def _libjack():
     lib.jack_port_get_latency_range.restype = None
     lib.jack_set_process_callback.argtypes = [vp, vp, vp]
     lib.jack_set_process_callback.restype = ctypes.c_int
+    for fn in ("jack_set_xrun_callback", "jack_set_graph_order_callback"):
+        getattr(lib, fn).argtypes, getattr(lib, fn).restype = [vp, vp, vp], ctypes.c_int
+    lib.jack_on_shutdown.argtypes, lib.jack_on_shutdown.restype = [vp, vp, vp], None
     return lib
 
 
@@ -239,8 +242,6 @@ class JackIO:
         s.cost_ns, s.sounding, s.cost_capacity = arr("cost", self.cost_ns), arr("sounding", self.voices_sounding), COST_RING
         s.cycle_frames = arr("cycle_frames", self.cycle_frames)
 
-        self.xruns = 0
-        self.shutdown = None
         self.hits_dropped = 0
         self._clock_in_read = 0
         self.clock_follower = None
@@ -256,9 +257,15 @@ class JackIO:
         if lib.jack_set_process_callback(self._client_ptr, self._callback_address, ctypes.addressof(s)) != 0:
             self.client.close()
             raise DeviceError("JACK refused rolypoly's process callback")
-        self.client.set_xrun_callback(self._xrun)
-        self.client.set_shutdown_callback(self._shutdown)
-        self.client.set_graph_order_callback(self._refresh_latency)
+        # JACK's notifications go to C (rtcore.c: rt_xrun, rt_graph_order, rt_shutdown), never to Python:
+        # libjack's thread would need the interpreter lock, held meanwhile by a thread that opens another
+        # JACK client (python-rtmidi: a MIDI partner, a foot switch) and waits for the server: a deadlock.
+        address = lambda fn: ctypes.cast(fn, ctypes.c_void_p).value  # noqa: E731
+        state = ctypes.addressof(s)
+        lib.jack_set_xrun_callback(self._client_ptr, address(core.rt_xrun), state)
+        lib.jack_set_graph_order_callback(self._client_ptr, address(core.rt_graph_order), state)
+        lib.jack_on_shutdown(self._client_ptr, address(core.rt_shutdown), state)
+        self._graph_seen = 0
         self.client.activate()
 
     # ------------------------------------------------------------------ wiring
@@ -308,6 +315,7 @@ class JackIO:
     def begin(self, clock, t0: float, score=None) -> None:
         """A take starts: map engine time (``clock``) and queue the MIDI clock of ``score``."""
         self.set_clock(clock)
+        self._graph_changed()
         if self.clock_port is not None and score is not None:
             from .midi_clock import tick_times
 
@@ -338,6 +346,7 @@ class JackIO:
         Velocities <= 0 are no hit; others are clipped to 127. A full ring
         (the callback not running) drops the hit and counts it.
         """
+        self._graph_changed()  # a connection made mid-take changes the latency the callback places hits by
         s, hits, cap = self.state, self._hits, len(self._hits)
         reads = [r for r, on in ((s.audio_read, s.audio_on), (s.midi_read, s.midi_on)) if on]
         oldest = min(reads) if reads else s.hits_written
@@ -422,11 +431,22 @@ class JackIO:
                 setattr(self.state, field, int(lat.max))
         return 0
 
-    def _xrun(self, delay_usecs) -> None:
-        self.xruns += 1
+    @property
+    def xruns(self) -> int:
+        """Xruns JACK reported since the client opened."""
+        return int(self.state.xrun_count)
 
-    def _shutdown(self, status, reason) -> None:
-        self.shutdown = str(reason) or "no reason given"
+    @property
+    def shutdown(self) -> str | None:
+        """Why the server went away (None while it runs)."""
+        return "the server shut down" if self.state.server_gone else None
+
+    def _graph_changed(self) -> None:
+        """Read the ports' latencies again if JACK's graph changed since they were read (cheap otherwise)."""
+        seen = int(self.state.graph_changes)
+        if seen != self._graph_seen:
+            self._graph_seen = seen
+            self._refresh_latency()
 
     # ------------------------------------------------------------------ clock in
     def read_clock_in(self) -> None:
@@ -519,6 +539,7 @@ class JackSource(PartnerSource):
         if not self._listening:
             return self._ring.pop_all()
         io = self.io
+        io._graph_changed()
         written, cap = int(io.state.ring_written), len(io.in_ring)
         if written - self._read > cap:  # the engine did not poll for a whole ring
             self.lost += written - self._read - cap

@@ -170,7 +170,9 @@ def _jack_rig(rig, partner_device, partner_file, channel, drums, kit, midi, midi
         if exact:
             capture = exact[0]
         else:
-            named = [p for p in captures if p.startswith(spec.rstrip(":") + ":")] or captures
+            named = [p for p in captures if p.startswith(spec.rstrip(":") + ":")]
+            if not named and (partner_device is None or spec == "system"):
+                named = captures  # no system ports by that name: the first capture ports there are
             if not named:
                 raise DeviceError(f"no JACK capture port for the partner ({spec!r}); JACK ports: "
                                   f"{', '.join(jackctl.ports()) or 'none'}")

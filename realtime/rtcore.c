@@ -155,7 +155,31 @@ typedef struct {
     int64_t played;
     int64_t midi_sent;
     int64_t midi_errors;
+
+    /* JACK's notifications, counted here by C callbacks on libjack's own thread: a Python callback
+       there needs the interpreter lock, and a thread holding it while it opens another JACK client
+       (python-rtmidi does) waits for the server, which waits for that notification: a deadlock. */
+    volatile int64_t xrun_count;
+    volatile int64_t graph_changes;
+    volatile int64_t server_gone;
 } rt_state;
+
+int rt_xrun(void *arg)
+{
+    ((rt_state *)arg)->xrun_count++;
+    return 0;
+}
+
+int rt_graph_order(void *arg)
+{
+    ((rt_state *)arg)->graph_changes++;
+    return 0;
+}
+
+void rt_shutdown(void *arg)
+{
+    ((rt_state *)arg)->server_gone = 1;
+}
 
 static int64_t now_ns(clockid_t id)
 {
@@ -481,7 +505,8 @@ int rt_process(nframes_t n, void *arg)
     for (int64_t v = 0; v < s->voices; v++)
         sounding += s->v_pos[v] < s->v_end[v];
     s->sounding[k] = sounding;
-    s->cycle_frames[k] = (int64_t)frame0;
+    if (s->cycle_frames)
+        s->cycle_frames[k] = (int64_t)frame0;
     BARRIER();
     s->cycles++;
     return 0;

@@ -171,6 +171,7 @@ class FakeJack:
         s.in_ring, s.drum_ring, s.ring_frames = arr(np.zeros(SR, np.float32)), arr(np.zeros(SR, np.float32)), SR
         s.cycle_ring, s.cycle_capacity = arr(np.zeros((SR // N + 8, 5))), SR // N + 8
         s.cost_ns, s.sounding, s.cost_capacity = arr(np.zeros(4096, np.int64)), arr(np.zeros(4096, np.int16)), 4096
+        s.cycle_frames = arr(np.zeros(4096, np.int64))
         s.origin, s.have_origin = 0.0, 1   # engine time = frames / rate here
 
     def schedule(self, t, c, v, note=-1):
