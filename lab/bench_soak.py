@@ -12,7 +12,7 @@ MIDI port that a capture client records (the machinery of
 :mod:`rolypoly.lab.bench_output`: its server, capture process and figures):
 ``drums="midi"`` (the default) is rolypoly's own JACK client, which writes
 each note on its frame, as ``rolypoly play`` opens it on JACK; ``"rtmidi"``
-is python-rtmidi's JACK port (``--midi`` of ``session run``), every note at
+is python-rtmidi's JACK port (what rolypoly used before its own JACK client), every note at
 the start of the next cycle, up to a period late by design,
 and the partner is a :class:`~rolypoly.lab.virtual_partner.VirtualPartner`
 (a bass on kick and snare, 8 ms laid back, 4 ms of jitter, following the

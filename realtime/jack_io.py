@@ -405,9 +405,13 @@ class JackIO:
 
     def callback_costs(self, last: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(cost ns, voices sounding) of the last ``last`` cycles remembered, oldest first."""
-        n = min(self.cycles, COST_RING, self.cycles if last is None else last)
-        idx = (self.cycles - n + np.arange(n)) % COST_RING
+        idx = self._last_cycles(last)
         return self.cost_ns[idx], self.voices_sounding[idx]
+
+    def _last_cycles(self, last: int | None) -> np.ndarray:
+        """Ring indices of the last ``last`` cycles remembered (all: None), oldest first."""
+        n = min(self.cycles, COST_RING, self.cycles if last is None else last)
+        return (self.cycles - n + np.arange(n)) % COST_RING
 
     def cycle_frames_run(self, last: int | None = None) -> np.ndarray:
         """JACK's frame counter at the start of each of the last ``last`` cycles this client ran, oldest first.
@@ -415,9 +419,7 @@ class JackIO:
         A cycle JACK ran without this client (or the client without JACK's
         next cycle) shows as a step of more than one period.
         """
-        n = min(self.cycles, COST_RING, self.cycles if last is None else last)
-        idx = (self.cycles - n + np.arange(n)) % COST_RING
-        return self.cycle_frames[idx].copy()
+        return self.cycle_frames[self._last_cycles(last)]
 
     # ------------------------------------------------------------------ notifications (JACK's non-RT thread)
     def _refresh_latency(self) -> int:
