@@ -33,7 +33,6 @@ import os
 import platform
 import time
 
-import numpy as np
 
 from rolypoly.lab import bench_output as bo
 
@@ -81,30 +80,9 @@ def run(json_path=None, *, minutes: float = 5.0, period: int = 64, rate: int = 4
     return report
 
 
-def cycle_figures(data: dict) -> dict:
-    """Skipped cycles, late callbacks and time lost of a capture's per-cycle record.
-
-    >>> data = {"period": 64, "audio": np.zeros(64 * 4, np.float32),
-    ...         "cycles": [[0, 0.0, 1 / 48000], [64, 1333.3, 1 / 48000], [192, 4000.0, 1 / 48000],
-    ...                    [256, 5333.3, 1 / 48000]]}
-    >>> cycle_figures(data)["skipped"]
-    1
-    """
-    cycles, relabelled = bo._relabelled(data)
-    period = int(data["period"])
-    steps = np.diff(cycles[:, 0]) % 2 ** 32
-    jumps = steps[steps > period]
-    frames_s = (cycles[-1, 0] - cycles[0, 0]) * float(np.median(cycles[:, 2])) if len(cycles) > 1 else 0.0
-    wall_s = (cycles[-1, 1] - cycles[0, 1]) / 1e6 if len(cycles) > 1 else 0.0
-    return {"callbacks": int(len(cycles)), "skipped": int(np.sum(jumps // period - 1)),
-            "skips": int(len(jumps)), "longest_skip_cycles": int(jumps.max() // period - 1) if len(jumps) else 0,
-            "late_callbacks": int(relabelled),
-            "time_lost_pct": round(100 * (wall_s - frames_s) / wall_s, 4) if wall_s > 0 else None}
-
-
 def _report(data, server, minutes, wall, busy0, busy1, load_before) -> dict:
     total = max(busy1[1] - busy0[1], 1)
-    cycles = cycle_figures(data)
+    cycles = bo.cycle_figures(data)
     per_min = 60.0 / max(wall, 1e-9)
     return {
         "what": "one JACK client with nothing but an input (rolypoly's C callback), alone on the server: the "

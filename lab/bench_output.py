@@ -24,26 +24,27 @@ Three outputs can be measured (``--drums``):
 
 Putting JACK's times on the engine clock
 ----------------------------------------
-* The capture client is a libjack client made with ctypes, in a child
-  process, so its (Python) process callback never competes with the engine
-  for the GIL. rtmidi writes every outgoing event at offset 0 of the first
-  JACK cycle that runs after ``send_message``, so a hit reaches JACK when
-  that cycle starts. For each event the child records that start as the
-  server measured it (``jack_get_time() - jack_frames_since_cycle_start()``,
-  to a frame): this is *emitted*. It also records the event's place on
-  JACK's frame clock (``jack_frames_to_time`` of the frame; on the dummy
-  backend a DLL estimate that wanders by milliseconds once cycles start
-  late) and when its own callback ran (``jack_get_time()``, which is what
-  rtmidi's input timestamps are deltas of).
+* The capture client is rolypoly's own JACK client
+  (:class:`~rolypoly.realtime.jack_io.JackIO`) in a child process, with
+  only an input: its process callback is C (``rtcore.c``), so it runs
+  every cycle JACK gives it, never waiting for an interpreter. For MIDI it
+  keeps every message with the time of the frame it came on (the cycle's
+  start from ``jack_get_cycle_times`` plus the frame's place in the cycle:
+  JACK's frame clock) and, per cycle, JACK's frame counter, the cycle's
+  start and when its callback began; for audio every frame and the same
+  per cycle. A frame-placed note is *emitted* at its frame's time; rtmidi
+  writes every event at frame 0 of the first cycle after
+  ``send_message``, so its notes are emitted at that cycle's start.
 * ``jack_get_time()`` (jackd2 1.9.21 on Linux) reads CLOCK_MONOTONIC_RAW,
   not CLOCK_MONOTONIC: on this machine the two differ by ~225 ms, and
   CLOCK_MONOTONIC is slewed by NTP. RealClock uses ``time.perf_counter()``,
-  which is CLOCK_MONOTONIC on Linux. The child samples CLOCK_MONOTONIC,
-  ``jack_get_time()`` and CLOCK_MONOTONIC_RAW together every half second,
-  and JACK times are mapped to CLOCK_MONOTONIC by interpolating between
-  those samples, then to engine time by RealClock's origin. (libjack's
-  clock is unset until a client is open: ``jack_get_time()`` before that
-  crashes the process.)
+  which is CLOCK_MONOTONIC on Linux. rolypoly's C callback measures the
+  offset between the two every 16 cycles and puts MIDI times on
+  CLOCK_MONOTONIC itself (the capture's engine clock has its origin at 0);
+  audio cycles keep JACK's µs, and the child samples CLOCK_MONOTONIC,
+  ``jack_get_time()`` and CLOCK_MONOTONIC_RAW together every half second
+  to map them (:func:`jack_us_to_monotonic`); both then go to engine time
+  by RealClock's origin.
 * Hits are matched to captured note-ons by pitch, velocity and time, not
   by order: a JACK server that starts a cycle late can drop the MIDI of
   that cycle, and the loop repeats the same notes.
@@ -99,61 +100,72 @@ DRIFT_WINDOW_S = 60.0
 CLOCK_SAMPLE_S = 0.5
 
 NOTE_ON = 0x99  # channel 10
-_JACK_NO_START_SERVER = 0x01
-_JACK_PORT_IS_INPUT = 0x1
-_JACK_MIDI_TYPE = b"8 bit raw midi"
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Columns of the capture child's event table.
-EVENT_COLUMNS = ("frame", "offset", "frame_us", "wake_us", "seen_us", "gap", "status", "data1", "data2")
+#: Columns of the MIDI capture's event table (its times are in ``event_times``).
+EVENT_COLUMNS = ("cycle", "status", "data1", "data2")
+#: Columns of the MIDI capture's cycle table.
+CYCLE_COLUMNS = ("cycle", "frame", "start_s", "woke_s")
 
 
 # ----------------------------------------------------------------------------- libjack (ctypes)
 
-class _MidiEvent(ctypes.Structure):
-    _fields_ = [("time", ctypes.c_uint32), ("size", ctypes.c_size_t),
-                ("buffer", ctypes.POINTER(ctypes.c_ubyte))]
-
-
-_PROCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p)
-
-
 def _libjack() -> ctypes.CDLL:
-    """The system libjack with the signatures the capture client uses."""
+    """The system libjack, for ``jack_get_time`` (valid once a client of the process is open)."""
     path = ctypes.util.find_library("jack")
     if path is None:
         raise DeviceError("libjack not found: install the Debian package jackd2")
     lib = ctypes.CDLL(path)
-    vp, u32, u64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64
-    signatures = {
-        "jack_client_open": (vp, [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]),
-        "jack_client_close": (ctypes.c_int, [vp]),
-        "jack_port_register": (vp, [vp, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_ulong]),
-        "jack_port_name": (ctypes.c_char_p, [vp]),
-        "jack_set_process_callback": (ctypes.c_int, [vp, _PROCESS, vp]),
-        "jack_activate": (ctypes.c_int, [vp]),
-        "jack_deactivate": (ctypes.c_int, [vp]),
-        "jack_port_get_buffer": (vp, [vp, u32]),
-        "jack_midi_get_event_count": (u32, [vp]),
-        "jack_midi_event_get": (ctypes.c_int, [ctypes.POINTER(_MidiEvent), vp, u32]),
-        "jack_last_frame_time": (u32, [vp]),
-        "jack_frames_since_cycle_start": (u32, [vp]),
-        "jack_frames_to_time": (u64, [vp, u32]),
-        "jack_get_time": (u64, []),
-        "jack_get_sample_rate": (u32, [vp]),
-        "jack_get_buffer_size": (u32, [vp]),
-    }
-    for name, (restype, argtypes) in signatures.items():
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = restype, argtypes
+    lib.jack_get_time.restype, lib.jack_get_time.argtypes = ctypes.c_uint64, []
     return lib
 
 
-class MidiCapture:
-    """A JACK MIDI input client that stamps each event with JACK's own clocks.
+def _clock_sample(lib, tries: int = 5) -> tuple[int, int, int]:
+    """(CLOCK_MONOTONIC ns, jack_get_time() µs, CLOCK_MONOTONIC_RAW ns) read together.
 
-    Meant for a process of its own (:class:`CaptureProcess`): its process
-    callback is Python and takes the GIL every JACK cycle.
+    The tightest of a few tries, so a preemption between the reads does
+    not skew the clock map.
+    """
+    best = None
+    for _ in range(tries):
+        a = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        j = lib.jack_get_time()
+        r = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+        b = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if best is None or b - a < best[0]:
+            best = (b - a, (a + b) // 2, int(j), r)
+    return best[1], best[2], best[3]
+
+
+class _Capture:
+    """rolypoly's own JACK client with only an input, on CLOCK_MONOTONIC (engine time origin 0)."""
+
+    def __init__(self, client_name: str, **ports):
+        from rolypoly.realtime.jack_io import JackIO
+
+        self.io = JackIO(name=client_name, **ports)
+        self.io.set_origin(0.0)
+        self._lib = _libjack()
+        self.rate, self.period = self.io.rate, self.io.period
+
+    def clock_sample(self, tries: int = 5) -> tuple[int, int, int]:
+        return _clock_sample(self._lib, tries)
+
+    def close(self) -> None:
+        self.io.close()
+
+
+class MidiCapture(_Capture):
+    """A JACK MIDI input that keeps every message with the time of the frame it came on.
+
+    rolypoly's own JACK client (:class:`~rolypoly.realtime.jack_io.JackIO`
+    with only its ``midi_in`` port): a C process callback, so the capture
+    runs every cycle JACK gives it (a Python callback there, which takes the
+    interpreter lock each cycle, missed twenty times more cycles). Its
+    engine clock is CLOCK_MONOTONIC (origin 0), the clock RealClock reads.
+    :meth:`drain`, called every quarter second, moves what the callback kept
+    into lists: every message, and per cycle JACK's frame counter, the
+    cycle's start and when the callback began it -- which cycles it ran.
 
     Parameters
     ----------
@@ -163,91 +175,41 @@ class MidiCapture:
     Attributes
     ----------
     port_name : str
-        Full name of the input port (``client:in``) to connect to.
-    events : list of tuple
-        One row per event, columns :data:`EVENT_COLUMNS` (times in µs on
-        JACK's clock, CLOCK_MONOTONIC_RAW).
+        Full name of the input port to connect to.
+    received : int
+        Messages received so far.
     """
 
     def __init__(self, client_name: str):
-        self._lib = lib = _libjack()
-        status = ctypes.c_int(0)
-        self.client = lib.jack_client_open(client_name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
-        if not self.client:
-            raise DeviceError(f"JACK server {jack.server_name()!r} is not running (status 0x{status.value:x})")
-        self.rate = int(lib.jack_get_sample_rate(self.client))
-        self.period = int(lib.jack_get_buffer_size(self.client))
-        self.port = lib.jack_port_register(self.client, b"in", _JACK_MIDI_TYPE, _JACK_PORT_IS_INPUT, 0)
-        if not self.port:
-            lib.jack_client_close(self.client)
-            raise DeviceError("cannot register a JACK MIDI input port")
-        self.port_name = lib.jack_port_name(self.port).decode()
-        self.events: list[tuple] = []
-        #: (JACK µs of the first frame, of the last frame) of every stretch of cycles this client's callback
-        #: did not run for: what JACK carried then never reached it (rare; a note there cannot be checked).
-        self.missed: list[tuple] = []
-        self.callback_errors = 0
-        self._event = _MidiEvent()
-        self._last_frame = None
-        self._callback = _PROCESS(self._process)  # keep a reference: libjack holds only the pointer
-        lib.jack_set_process_callback(self.client, self._callback, None)
-        if lib.jack_activate(self.client) != 0:
-            lib.jack_client_close(self.client)
-            raise DeviceError("cannot activate the JACK MIDI capture client")
+        super().__init__(client_name, midi_in=True)
+        self.port_name = self.io.midi_in_port.name
+        self._events: list[np.ndarray] = []
+        self._times: list[np.ndarray] = []
+        self._cycles: list[np.ndarray] = []
+        self._next_cycle = 0
+        self.received = 0
+        self.lost = 0           # messages or cycles overwritten before they were drained (never, at 4 a second)
 
-    def _process(self, nframes: int, _arg) -> int:
-        try:
-            lib, client = self._lib, self.client
-            frame = lib.jack_last_frame_time(client)
-            # Frames since this callback last ran: more than a period means it missed
-            # a cycle, and JACK may have dropped or mis-stamped what that cycle carried.
-            gap = (frame - self._last_frame) & 0xFFFFFFFF if self._last_frame is not None else self.period
-            self._last_frame = frame
-            if gap != self.period and gap != 0:
-                first = (frame - gap + self.period) & 0xFFFFFFFF
-                self.missed.append((lib.jack_frames_to_time(client, first),
-                                    lib.jack_frames_to_time(client, (frame - 1) & 0xFFFFFFFF)))
-            buf = lib.jack_port_get_buffer(self.port, nframes)
-            count = lib.jack_midi_get_event_count(buf)
-            if count:
-                seen = lib.jack_get_time()
-                # Frames since the cycle began: the server's own cycle start, to a frame.
-                wake = seen - round(lib.jack_frames_since_cycle_start(client) * 1e6 / self.rate)
-                for i in range(count):
-                    lib.jack_midi_event_get(ctypes.byref(self._event), buf, i)
-                    ev = self._event
-                    data = list(ev.buffer[:min(ev.size, 3)]) + [0, 0, 0]
-                    at = lib.jack_frames_to_time(client, (frame + ev.time) & 0xFFFFFFFF)
-                    self.events.append((frame, ev.time, at, wake, seen, gap, data[0], data[1], data[2]))
-        except Exception:  # never raise into libjack
-            self.callback_errors += 1
-        return 0
+    def drain(self) -> None:
+        times, cycles, messages, lost = self.io.read_midi_in()
+        first, frames, starts, woke = self.io.cycle_log(self._next_cycle)
+        self.lost += lost + (first - self._next_cycle)
+        self._events.append(np.column_stack([cycles, messages[:, 1:4]]).astype(np.int64))
+        self._times.append(times.copy())
+        self._cycles.append(np.column_stack([np.arange(first, first + len(frames)), frames, starts, woke]))
+        self._next_cycle = first + len(frames)
+        self.received += len(times)
 
-    def clock_sample(self, tries: int = 5) -> tuple[int, int, int]:
-        """(CLOCK_MONOTONIC ns, jack_get_time() µs, CLOCK_MONOTONIC_RAW ns) read together.
-
-        The tightest of a few tries, so a preemption between the reads does
-        not skew the clock map.
-        """
-        best = None
-        for _ in range(tries):
-            a = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-            j = self._lib.jack_get_time()
-            r = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
-            b = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-            if best is None or b - a < best[0]:
-                best = (b - a, (a + b) // 2, int(j), r)
-        return best[1], best[2], best[3]
-
-    def close(self) -> None:
-        """Deactivate and close the client (the server must still run)."""
-        if self.client:
-            self._lib.jack_deactivate(self.client)
-            self._lib.jack_client_close(self.client)
-            self.client = None
+    def result(self) -> dict:
+        """``events`` (rows of :data:`EVENT_COLUMNS`), ``event_times`` (s, CLOCK_MONOTONIC), ``cycles``..."""
+        self.drain()
+        return {"events": np.concatenate(self._events).reshape(-1, len(EVENT_COLUMNS)),
+                "event_times": np.concatenate(self._times),
+                "cycles": np.concatenate(self._cycles).reshape(-1, len(CYCLE_COLUMNS)),
+                "lost": self.lost, "callback_errors": 0}
 
 
-class AudioCapture:
+class AudioCapture(_Capture):
     """A JACK audio input that keeps every frame it receives and JACK's time of each cycle.
 
     rolypoly's own JACK client (:class:`~rolypoly.realtime.jack_io.JackIO`, a
@@ -264,12 +226,7 @@ class AudioCapture:
     """
 
     def __init__(self, client_name: str):
-        from rolypoly.realtime.jack_io import JackIO
-
-        self.io = JackIO(listen=True, name=client_name)
-        self.io.set_origin(0.0)
-        self._lib = _libjack()
-        self.rate, self.period = self.io.rate, self.io.period
+        super().__init__(client_name, listen=True)
         self.port_name = self.io.input_port.name
         self._audio: list[np.ndarray] = []
         self._cycles: list[np.ndarray] = []
@@ -290,17 +247,11 @@ class AudioCapture:
         self.frames += len(idx)
         self._read, self._cycles_read = written, cycles
 
-    def clock_sample(self, tries: int = 5):
-        return MidiCapture.clock_sample(self, tries)
-
     def result(self) -> dict:
         self.drain()
         audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
         cycles = np.concatenate(self._cycles) if self._cycles else np.zeros((0, 3))
         return {"audio": audio, "cycles": cycles, "callback_errors": 0, "lost": self.lost}
-
-    def close(self) -> None:
-        self.io.close()
 
 
 def _audio_capture_child(client_name: str, out_path: str) -> None:
@@ -328,24 +279,25 @@ def _audio_capture_child(client_name: str, out_path: str) -> None:
 
 
 def _capture_child(client_name: str, out_path: str) -> None:
-    """Body of the capture process: stdin takes ``count`` and ``stop`` (or EOF)."""
+    """Body of the MIDI capture process: stdin takes ``count`` and ``stop`` (or EOF)."""
     cap = MidiCapture(client_name)
     print(f"port {cap.port_name} {cap.rate} {cap.period}", flush=True)
     clock = [cap.clock_sample()]
     while True:
-        ready, _, _ = select.select([sys.stdin], [], [], CLOCK_SAMPLE_S)
+        ready, _, _ = select.select([sys.stdin], [], [], CLOCK_SAMPLE_S / 2)
+        cap.drain()
         clock.append(cap.clock_sample())
         if not ready:
             continue
         command = sys.stdin.readline().strip()
         if command == "count":
-            print(len(cap.events), flush=True)
+            print(cap.received, flush=True)
         elif command in ("stop", ""):  # "": the parent is gone
             break
+    time.sleep(0.05)  # the last cycles' messages
+    data = cap.result()
     cap.close()
-    events = np.array(cap.events, np.int64).reshape(-1, len(EVENT_COLUMNS))
-    np.savez(out_path, events=events, clock=np.array(clock, np.int64), rate=cap.rate, period=cap.period,
-             callback_errors=cap.callback_errors, missed=np.array(cap.missed, np.int64).reshape(-1, 2))
+    np.savez(out_path, **data, clock=np.array(clock, np.int64), rate=cap.rate, period=cap.period)
     print("saved", flush=True)
 
 
@@ -556,6 +508,29 @@ class TimedPerformer:
             self.ns[self.n] = time.perf_counter_ns() - start
             self.n += 1
         return y
+
+
+class TimedDrums:
+    """Wraps the drum output and keeps when each row was handed over (engine time) and when it is due.
+
+    A hit handed to the C player after its frame's cycle began can only go
+    out late: the engine's lead (``EngineSettings.budget_ms``) was eaten by
+    a stall of the engine's thread, not by JACK.
+    """
+
+    def __init__(self, drums, clock, capacity: int):
+        self._drums, self._clock = drums, clock
+        self.handed = np.full((capacity, 2), np.nan)
+        self.n = 0
+
+    def schedule(self, classes, velocities, at: float, notes=None) -> int:
+        if self.n < len(self.handed):
+            self.handed[self.n] = (self._clock.now(), at)
+            self.n += 1
+        return self._drums.schedule(classes, velocities, at, notes)
+
+    def __getattr__(self, name):
+        return getattr(self._drums, name)
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -888,7 +863,8 @@ def _play(minutes: float, partner: str, server_period: int, rate: int, bpm: floa
                 jack.connect(io.midi_port.name, capture.port_name)
             before = _sync_jackio(io, capture, drums)
         clock = RealClock()
-        engine = Engine(score, performer, source, clock, midi=midi, settings=EngineSettings(), drums=io)
+        drums_out = TimedDrums(io, clock, len(score) + 16) if io is not None else None
+        engine = Engine(score, performer, source, clock, midi=midi, settings=EngineSettings(), drums=drums_out)
         say(f"playing {len(score)} rows ({score.onset_s[-1] / 60:.1f} min) through JACK ({drums})...")
         cpu = ThreadCpu()
         child_cpu0 = capture.cpu_s()
@@ -905,6 +881,8 @@ def _play(minutes: float, partner: str, server_period: int, rate: int, bpm: floa
             extra["player"] = io.stats()
             extra["voices"] = io.voice_count
             extra["player_frames"] = io.cycle_frames_run()
+            extra["player_cycles"] = io.cycle_log(cycles0)
+            extra["handed"] = drums_out.handed[:drums_out.n]
         data = capture.stop()
         capture = None
     finally:
@@ -971,7 +949,9 @@ def _relabelled(data: dict) -> tuple[np.ndarray, int]:
     period = int(data["period"])
     relabelled = 0
     for j in range(len(cycles) - 2, -1, -1):
-        if cycles[j + 1, 0] == cycles[j, 0]:
+        # Signed step (the counter wraps at 2**32): a run of late callbacks reads the same frame
+        # several times, and each is put back from the one after it.
+        if ((cycles[j + 1, 0] - cycles[j, 0] + 2 ** 31) % 2 ** 32) - 2 ** 31 <= 0:
             cycles[j, 0] = cycles[j + 1, 0] - period
             cycles[j, 1] = cycles[j + 1, 1] - period * cycles[j + 1, 2] * 1e6
             relabelled += 1
@@ -1297,57 +1277,205 @@ def _audio_figures(take: dict, period: int, rate: int) -> dict:
     }
 
 
-def _time_lost_pct(on: np.ndarray, col: dict, rate: int) -> float | None:
-    """How far JACK's sample clock fell behind the wall clock over the take, in percent.
+def cycle_figures(data: dict) -> dict:
+    """Skipped cycles, late callbacks and time lost of a capture's per-cycle record.
 
-    The dummy backend restarts its schedule after every late cycle, so the
-    time of late cycles is lost: frames counted fall short of the time
-    passed. 0 on a machine that keeps up.
+    ``data["cycles"]`` rows are (JACK frame counter, cycle start in µs, seconds
+    per frame). A skipped cycle is a step of the frame counter of more than a
+    period; time lost is how far the frames counted fall short of the time
+    the cycles' starts moved on (the dummy backend restarts its schedule
+    after a late cycle).
+
+    >>> data = {"period": 64, "audio": np.zeros(64 * 4, np.float32),
+    ...         "cycles": [[0, 0.0, 1 / 48000], [64, 1333.3, 1 / 48000], [192, 4000.0, 1 / 48000],
+    ...                    [256, 5333.3, 1 / 48000]]}
+    >>> cycle_figures(data)["skipped"]
+    1
     """
-    if len(on) < 2:
+    cycles, relabelled = _relabelled(data)
+    period = int(data["period"])
+    steps = np.diff(cycles[:, 0]) % 2 ** 32
+    jumps = steps[steps > period]
+    frames_s = (cycles[-1, 0] - cycles[0, 0]) * float(np.median(cycles[:, 2])) if len(cycles) > 1 else 0.0
+    wall_s = (cycles[-1, 1] - cycles[0, 1]) / 1e6 if len(cycles) > 1 else 0.0
+    return {"callbacks": int(len(cycles)), "skipped": int(np.sum(jumps // period - 1)),
+            "skips": int(len(jumps)), "longest_skip_cycles": int(jumps.max() // period - 1) if len(jumps) else 0,
+            "late_callbacks": int(relabelled),
+            "time_lost_pct": round(100 * (wall_s - frames_s) / wall_s, 4) if wall_s > 0 else None}
+
+
+def _midi_cycles(data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The MIDI capture's timed cycles, and the same in the audio capture's layout (frame, start µs, s/frame)."""
+    table = np.asarray(data["cycles"], np.float64).reshape(-1, len(CYCLE_COLUMNS))
+    table = table[np.isfinite(table[:, 2])]
+    return table, np.column_stack([table[:, 1], table[:, 2] * 1e6, np.full(len(table), 1.0 / int(data["rate"]))])
+
+
+def midi_capture_times(data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """When each captured MIDI message came, and the stretches the capture did not run.
+
+    The capture keeps each message with its frame's time as its cycle's
+    callback read it. A callback that ran late reads the *next* cycle's
+    times (its cycle's frame counter shows twice): its messages are put back
+    one period (:func:`_relabelled`). A step of the frame counter of more
+    than a period is a stretch of cycles the capture did not run: what JACK
+    carried then never reached it.
+
+    Returns
+    -------
+    at_s : np.ndarray
+        Time of each message's frame (s, CLOCK_MONOTONIC).
+    woke_s : np.ndarray
+        When the callback that took each message began (same clock).
+    cycle_start_s : np.ndarray
+        Start of each message's cycle (same clock).
+    missed : np.ndarray, shape (n, 2)
+        First and last frame's time of each stretch not run.
+
+    Examples
+    --------
+    >>> data = {"period": 2, "rate": 1000, "events": np.array([[11, 0x99, 36, 90]]),
+    ...         "event_times": np.array([0.009]),
+    ...         "cycles": np.array([[10, 4, 0.004, 0.0041], [11, 8, 0.008, 0.0085], [12, 8, 0.008, 0.0081]])}
+    >>> at, woke, start, missed = midi_capture_times(data)
+    >>> at.round(4).tolist(), missed.round(4).tolist()   # cycle 11 ran late: it was the one at frame 6
+    ([0.007], [])
+    """
+    period, rate = int(data["period"]), int(data["rate"])
+    table, layout = _midi_cycles(data)
+    cycles, _ = _relabelled({"cycles": layout, "period": period})
+    shift = cycles[:, 1] / 1e6 - table[:, 2]
+    events = np.asarray(data["events"], np.int64).reshape(-1, len(EVENT_COLUMNS))
+    row = np.clip(np.searchsorted(table[:, 0], events[:, 0]), 0, max(len(table) - 1, 0))
+    if len(table) and not np.all(table[row, 0] == events[:, 0]):
+        raise ValueError("a captured MIDI message came in a cycle the capture has no record of")
+    at = np.asarray(data["event_times"], np.float64) + (shift[row] if len(table) else 0.0)
+    woke = table[row, 3] if len(table) else np.full(len(events), np.nan)
+    start = cycles[row, 1] / 1e6 if len(table) else np.full(len(events), np.nan)
+    steps = np.diff(cycles[:, 0]) % 2 ** 32
+    j = np.flatnonzero(steps > period)
+    missed = np.column_stack([cycles[j, 1] / 1e6 + period / rate, cycles[j + 1, 1] / 1e6 - 1.0 / rate])
+    return at, woke, start, missed.reshape(-1, 2)
+
+
+def frame_clock_jumps(frames: np.ndarray, starts: np.ndarray, rate: int, above_ms: float = 0.05) -> np.ndarray:
+    """Cycles after which JACK's frame clock moved against its frame counter by more than ``above_ms``.
+
+    From one cycle to the next, JACK's estimate of the cycle's start should
+    move by the frames counted over the rate (to a few ppm). On the dummy
+    backend of a busy virtual machine it restarts its schedule after a late
+    cycle and the estimate jumps (by up to 150 ms here): a note placed on its
+    frame just before such a jump is at another time by the estimate after it.
+    Returns a boolean per cycle, True where the step to the next cycle jumped.
+
+    >>> frame_clock_jumps(np.array([0, 64, 128, 192]), np.array([0.0, 64, 128 + 20, 192 + 20]) / 48000, 48000)
+    array([False,  True, False, False])
+    """
+    steps = ((np.diff(np.asarray(frames, np.int64)) + 2 ** 31) % 2 ** 32) - 2 ** 31
+    moved = np.abs(np.diff(np.asarray(starts, np.float64)) - steps / rate) * 1e3 > above_ms
+    return np.append(moved, False)
+
+
+def late_note_causes(late_rows: np.ndarray, intended_s: np.ndarray, take: dict, period: int, rate: int) -> dict:
+    """Why each late or missing row was: counts by cause (see the returned keys).
+
+    * ``handed_over_late``: the engine handed the row to the C player less
+      than a period before its time (the player writes a note in the cycle
+      its frame falls in; one handed later goes out in the next cycle);
+    * ``jack_cycle_late_or_skipped``: the player's own cycle log shows, within
+      three cycles of the row's, a cycle JACK skipped or a callback that ran
+      late (it read the next cycle's frame counter);
+    * ``jack_frame_clock_jumped``: within three cycles of the row's, JACK's
+      estimate of the cycles' start jumped against its frame counter
+      (:func:`frame_clock_jumps`);
+    * ``unexplained``: none of these.
+
+    ``intended_s`` is on the same clock as the player's cycle starts plus
+    ``take["origin"]`` (CLOCK_MONOTONIC).
+    """
+    if "handed" not in take or "player_cycles" not in take:
+        return {}
+    causes = {"handed_over_late": 0, "jack_cycle_late_or_skipped": 0, "jack_frame_clock_jumped": 0,
+              "unexplained": 0}
+    handed = np.asarray(take["handed"], np.float64)
+    _, frames, starts, _ = take["player_cycles"]
+    ok = np.isfinite(starts)
+    frames, starts = np.asarray(frames)[ok], np.asarray(starts)[ok] + take["origin"]
+    steps = ((np.diff(frames) + 2 ** 31) % 2 ** 32) - 2 ** 31
+    skipped = np.zeros(len(frames), bool)
+    skipped[1:] |= steps != period
+    skipped[:-1] |= steps != period
+    jumped = frame_clock_jumps(frames, starts, rate)
+    for row in late_rows:
+        ahead = handed[row, 1] - handed[row, 0] if row < len(handed) else np.inf
+        j = int(np.searchsorted(starts, intended_s[row])) - 1
+        near = slice(max(j - 3, 0), j + 4)
+        if ahead < period / rate:
+            causes["handed_over_late"] += 1
+        elif 0 <= j < len(frames) and skipped[near].any():
+            causes["jack_cycle_late_or_skipped"] += 1
+        elif 0 <= j < len(frames) and jumped[near].any():
+            causes["jack_frame_clock_jumped"] += 1
+        else:
+            causes["unexplained"] += 1
+    return causes
+
+
+def _jumps(take: dict, rate: int) -> dict | None:
+    """How often JACK's frame clock jumped over the player's cycles, and by how much."""
+    if "player_cycles" not in take:
         return None
-    frames = (int(on[-1, col["frame"]]) - int(on[0, col["frame"]])) & 0xFFFFFFFF
-    wall_s = (on[-1, col["wake_us"]] - on[0, col["wake_us"]]) / 1e6
-    return round(100.0 * (1.0 - frames / rate / wall_s), 3) if wall_s > 0 else None
+    _, frames, starts, _ = take["player_cycles"]
+    ok = np.isfinite(starts)
+    frames, starts = np.asarray(frames)[ok], np.asarray(starts)[ok]
+    jumped = frame_clock_jumps(frames, starts, rate)
+    steps = ((np.diff(frames) + 2 ** 31) % 2 ** 32) - 2 ** 31
+    moved_ms = np.abs(np.diff(starts) - steps / rate) * 1e3
+    return {"cycles": int(len(frames)), "jumps_over_0_05_ms": int(jumped.sum()),
+            "largest_ms": round(float(moved_ms.max()), 3) if len(moved_ms) else 0.0}
 
 
 def _figures(take: dict, period: int, rate: int) -> dict:
-    """The timing figures of a captured take (see module docstring)."""
+    """The timing figures of a captured MIDI take (see module docstring)."""
     score, result, data = take["score"], take["result"], take["data"]
     period_ms = 1e3 * period / rate
-    events = data["events"][take["skip"]:]
+    at_all, woke_all, start_all, spans = midi_capture_times(data)
+    events = np.asarray(data["events"], np.int64)
     col = {c: i for i, c in enumerate(EVENT_COLUMNS)}
-    on = events[(events[:, col["status"]] == NOTE_ON) & (events[:, col["data2"]] > 0)]
+    keep = np.arange(len(events)) >= take["skip"]
+    keep &= (events[:, col["status"]] == NOTE_ON) & (events[:, col["data2"]] > 0)
+    on, at, woke, start = events[keep], at_all[keep], woke_all[keep], start_all[keep]
     rows = len(result.intended)
     base = take["origin"] + take["t0"]                      # engine score zero on CLOCK_MONOTONIC
     intended_all = base + result.intended
-    times = {c: jack_us_to_monotonic(on[:, col[c]], data["clock"]) for c in ("wake_us", "frame_us", "seen_us")}
-    # rtmidi writes at frame 0 of the next cycle: emitted is the cycle's start. Frame-placed MIDI
-    # is emitted on its own frame: that frame's time on JACK's frame clock.
-    emitted_at = "wake_us" if take["drums"] == "rtmidi" else "frame_us"
+    # A frame-placed note is emitted on its own frame; rtmidi writes at frame 0 of the next
+    # cycle, so its note's frame is that cycle's start: the same column serves both.
     expected = expected_notes(score, rows)
     window = float(np.min(score.duration_ms[:rows])) / 2000.0
-    index, unmatched = match_notes(expected, intended_all, on[:, [col["data1"], col["data2"]]],
-                                   times[emitted_at], window)
-    # A note due while the capture client's callback did not run never reached it: it cannot be checked.
-    missed = data["missed"] if "missed" in data else np.zeros((0, 2))
-    spans = jack_us_to_monotonic(np.asarray(missed, np.float64).reshape(-1), data["clock"]).reshape(-1, 2)
-    unheard = np.array([(index[k] < 0 and bool(np.any((intended_all[row] >= spans[:, 0] - 1e-3 * period_ms)
-                                                      & (intended_all[row] <= spans[:, 1] + 1e-3 * period_ms))))
+    index, unmatched = match_notes(expected, intended_all, on[:, [col["data1"], col["data2"]]], at, window)
+    # A note due while the capture's callback did not run never reached it: it cannot be checked.
+    margin = 1e-3 * period_ms
+    unheard = np.array([(index[k] < 0 and bool(np.any((intended_all[row] >= spans[:, 0] - margin)
+                                                      & (intended_all[row] <= spans[:, 1] + margin))))
                         for k, (row, _, _) in enumerate(expected)], bool)
-    per_row = {c: row_times(expected, index, t, rows) for c, t in times.items()}
-    ok = np.isfinite(per_row[emitted_at])
+    per_row = {c: row_times(expected, index, t, rows) for c, t in (("at", at), ("woke", woke), ("start", start))}
+    ok = np.isfinite(per_row["at"])
     intended = intended_all[ok]
-    emitted = per_row[emitted_at][ok]
+    emitted = per_row["at"][ok]
     err = (emitted - intended) * 1e3
-    sent_err = (base + result.played[ok] - intended) * 1e3   # clock read just before midi.hit
+    sent_err = (base + result.played[ok] - intended) * 1e3   # clock read just before the hit was handed over
     latency = float(np.median(err))
-    irregular = on[:, col["gap"]] != period
+    cycles = cycle_figures({"cycles": _midi_cycles(data)[1], "period": period})
+    # Rows off their frame by more than the target, or missing: why (the player's and the engine's records).
+    off_rows = np.flatnonzero(ok)[np.abs(err - latency) > TARGET_P99_JACK_MIDI_MS]
+    lost_rows = sorted({row for k, (row, _, _) in enumerate(expected) if index[k] < 0 and not unheard[k]})
+    handed = np.asarray(take.get("handed", np.zeros((0, 2))), np.float64)
+    ahead_ms = (handed[:, 1] - handed[:, 0]) * 1e3 if len(handed) else np.zeros(0)
     return {
         "notes": {"expected": len(expected), "received": int(len(on)),
                   "missing": int((index < 0).sum() - unheard.sum()),
                   "due_while_the_capture_did_not_run": int(unheard.sum()),
-                  "capture_cycles_not_run": int(len(spans)),
+                  "capture_cycles_not_run": cycles["skipped"],
                   "unmatched_received": unmatched, "rows": rows, "rows_matched": int(ok.sum()),
                   "match_window_ms": round(window * 1e3, 1)},
         "emitted_minus_intended": {
@@ -1358,19 +1486,28 @@ def _figures(take: dict, period: int, rate: int) -> dict:
         "drift": drift_stats(intended - intended[0], err),
         "stages_minus_intended": {
             "engine_send": timing_stats(sent_err),
-            "jack_frame_clock": timing_stats((per_row["frame_us"][ok] - intended) * 1e3),
-            "capture_callback": timing_stats((per_row["seen_us"][ok] - intended) * 1e3),
+            "jack_frame_clock": timing_stats(err),
+            "capture_callback": timing_stats((per_row["woke"][ok] - intended) * 1e3),
         },
         "jack_cycle": {
             "period_frames": period, "rate": rate, "period_ms": round(period_ms, 4),
             "emitted_minus_engine_send": timing_stats(err - sent_err),
-            "frame_clock_minus_wakeup": timing_stats((per_row["frame_us"][ok] - per_row["wake_us"][ok]) * 1e3),
-            "events_after_a_missed_capture_cycle": int(irregular.sum()),
-            "time_lost_to_late_cycles_pct": _time_lost_pct(on, col, rate),
+            "callback_began_minus_cycle_start": timing_stats((per_row["woke"][ok] - per_row["start"][ok]) * 1e3),
+            "capture_cycles": cycles,
+            "time_lost_to_late_cycles_pct": cycles.get("time_lost_pct"),
             "hits_later_than_one_period": int(np.sum(err > period_ms)),
+            "player_frame_clock_jumps": _jumps(take, rate),
+        },
+        "off_by_more_than_target": {
+            "rows": int(len(off_rows)),
+            "why": late_note_causes(off_rows, intended_all, take, period, rate),
+            "missing_why": late_note_causes(np.array(lost_rows, int), intended_all, take, period, rate),
+            "handed_over_ahead_ms": ({"p1": round(float(np.percentile(ahead_ms, 1)), 3),
+                                      "min": round(float(ahead_ms.min()), 3),
+                                      "p50": round(float(np.median(ahead_ms)), 3)} if len(ahead_ms) else None),
         },
         "clock_map": clock_report(data["clock"]),
-        "capture_callback_errors": int(data["callback_errors"]),
+        "capture_lost": int(data["lost"]),
     }
 
 
@@ -1441,32 +1578,26 @@ def run(json_path=None, minutes: float = 5.0, period: int = 64, rate: int = 4800
     return report
 
 
+_MIDI_CAPTURE = (
+    "The capture is rolypoly's own JACK client (its C process callback, in a child process) with a MIDI input "
+    "only: it keeps every message with its frame's time (jack_get_cycle_times' start of the cycle plus the "
+    "frame's place in it: JACK's frame clock) and, per cycle, JACK's frame counter, the cycle's start and when "
+    "its callback began (stages_minus_intended.capture_callback). jack_get_time reads CLOCK_MONOTONIC_RAW "
+    "(clock_map), RealClock CLOCK_MONOTONIC: the callback measures their offset every 16 cycles and keeps times "
+    "on CLOCK_MONOTONIC, put on the engine clock by RealClock's origin. A callback that ran late reads the next "
+    "cycle's times: its messages are put back one period. Intended = engine score zero + TakeResult.intended "
+    "(notated + yhat). Hits are matched to note-ons by pitch, velocity and time (+- half the shortest row gap); "
+    "a note due while the capture's callback did not run (a step of its frame counter of more than a period) "
+    "never reached it and is counted in due_while_the_capture_did_not_run, not in missing. constant_latency_ms "
+    "is the median of emitted - intended; 'compensated' figures are |error - constant_latency_ms|."
+)
 METHOD = (
-    "Emitted = start of the JACK cycle that carried the hit's first note-on, as the server measured it. "
-    "A libjack MIDI input client (ctypes, in a child process so its process callback never takes the engine's "
-    "GIL) is connected to rolypoly's port; rtmidi writes each event at offset 0 of the first cycle after "
-    "send_message, and for each event the child records jack_get_time() - jack_frames_since_cycle_start() "
-    "(the server's cycle-begin stamp, to a frame), jack_frames_to_time(jack_last_frame_time() + offset) "
-    "(JACK's DLL frame clock: stages_minus_intended.jack_frame_clock) and jack_get_time() in its callback "
-    "(what rtmidi input timestamps are deltas of: stages_minus_intended.capture_callback). jack_get_time reads "
-    "CLOCK_MONOTONIC_RAW (measured: clock_map), RealClock reads CLOCK_MONOTONIC (time.perf_counter): the child "
-    "samples both every 0.5 s, JACK times are mapped by interpolating the offset, then put on the engine clock "
-    "by RealClock's origin. Intended = engine score zero + TakeResult.intended (notated + yhat). Hits are matched "
-    "to note-ons by pitch, velocity and time (+- half the shortest row gap); a note due while the capture "
-    "client's callback did not run is counted in due_while_the_capture_did_not_run, not in missing. "
-    "constant_latency_ms is the median "
-    "of emitted - intended; 'compensated' figures are |error - constant_latency_ms|."
+    "Emitted = start of the JACK cycle that carried the hit's first note-on: rtmidi writes each event at frame 0 "
+    "of the first cycle after send_message. " + _MIDI_CAPTURE
 )
 METHOD_MIDI = (
     "Emitted = the time of the frame each note-on was written on (rolypoly's JACK client writes it at its own "
-    "frame offset in the cycle), on JACK's frame clock: jack_frames_to_time(cycle frame + offset), taken by a "
-    "libjack MIDI input client in a child process. jack_get_time reads CLOCK_MONOTONIC_RAW (clock_map), RealClock "
-    "CLOCK_MONOTONIC: the child samples both every 0.5 s and JACK times are mapped by interpolating the offset, "
-    "then put on the engine clock by RealClock's origin. Intended = engine score zero + TakeResult.intended. "
-    "Hits are matched to note-ons by pitch, velocity and time; a note due while the capture client's callback "
-    "did not run (JACK ran cycles without it; the child records each such stretch) never reached it and is "
-    "counted in due_while_the_capture_did_not_run, not in missing; constant_latency_ms is the median of emitted - "
-    "intended, 'compensated' figures are |error - constant_latency_ms|."
+    "frame offset in the cycle). " + _MIDI_CAPTURE
 )
 METHOD_AUDIO = (
     "Emitted = the frame where each row's one-shots start in a capture of rolypoly's audio output: a JACK client "

@@ -14,6 +14,8 @@ share one clock -- JACK's frame counter:
 ``in``             the partner (:attr:`JackIO.source`, a
                    :class:`~rolypoly.realtime.sources.PartnerSource`)
 ``clock_in``       an incoming MIDI clock (:attr:`JackIO.clock_follower`)
+``midi_in``        any MIDI, every message kept with the engine time of its frame
+                   (:meth:`JackIO.read_midi_in`)
 =================  ==================================================================
 
 The process callback is C (:mod:`rolypoly.realtime.rtcore`): it runs on
@@ -73,6 +75,8 @@ INPUT_RING_S = 8.0
 CYCLE_COLUMNS = 5
 #: Incoming MIDI clock messages kept.
 CLOCK_IN_RING = 4096
+#: Messages of the MIDI input kept until read (a drum loop's notes for minutes).
+MIDI_IN_RING = 1 << 16
 
 _JACK_CAPTURE_LATENCY, _JACK_PLAYBACK_LATENCY = 0, 1
 
@@ -140,6 +144,9 @@ class JackIO:
         A partner input (port ``in``): see :attr:`source`.
     clock_in : bool
         A MIDI clock input (port ``clock_in``): see :attr:`clock_follower`.
+    midi_in : bool
+        A MIDI input (port ``midi_in``) whose every message is kept with the
+        engine time of the frame it came on: see :meth:`read_midi_in`.
     name : str
         JACK client name (JACK appends ``-01``... when it is taken).
     voices : int
@@ -167,7 +174,8 @@ class JackIO:
     """
 
     def __init__(self, *, kit=None, midi: bool = False, clock_out: bool = False, listen: bool = False,
-                 clock_in: bool = False, name: str = "rolypoly", voices: int = 16, midi_latency_s: float = 0.0,
+                 clock_in: bool = False, midi_in: bool = False, name: str = "rolypoly", voices: int = 16,
+                 midi_latency_s: float = 0.0,
                  gate_s: float = 0.05, output_latency_s: float = 0.0, input_latency_s: float = 0.0,
                  detector: dict | None = None, bleed: dict | None = None, hit_capacity: int = RING):
         try:
@@ -197,6 +205,7 @@ class JackIO:
         self.clock_port = self.client.midi_outports.register("clock_out") if clock_out else None
         self.input_port = self.client.inports.register("in") if listen else None
         self.clock_in_port = self.client.midi_inports.register("clock_in") if clock_in else None
+        self.midi_in_port = self.client.midi_inports.register("midi_in") if midi_in else None
 
         s = self.state = rtcore.RtState()
         keep = self._keep = {}
@@ -209,7 +218,8 @@ class JackIO:
         for i, port in enumerate(self.audio_ports):
             s.out_port[i] = _ptr(port._ptr)
         for field, port in (("midi_port", self.midi_port), ("clock_port", self.clock_port),
-                            ("in_port", self.input_port), ("clock_in_port", self.clock_in_port)):
+                            ("in_port", self.input_port), ("clock_in_port", self.clock_in_port),
+                            ("midi_in_port", self.midi_in_port)):
             setattr(s, field, _ptr(port._ptr) if port is not None else None)
         s.get_buffer, s.cycle_times = _fn(lib, "jack_port_get_buffer"), _fn(lib, "jack_get_cycle_times")
         s.midi_clear, s.midi_write = _fn(lib, "jack_midi_clear_buffer"), _fn(lib, "jack_midi_event_write")
@@ -236,14 +246,21 @@ class JackIO:
         self.clock_in_bytes = np.zeros((CLOCK_IN_RING, 4), np.uint8)
         s.clock_in_times, s.clock_in_bytes = arr("cit", self.clock_in_times), arr("cib", self.clock_in_bytes)
         s.clock_in_capacity = CLOCK_IN_RING
+        size = MIDI_IN_RING if midi_in else 1
+        self.midi_in_times, self.midi_in_cycles = np.zeros(size), np.zeros(size, np.int64)
+        self.midi_in_bytes = np.zeros((size, 4), np.uint8)
+        s.midi_in_times, s.midi_in_cycles = arr("mit", self.midi_in_times), arr("mic", self.midi_in_cycles)
+        s.midi_in_bytes, s.midi_in_capacity = arr("mib", self.midi_in_bytes), size
         self.cost_ns = np.zeros(COST_RING, np.int64)
         self.voices_sounding = np.zeros(COST_RING, np.int16)
         self.cycle_frames = np.zeros(COST_RING, np.int64)
         s.cost_ns, s.sounding, s.cost_capacity = arr("cost", self.cost_ns), arr("sounding", self.voices_sounding), COST_RING
         s.cycle_frames = arr("cycle_frames", self.cycle_frames)
+        self.cycle_starts, self.cycle_woke = np.full(COST_RING, np.nan), np.full(COST_RING, np.nan)
+        s.cycle_starts, s.cycle_woke = arr("cycle_starts", self.cycle_starts), arr("cycle_woke", self.cycle_woke)
 
         self.hits_dropped = 0
-        self._clock_in_read = 0
+        self._clock_in_read = self._midi_in_read = 0
         self.clock_follower = None
         if clock_in:
             from .midi_clock import ClockFollower
@@ -273,7 +290,7 @@ class JackIO:
         """Full JACK names of this client's ports, by role."""
         names = {"audio": [p.name for p in self.audio_ports]}
         for role, port in (("midi", self.midi_port), ("clock_out", self.clock_port), ("in", self.input_port),
-                           ("clock_in", self.clock_in_port)):
+                           ("clock_in", self.clock_in_port), ("midi_in", self.midi_in_port)):
             if port is not None:
                 names[role] = port.name
         return names
@@ -421,6 +438,25 @@ class JackIO:
         """
         return self.cycle_frames[self._last_cycles(last)]
 
+    def cycle_log(self, first: int = 0) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """The cycles run from the ``first``-th on (as many as are still remembered).
+
+        Returns
+        -------
+        first : int
+            The number of the first cycle returned (later than asked when the
+            ring no longer holds the ones asked for).
+        frames : np.ndarray of int64
+            JACK's frame counter at each cycle's start.
+        starts, woke : np.ndarray of float
+            Engine time of each cycle's first frame (JACK's estimate) and of
+            the moment the callback began it; NaN before the origin was set.
+        """
+        now = self.cycles
+        first = max(int(first), now - COST_RING)
+        idx = np.arange(first, now) % COST_RING
+        return first, self.cycle_frames[idx], self.cycle_starts[idx], self.cycle_woke[idx]
+
     # ------------------------------------------------------------------ notifications (JACK's non-RT thread)
     def _refresh_latency(self) -> int:
         lat, get = _LatencyRange(), self._lib.jack_port_get_latency_range
@@ -461,6 +497,29 @@ class JackIO:
             follower.message(bytes(b[1:1 + int(b[0])]), float(self.clock_in_times[k % cap]))
             k += 1
         self._clock_in_read = written
+
+    # ------------------------------------------------------------------ MIDI in
+    def read_midi_in(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The messages the MIDI input received since the last call.
+
+        Returns
+        -------
+        times : np.ndarray of float
+            Engine time of the frame each message came on.
+        cycles : np.ndarray of int64
+            The number of the cycle it came in (see :meth:`cycle_log`).
+        messages : np.ndarray of uint8, shape (n, 4)
+            Size in bytes, then up to three bytes (0 beyond the size).
+        lost : int
+            Messages overwritten before they were read (the ring holds
+            :data:`MIDI_IN_RING`).
+        """
+        written, cap = int(self.state.midi_in_written), len(self.midi_in_times)
+        k = max(self._midi_in_read, written - cap)
+        lost = k - self._midi_in_read
+        idx = np.arange(k, written) % cap
+        self._midi_in_read = written
+        return self.midi_in_times[idx], self.midi_in_cycles[idx], self.midi_in_bytes[idx], lost
 
     # ------------------------------------------------------------------ closing
     def close(self) -> None:

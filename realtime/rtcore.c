@@ -11,7 +11,8 @@
  *   3. writes the same hits as MIDI notes at their frame offsets, and the
  *      MIDI clock ticks due in the cycle;
  *   4. copies the partner input (and the drums just played) into rings, and
- *      incoming MIDI clock messages into another, for Python to read;
+ *      incoming MIDI (clock messages; every message of the MIDI input) into
+ *      others, for Python to read;
  *   5. times itself.
  *
  * Python and this code share one struct (rt_state, mirrored by RtState in
@@ -27,6 +28,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <string.h>
+#include <math.h>
 #include <time.h>
 
 #define N_CLASSES 9
@@ -143,10 +145,22 @@ typedef struct {
     int64_t clock_in_capacity;
     volatile int64_t clock_in_written;
 
+    /* MIDI in (port midi_in), for Python: every message of up to 3 bytes, the engine time of the frame it
+       came on and the cycle (count of cycles run) it came in: a recorder that never misses a cycle the way a
+       Python callback does (the output bench's capture), or a MIDI partner */
+    void *midi_in_port;
+    double *midi_in_times;
+    int64_t *midi_in_cycles;
+    unsigned char *midi_in_bytes;    /* 4 per message: size, data... */
+    int64_t midi_in_capacity;
+    volatile int64_t midi_in_written;
+
     /* diagnostics */
     int64_t *cost_ns;
     int16_t *sounding;
     int64_t *cycle_frames;      /* JACK's frame counter at each cycle's start (which cycles this client ran) */
+    double *cycle_starts;       /* engine time of each cycle's first frame (JACK's estimate); NaN: not timed */
+    double *cycle_woke;         /* engine time this callback began each cycle; NaN: not timed */
     int64_t cost_capacity;
     volatile int64_t cycles;
     int64_t late;
@@ -434,20 +448,23 @@ static void keep_input(rt_state *s, const float *in, const float *drums, nframes
     s->cycles_written++;
 }
 
-static void read_clock_in(rt_state *s, void *buffer)
+/* Keep the messages of a MIDI input buffer in a ring (system messages only: a clock follower's input). */
+static void read_midi(rt_state *s, void *buffer, int system_only, double *times, int64_t *cycles,
+                      unsigned char *bytes, int64_t capacity, volatile int64_t *written)
 {
     uint32_t count = s->midi_count(buffer);
     midi_event_t ev;
     for (uint32_t i = 0; i < count; i++) {
         if (s->midi_get(&ev, buffer, i) != 0) break;
-        if (ev.size < 1 || ev.size > 3 || ev.buffer[0] < 0xF0) continue;
-        int64_t k = s->clock_in_written % s->clock_in_capacity;
-        s->clock_in_times[k] = s->cycle_time + ev.time * s->frame_s;
-        unsigned char *b = &s->clock_in_bytes[4 * k];
+        if (ev.size < 1 || ev.size > 3 || (system_only && ev.buffer[0] < 0xF0)) continue;
+        int64_t k = *written % capacity;
+        times[k] = s->cycle_time + ev.time * s->frame_s;
+        if (cycles) cycles[k] = s->cycles;
+        unsigned char *b = &bytes[4 * k];
         b[0] = (unsigned char)ev.size;
         for (size_t j = 0; j < 3; j++) b[1 + j] = j < ev.size ? ev.buffer[j] : 0;
         BARRIER();
-        s->clock_in_written++;
+        (*written)++;
     }
 }
 
@@ -492,7 +509,11 @@ int rt_process(nframes_t n, void *arg)
             midi_clock(s, buffer, n, s->cycle_time + s->midi_playback_latency * s->frame_s);
     }
     if (s->clock_in_port && timed)
-        read_clock_in(s, s->get_buffer(s->clock_in_port, n));
+        read_midi(s, s->get_buffer(s->clock_in_port, n), 1, s->clock_in_times, NULL, s->clock_in_bytes,
+                  s->clock_in_capacity, &s->clock_in_written);
+    if (s->midi_in_port && timed)
+        read_midi(s, s->get_buffer(s->midi_in_port, n), 0, s->midi_in_times, s->midi_in_cycles, s->midi_in_bytes,
+                  s->midi_in_capacity, &s->midi_in_written);
     if (s->in_port && timed) {
         const float *in = (const float *)s->get_buffer(s->in_port, n);
         keep_input(s, in, drums, n, s->cycle_time - s->capture_latency * s->frame_s - s->input_latency_s,
@@ -507,6 +528,10 @@ int rt_process(nframes_t n, void *arg)
     s->sounding[k] = sounding;
     if (s->cycle_frames)
         s->cycle_frames[k] = (int64_t)frame0;
+    if (s->cycle_starts) {
+        s->cycle_starts[k] = timed ? s->cycle_time : NAN;
+        s->cycle_woke[k] = timed ? (double)enter * 1e-9 - s->origin : NAN;
+    }
     BARRIER();
     s->cycles++;
     return 0;

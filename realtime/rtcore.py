@@ -57,7 +57,10 @@ class RtState(ctypes.Structure):
         ("in_ring", _vp), ("drum_ring", _vp), ("ring_frames", _i64), ("ring_written", _i64), ("cycle_ring", _vp),
         ("cycle_capacity", _i64), ("cycles_written", _i64),
         ("clock_in_times", _vp), ("clock_in_bytes", _vp), ("clock_in_capacity", _i64), ("clock_in_written", _i64),
-        ("cost_ns", _vp), ("sounding", _vp), ("cycle_frames", _vp), ("cost_capacity", _i64), ("cycles", _i64), ("late", _i64),
+        ("midi_in_port", _vp), ("midi_in_times", _vp), ("midi_in_cycles", _vp), ("midi_in_bytes", _vp),
+        ("midi_in_capacity", _i64), ("midi_in_written", _i64),
+        ("cost_ns", _vp), ("sounding", _vp), ("cycle_frames", _vp), ("cycle_starts", _vp), ("cycle_woke", _vp),
+        ("cost_capacity", _i64), ("cycles", _i64), ("late", _i64),
         ("late_max_s", _f64), ("midi_late", _i64), ("played", _i64), ("midi_sent", _i64), ("midi_errors", _i64),
         ("xrun_count", _i64), ("graph_changes", _i64), ("server_gone", _i64),
     ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rolypoly.lab.bench_output import capture_times, find_hits, on_player_cycles
+from rolypoly.lab.bench_output import capture_times, find_hits, midi_capture_times, on_player_cycles
 
 PERIOD, RATE = 64, 48000
 
@@ -81,3 +81,21 @@ def test_a_late_player_callback_that_read_the_next_cycle_is_put_back_one_cycle()
     audio, heard, times, counts = on_player_cycles(data, late)
     assert counts["capture_missed_player_cycles"] == 0 and counts["capture_cycles_player_did_not_run"] == 0
     np.testing.assert_array_equal(audio, data["audio"])
+
+
+def test_midi_capture_puts_a_late_callbacks_notes_back_and_finds_the_cycles_it_did_not_run():
+    # Cycles 0..9 at 64 frames; the capture's callback for cycle 3 ran late and read cycle 4's times
+    # (frame 256 twice), and it did not run cycles 6 and 7 (frame 384 -> 512).
+    frames = np.array([0, 64, 128, 256, 256, 320, 512, 576])
+    starts = frames / RATE
+    starts[3] = 256 / RATE
+    table = np.column_stack([np.arange(8), frames, starts, starts + 1e-4])
+    table = np.vstack([[-1, -64, np.nan, np.nan], table])            # before the origin was set: left out
+    events = np.array([[3, 0x99, 36, 90], [4, 0x99, 38, 90], [6, 0x99, 42, 90]])
+    at = np.array([256 + 10, 256 + 20, 512 + 5]) / RATE             # as each callback stamped them
+    data = {"period": PERIOD, "rate": RATE, "events": events, "event_times": at, "cycles": table}
+    times, woke, start, missed = midi_capture_times(data)
+    np.testing.assert_allclose(times * RATE, [192 + 10, 256 + 20, 512 + 5], atol=1e-6)
+    np.testing.assert_allclose(start * RATE, [192, 256, 512], atol=1e-6)
+    np.testing.assert_allclose(missed * RATE, [[384, 511]], atol=1e-6)
+    assert np.all(woke > start)

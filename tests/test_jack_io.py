@@ -127,6 +127,40 @@ def test_drums_sound_on_their_own_frames(jackio, kit):
         raise
 
 
+def test_midi_in_keeps_every_note_with_the_time_of_the_frame_it_came_on(jackio):
+    # rolypoly's frame-placed MIDI into its own MIDI input: each note comes on the frame it was placed on,
+    # and the cycle log says which cycles the input ran (the output bench's capture is this).
+    player = jackio(midi=True, name=uniq("rp-notes"))
+    rec = jackio(midi_in=True, name=uniq("rp-rec"))
+    player._connect(player.midi_port, rec.midi_in_port)
+    clock = RealClock()
+    rec.set_clock(clock)
+    wait_cycles(rec)
+    first0 = rec.cycles
+    t0 = clock.now() + 0.1
+    player.begin(clock, t0)
+    due = t0 + np.arange(40) * 0.0231                 # off the period's grid: frames all over the cycle
+    for k, at in enumerate(due):
+        assert player.schedule([k % 3], [40 + k], at) == 1
+    time.sleep(due[-1] - clock.now() + 0.2)
+    times, cycles, messages, lost = rec.read_midi_in()
+    assert lost == 0 and np.all(messages[:, 0] == 3)
+    on = (messages[:, 1] == 0x99) & (messages[:, 3] > 0)
+    assert sorted(messages[on, 3]) == list(range(40, 80))      # every note, once
+    err_ms = (times[on] - due[messages[on, 3] - 40]) * 1e3
+    first, frames, starts, woke = rec.cycle_log(first0)
+    assert first == first0 and len(frames) == rec.cycles - first0
+    assert np.all((cycles >= first) & (cycles < first + len(frames)))
+    k = cycles[on] - first                                     # each note's time is in its cycle
+    assert np.all((times[on] >= starts[k] - 1e-9) & (times[on] < starts[k] + rec.period / rec.rate))
+    assert np.all(np.isfinite(woke[k]))
+    skipped = int(np.sum(np.diff(frames) % 2 ** 32 != rec.period))
+    late = np.abs(err_ms) > 0.05
+    # To the frame (+-10.4 us, and the two clients' clock maps), but for a note JACK's late cycle delayed.
+    assert late.sum() <= skipped + player.xruns, (err_ms[late], skipped)
+    assert len(rec.read_midi_in()[0]) == 0                     # read once
+
+
 def test_calibration_measures_a_known_delay(jackio, jack_server):
     from rolypoly.realtime.calibrate import calibrate_jack, click_kit
 
