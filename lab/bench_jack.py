@@ -33,7 +33,6 @@ import os
 import platform
 import time
 
-
 from rolypoly.lab import bench_output as bo
 
 

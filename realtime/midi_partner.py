@@ -4,10 +4,14 @@ A note-on *is* an onset, at its exact time: nothing to detect. :class:`MidiSourc
 is a partner source like the audio ones (:mod:`rolypoly.realtime.sources`),
 so the engine does not know the difference:
 
-* on JACK (a server runs and JACK-Client is installed) it is a JACK client
-  with a MIDI input port connected to the partner's port; every note-on is
-  stamped at its own frame: the cycle's start on the engine clock (now,
-  less the frames since the cycle began) plus the event's frame offset --
+* on JACK (a server runs and JACK-Client is installed) it is rolypoly's own
+  JACK client (:class:`~rolypoly.realtime.jack_io.JackIO` with only its
+  ``midi_in`` port) connected to the partner's port: its process callback
+  is C, so JACK's real-time thread never waits for the interpreter lock
+  (a Python callback there would, every cycle, while the engine holds it).
+  Every message is kept with the time of the frame it came on, on JACK's
+  frame clock -- the clock the drums are placed by and the audio partner
+  is stamped by -- and the engine takes the note-ons when it polls:
   frame-accurate;
 * elsewhere (ALSA) python-rtmidi delivers the messages; a note-on is
   stamped when it arrives.
@@ -85,14 +89,13 @@ class MidiSource(PartnerSource):
         self.chord_s = float(chord_ms) / 1000.0
         self.channels = None if channels is None else frozenset(int(c) for c in channels)
         self.sample_rate = int(sample_rate)
-        self.xruns = 0
         self._ring = OnsetRing()
         self._last = -1e9
         self._clock = None
         self._running = False
         self._t0 = self._stopped_at = 0.0
         self.notes = 0
-        self._client = self._midi = None
+        self._io = self._midi = None
         why: dict[str, str] = {}
         apis = usable_apis(api, why)
         if "jack" in apis and _jack_client_module() is None:
@@ -109,26 +112,23 @@ class MidiSource(PartnerSource):
 
     # -- opening ------------------------------------------------------------------------
     def _open_jack(self, client_name: str) -> None:
-        jack_client = _jack_client_module()
+        from .jack_io import JackIO
+
         try:
-            client = jack_client.Client(jack.own_name(client_name), no_start_server=True)
-        except Exception as e:
-            raise DeviceError(f"cannot open a JACK MIDI input: {_one_line(e)}") from None
+            io = JackIO(midi_in=True, name=jack.own_name(client_name))
+        except DeviceError as e:
+            raise DeviceError(f"cannot open a JACK MIDI input: {e}") from None
         try:
-            names = [p.name for p in client.get_ports(is_midi=True, is_output=True)]
+            names = [p.name for p in io.client.get_ports(is_midi=True, is_output=True)]
             self.source_port = names[match_port(self.port_spec, names, "MIDI input port", " on jack")]
-            self._inport = client.midi_inports.register("partner")
-            client.set_process_callback(self._process)
-            client.set_xrun_callback(self._xrun)
-            client.activate()
-            client.connect(self.source_port, self._inport)
+            io._connect(self.source_port, io.midi_in_port)
         except DeviceError:
-            client.close()
+            io.close()
             raise
         except Exception as e:
-            client.close()
+            io.close()
             raise DeviceError(f"cannot listen to MIDI port {self.port_spec!r} on jack: {_one_line(e)}") from None
-        self._client = client
+        self._io = io
 
     def _open_rtmidi(self, client_name: str) -> None:
         import rtmidi
@@ -146,24 +146,18 @@ class MidiSource(PartnerSource):
         self.source_port = names[index]
         self._midi = midi
 
-    # -- the MIDI threads -------------------------------------------------------------------
-    def _process(self, frames: int) -> None:
-        """JACK process callback: bounded work, no allocation beyond the event iterator."""
-        if not self._running:
-            return
-        client = self._client
-        now = self._clock.to_engine(time.perf_counter())
-        # Where this cycle began on the engine clock: now, less the frames since it began. (Frame
-        # numbers alone would not do: a late cycle on a busy machine keeps its frame numbers.)
-        start = now - client.frames_since_cycle_start / client.samplerate
-        for offset, data in self._inport.incoming_midi_events():
-            if len(data) >= 3:
-                status, pitch, velocity = bytes(data[:3])
-                if status & 0xF0 == NOTE_ON and velocity > 0:
-                    self._note(start + offset / client.samplerate, now, status & 0x0F, pitch, velocity)
+    # -- the MIDI thread (rtmidi) and the engine's poll (JACK) ------------------------------------
+    @property
+    def xruns(self) -> int:
+        """Cycles JACK reported late while this input listened (0 off JACK)."""
+        return self._io.xruns if self._io is not None else 0
 
-    def _xrun(self, delay) -> None:
-        self.xruns += 1
+    def _take_jack_notes(self, now: float) -> None:
+        """The note-ons rolypoly's JACK client kept since the last poll, each at its frame's time."""
+        times, _, messages, _ = self._io.read_midi_in()
+        for at, m in zip(times, messages):
+            if m[0] >= 3 and m[1] & 0xF0 == NOTE_ON and m[3] > 0:
+                self._note(float(at), now, int(m[1] & 0x0F), int(m[2]), int(m[3]))
 
     def _arrived(self, message, _data=None) -> None:
         """rtmidi callback (ALSA): a note-on is stamped when it arrives."""
@@ -189,10 +183,15 @@ class MidiSource(PartnerSource):
             raise DeviceError("a MIDI input plays in real time: it cannot run on a simulated clock")
         self._clock, self._t0 = clock, float(t0)
         self._last = -1e9
-        self._ring.pop_all()                 # nothing from before the take
+        if self._io is not None:
+            self._io.set_clock(clock)        # its callback keeps messages from now on, on this clock
+            self._io.read_midi_in()          # nothing from before the take
+        self._ring.pop_all()
         self._running = True
 
     def poll(self, now: float) -> np.ndarray:
+        if self._io is not None and self._running:
+            self._take_jack_notes(now)
         return self._ring.pop_all()
 
     def stop(self) -> None:
@@ -205,13 +204,9 @@ class MidiSource(PartnerSource):
     def close(self) -> None:
         """Let go of the MIDI client (idempotent)."""
         self._running = False
-        if self._client is not None:
-            try:
-                self._client.deactivate()
-                self._client.close()
-            except Exception:
-                pass
-            self._client = None
+        if self._io is not None:
+            self._io.close()
+            self._io = None
         if self._midi is not None:
             self._midi.close_port()
             self._midi.delete()          # rtmidi objects are never collected: close the client now
