@@ -1388,6 +1388,8 @@ def late_note_causes(late_rows: np.ndarray, intended_s: np.ndarray, take: dict, 
     * ``jack_frame_clock_jumped``: within three cycles of the row's, JACK's
       estimate of the cycles' start jumped against its frame counter
       (:func:`frame_clock_jumps`);
+    * ``not_in_the_players_log``: the row fell outside the cycles the
+      player's log holds (its ring keeps 5.8 minutes);
     * ``unexplained``: none of these.
 
     ``intended_s`` is on the same clock as the player's cycle starts plus
@@ -1396,7 +1398,7 @@ def late_note_causes(late_rows: np.ndarray, intended_s: np.ndarray, take: dict, 
     if "handed" not in take or "player_cycles" not in take:
         return {}
     causes = {"handed_over_late": 0, "jack_cycle_late_or_skipped": 0, "jack_frame_clock_jumped": 0,
-              "unexplained": 0}
+              "not_in_the_players_log": 0, "unexplained": 0}
     handed = np.asarray(take["handed"], np.float64)
     _, frames, starts, _ = take["player_cycles"]
     ok = np.isfinite(starts)
@@ -1412,9 +1414,11 @@ def late_note_causes(late_rows: np.ndarray, intended_s: np.ndarray, take: dict, 
         near = slice(max(j - 3, 0), j + 4)
         if ahead < period / rate:
             causes["handed_over_late"] += 1
-        elif 0 <= j < len(frames) and skipped[near].any():
+        elif not 0 <= j < len(frames) - 1:
+            causes["not_in_the_players_log"] += 1
+        elif skipped[near].any():
             causes["jack_cycle_late_or_skipped"] += 1
-        elif 0 <= j < len(frames) and jumped[near].any():
+        elif jumped[near].any():
             causes["jack_frame_clock_jumped"] += 1
         else:
             causes["unexplained"] += 1

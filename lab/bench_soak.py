@@ -191,6 +191,31 @@ def make_sessions(root: Path, minutes: float, bpm: float) -> Path:
     return root
 
 
+class PlayerLog:
+    """The C player's cycles over the whole take (its own ring holds 5.8 minutes): drained every few seconds.
+
+    Only cycles run once the take's engine exists are kept: before, the
+    player's engine time had the origin of the bench's sync, not the take's.
+    """
+
+    def __init__(self, io):
+        self.io, self.first, self.parts = io, None, []
+
+    def drain(self, hooked: dict) -> None:
+        if self.io is None or "engine" not in hooked or hooked["engine"].status.get("row", -1) < 0:
+            return  # the take has not begun (its first hit sets the row)
+        first, frames, starts, woke = self.io.cycle_log(self.first if self.first is not None else self.io.cycles)
+        if self.first is None or first == self.first:
+            self.parts.append((frames, starts, woke))
+        self.first = first + len(frames)
+
+    def cycles(self) -> tuple:
+        """As :meth:`~rolypoly.realtime.jack_io.JackIO.cycle_log` returns them, for the take."""
+        if not self.parts:
+            return 0, np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        return (0, *(np.concatenate([p[i] for p in self.parts]) for i in range(3)))
+
+
 def soak_player(outputs: dict, hooked: dict):
     """A player for the service: its own take (:func:`~rolypoly.realtime.duet.play_take`) with the
     virtual partner in place of the recording and the drums on ``outputs`` (``drums`` or ``midi``);
@@ -209,7 +234,10 @@ def soak_player(outputs: dict, hooked: dict):
             hooked.update(engine=engine, clock=kw["clock"], partner=partner)
             attach(engine)
 
-        return play_take(**{**kw, "source": partner, **outputs, "on_engine": on_engine})
+        drums = dict(outputs)
+        if "drums" in drums:  # when the engine hands each row to the C player (bench output's causes)
+            drums["drums"] = hooked["timed"] = bo.TimedDrums(drums["drums"], kw["clock"], len(score) + 16)
+        return play_take(**{**kw, "source": partner, **drums, "on_engine": on_engine})
 
     return player
 
@@ -265,6 +293,7 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
         child_cpu0 = capture.cpu_s()
         sent, answers, k = [], [], 0
         take_done = None
+        log = PlayerLog(out if drums == "midi" else None)
         next_at = time.perf_counter() + control_s
         while take_done is None:
             take_done = controller.wait_for(P + "take_done", max(0.0, next_at - time.perf_counter()))
@@ -273,6 +302,7 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
             failed = controller.wait_for(P + "error", 0.0)
             if failed is not None and failed[0] == P + "play":
                 raise DeviceError(f"the take failed: {failed[1]}")
+            log.drain(hooked)
             msg = CONTROL[k % len(CONTROL)]
             k += 1
             sent.append(msg)
@@ -293,6 +323,7 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
         thread.join(60)
         time.sleep(0.2)
         player = out.stats() if drums == "midi" else None  # what the C player says it wrote
+        log.drain(hooked)
         data = capture.stop()
         capture = None
     finally:
@@ -308,8 +339,10 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
     result = SimpleNamespace(intended=rows["intended"], played=rows["played"])
     score = bo.bench_score(minutes * 60.0, bpm)
     # bench output's figures for the same output ("midi": frame-placed JACK MIDI; "rtmidi").
+    causes = {"player_cycles": log.cycles(), "handed": hooked["timed"].handed[:hooked["timed"].n]} \
+        if drums == "midi" and "timed" in hooked else {}
     figures = bo._figures({"score": score, "result": result, "data": data, "skip": skip, "drums": drums,
-                           "origin": -clock.to_engine(0.0), "t0": engine._t0}, period, rate)
+                           "origin": -clock.to_engine(0.0), "t0": engine._t0, **causes}, period, rate)
     return {"take": take, "take_dir": take_done[0], "samples": samples, "answers": answers, "sent": sent,
             "figures": figures, "player": player, "cpu": cpu_figures, "status_after": last_status is not None,
             "partner_problems": list(hooked["partner"].problems)}
@@ -429,6 +462,7 @@ def _report(soak: dict, server: dict, minutes: float, bpm: float, control_s: flo
         "samples": {"every_s": sample_s, "warmup_s": growth["warmup_s"], "rows": soak["samples"]},
         "cpu": soak["cpu"],
         "jack_cycle": figures["jack_cycle"],
+        "off_by_more_than_target": figures["off_by_more_than_target"],
         "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
                     "python": platform.python_version(),
                     "loadavg_before": [round(x, 2) for x in load_before],
