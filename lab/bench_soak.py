@@ -194,26 +194,35 @@ def make_sessions(root: Path, minutes: float, bpm: float) -> Path:
 class PlayerLog:
     """The C player's cycles over the whole take (its own ring holds 5.8 minutes): drained every few seconds.
 
+    Its arrays are sized for the take and touched before it starts, as
+    every buffer of the soak's process: a log that grew during the take
+    would be counted as the service's memory growth (34 MB in 30 minutes).
     Only cycles run once the take's engine exists are kept: before, the
     player's engine time had the origin of the bench's sync, not the take's.
     """
 
-    def __init__(self, io):
-        self.io, self.first, self.parts = io, None, []
+    def __init__(self, io, seconds: float = 0.0):
+        self.io, self.first, self.n = io, None, 0
+        size = int(seconds * io.rate / io.period * 1.05) + 4096 if io is not None else 0
+        self.frames = np.zeros(size, np.int64)
+        self.starts, self.woke = np.zeros(size), np.zeros(size)   # np.zeros maps lazily:
+        for a in (self.frames, self.starts, self.woke):
+            a.fill(1)                                             # touched now, not during the take
 
     def drain(self, hooked: dict) -> None:
         if self.io is None or "engine" not in hooked or hooked["engine"].status.get("row", -1) < 0:
             return  # the take has not begun (its first hit sets the row)
         first, frames, starts, woke = self.io.cycle_log(self.first if self.first is not None else self.io.cycles)
         if self.first is None or first == self.first:
-            self.parts.append((frames, starts, woke))
+            k = min(len(frames), len(self.frames) - self.n)
+            for a, b in ((self.frames, frames), (self.starts, starts), (self.woke, woke)):
+                a[self.n:self.n + k] = b[:k]
+            self.n += k
         self.first = first + len(frames)
 
     def cycles(self) -> tuple:
         """As :meth:`~rolypoly.realtime.jack_io.JackIO.cycle_log` returns them, for the take."""
-        if not self.parts:
-            return 0, np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-        return (0, *(np.concatenate([p[i] for p in self.parts]) for i in range(3)))
+        return 0, self.frames[:self.n], self.starts[:self.n], self.woke[:self.n]
 
 
 def soak_player(outputs: dict, hooked: dict):
@@ -281,6 +290,7 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
             got = controller.ask(*msg, timeout=120)
             if got is None or got[0] == P + "error":
                 raise DeviceError(f"the service refused {msg}: {got}")
+        log = PlayerLog(out if drums == "midi" else None, minutes * 60.0 + 60.0)  # before the take: see there
         sampler = Sampler(sample_s, row=lambda: int(hooked["engine"].status.get("row", 0))
                           if "engine" in hooked else None)
         cpu = bo.ThreadCpu()
@@ -293,7 +303,6 @@ def _soak(work: Path, minutes: float, bpm: float, control_s: float, sample_s: fl
         child_cpu0 = capture.cpu_s()
         sent, answers, k = [], [], 0
         take_done = None
-        log = PlayerLog(out if drums == "midi" else None)
         next_at = time.perf_counter() + control_s
         while take_done is None:
             take_done = controller.wait_for(P + "take_done", max(0.0, next_at - time.perf_counter()))
