@@ -938,6 +938,15 @@ def _callback_stats(io, cycles: int) -> dict:
 
 # ----------------------------------------------------------------------------- audio: finding each hit
 
+def frame_steps(frames) -> np.ndarray:
+    """Steps of JACK's frame counter from one cycle to the next, signed (the counter wraps at 2**32).
+
+    >>> frame_steps([2 ** 32 - 64, 0, 64, 0]).tolist()
+    [64, 64, -64]
+    """
+    return ((np.diff(np.asarray(frames, np.int64)) + 2 ** 31) % 2 ** 32) - 2 ** 31
+
+
 def _relabelled(data: dict) -> tuple[np.ndarray, int]:
     """The capture's cycles (JACK frame, JACK µs, seconds per frame), a late callback's pair put right.
 
@@ -951,7 +960,7 @@ def _relabelled(data: dict) -> tuple[np.ndarray, int]:
     for j in range(len(cycles) - 2, -1, -1):
         # Signed step (the counter wraps at 2**32): a run of late callbacks reads the same frame
         # several times, and each is put back from the one after it.
-        if ((cycles[j + 1, 0] - cycles[j, 0] + 2 ** 31) % 2 ** 32) - 2 ** 31 <= 0:
+        if frame_steps(cycles[j:j + 2, 0])[0] <= 0:
             cycles[j, 0] = cycles[j + 1, 0] - period
             cycles[j, 1] = cycles[j + 1, 1] - period * cycles[j + 1, 2] * 1e6
             relabelled += 1
@@ -969,7 +978,7 @@ def capture_times(data: dict) -> tuple[np.ndarray, dict]:
     """
     cycles, relabelled = _relabelled(data)
     period = int(data["period"])
-    steps = np.diff(cycles[:, 0]) % 2 ** 32
+    steps = frame_steps(cycles[:, 0])
     times = cycles[:, 1:2] + np.arange(period)[None, :] * cycles[:, 2:3] * 1e6
     return times.reshape(-1), {"relabelled_cycles": relabelled,
                                "cycles_skipped_by_jack": int(np.sum(steps[steps > period] // period - 1))}
@@ -1294,7 +1303,7 @@ def cycle_figures(data: dict) -> dict:
     """
     cycles, relabelled = _relabelled(data)
     period = int(data["period"])
-    steps = np.diff(cycles[:, 0]) % 2 ** 32
+    steps = frame_steps(cycles[:, 0])
     jumps = steps[steps > period]
     frames_s = (cycles[-1, 0] - cycles[0, 0]) * float(np.median(cycles[:, 2])) if len(cycles) > 1 else 0.0
     wall_s = (cycles[-1, 1] - cycles[0, 1]) / 1e6 if len(cycles) > 1 else 0.0
@@ -1352,13 +1361,17 @@ def midi_capture_times(data: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     at = np.asarray(data["event_times"], np.float64) + (shift[row] if len(table) else 0.0)
     woke = table[row, 3] if len(table) else np.full(len(events), np.nan)
     start = cycles[row, 1] / 1e6 if len(table) else np.full(len(events), np.nan)
-    steps = np.diff(cycles[:, 0]) % 2 ** 32
+    steps = frame_steps(cycles[:, 0])
     j = np.flatnonzero(steps > period)
     missed = np.column_stack([cycles[j, 1] / 1e6 + period / rate, cycles[j + 1, 1] / 1e6 - 1.0 / rate])
     return at, woke, start, missed.reshape(-1, 2)
 
 
-def frame_clock_jumps(frames: np.ndarray, starts: np.ndarray, rate: int, above_ms: float = 0.05) -> np.ndarray:
+#: A step of JACK's frame clock against its frame counter larger than this is a jump (ms).
+JUMP_MS = 0.05
+
+
+def frame_clock_jumps(frames: np.ndarray, starts: np.ndarray, rate: int, above_ms: float = JUMP_MS) -> np.ndarray:
     """Cycles after which JACK's frame clock moved against its frame counter by more than ``above_ms``.
 
     From one cycle to the next, JACK's estimate of the cycle's start should
@@ -1371,9 +1384,19 @@ def frame_clock_jumps(frames: np.ndarray, starts: np.ndarray, rate: int, above_m
     >>> frame_clock_jumps(np.array([0, 64, 128, 192]), np.array([0.0, 64, 128 + 20, 192 + 20]) / 48000, 48000)
     array([False,  True, False, False])
     """
-    steps = ((np.diff(np.asarray(frames, np.int64)) + 2 ** 31) % 2 ** 32) - 2 ** 31
-    moved = np.abs(np.diff(np.asarray(starts, np.float64)) - steps / rate) * 1e3 > above_ms
-    return np.append(moved, False)
+    return np.append(frame_clock_moves_ms(frames, starts, rate) > above_ms, False)
+
+
+def frame_clock_moves_ms(frames: np.ndarray, starts: np.ndarray, rate: int) -> np.ndarray:
+    """How far JACK's estimate of each next cycle's start moved against the frames counted (ms)."""
+    return np.abs(np.diff(np.asarray(starts, np.float64)) - frame_steps(frames) / rate) * 1e3
+
+
+def _player_cycles(take: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The player's timed cycles of the take: frame counter and start (engine time)."""
+    _, frames, starts, _ = take["player_cycles"]
+    ok = np.isfinite(starts)
+    return np.asarray(frames)[ok], np.asarray(starts)[ok]
 
 
 def late_note_causes(late_rows: np.ndarray, intended_s: np.ndarray, take: dict, period: int, rate: int) -> dict:
@@ -1400,10 +1423,9 @@ def late_note_causes(late_rows: np.ndarray, intended_s: np.ndarray, take: dict, 
     causes = {"handed_over_late": 0, "jack_cycle_late_or_skipped": 0, "jack_frame_clock_jumped": 0,
               "not_in_the_players_log": 0, "unexplained": 0}
     handed = np.asarray(take["handed"], np.float64)
-    _, frames, starts, _ = take["player_cycles"]
-    ok = np.isfinite(starts)
-    frames, starts = np.asarray(frames)[ok], np.asarray(starts)[ok] + take["origin"]
-    steps = ((np.diff(frames) + 2 ** 31) % 2 ** 32) - 2 ** 31
+    frames, starts = _player_cycles(take)
+    starts = starts + take["origin"]
+    steps = frame_steps(frames)
     skipped = np.zeros(len(frames), bool)
     skipped[1:] |= steps != period
     skipped[:-1] |= steps != period
@@ -1429,13 +1451,9 @@ def _jumps(take: dict, rate: int) -> dict | None:
     """How often JACK's frame clock jumped over the player's cycles, and by how much."""
     if "player_cycles" not in take:
         return None
-    _, frames, starts, _ = take["player_cycles"]
-    ok = np.isfinite(starts)
-    frames, starts = np.asarray(frames)[ok], np.asarray(starts)[ok]
-    jumped = frame_clock_jumps(frames, starts, rate)
-    steps = ((np.diff(frames) + 2 ** 31) % 2 ** 32) - 2 ** 31
-    moved_ms = np.abs(np.diff(starts) - steps / rate) * 1e3
-    return {"cycles": int(len(frames)), "jumps_over_0_05_ms": int(jumped.sum()),
+    frames, starts = _player_cycles(take)
+    moved_ms = frame_clock_moves_ms(frames, starts, rate)
+    return {"cycles": int(len(frames)), "jumps_over_0_05_ms": int(np.sum(moved_ms > JUMP_MS)),
             "largest_ms": round(float(moved_ms.max()), 3) if len(moved_ms) else 0.0}
 
 
