@@ -13,8 +13,9 @@ where the song is in sixteenths, Stop (``0xFC``) ends it.
   Stop when the take ends.
 * :class:`ClockFollower` -- reads an incoming clock: the tempo (a line
   fitted to the last ticks' times) and where the bars fall (ticks counted
-  from Start or a song position), so a take can start on the next bar at the
-  clock's tempo. Within the take rolypoly keeps its own time; when the
+  from Start or a song position; a tick lost on the way, which an xrun does
+  to a cycle's MIDI, is counted from the gap it leaves), so a take can start
+  on the next bar at the clock's tempo. Within the take rolypoly keeps its own time; when the
   clock stops or vanishes mid-take it keeps playing at the tempo it had,
   and :meth:`ClockFollower.problems` says so.
 
@@ -44,6 +45,8 @@ FIT_TICKS = 96
 LATE_S = 0.0002
 #: A clock silent for this many of its ticks (and at least STALL_MIN_S) has stopped.
 STALL_TICKS = 12
+#: A gap this many ticks long (or more, up to STALL_TICKS) between two ticks means ticks were lost on the way.
+LOST_GAP = 1.5
 STALL_MIN_S = 0.25
 
 
@@ -92,29 +95,53 @@ class ClockFollower:
         self.started = threading.Event()
         self.stopped_at = None         # engine time of a Stop
         self.last_tick = None
+        self.lost = 0                  # ticks lost on the way, counted from the gaps they left
+        self._gap_ok = False           # the newest tick followed another without a pause
         self._watch_from = None
+        self._lost_at_watch = 0
         self._tempo_at_start = None
 
     def message(self, data: bytes, at: float, frame: int | None = None) -> None:
         status = data[0]
         if status == TICK:
+            self._count_lost(at)
             k = self.received % FIT_TICKS
             self.times[k], self.positions[k] = at, self.position
             self.received += 1
             self.position += 1
             self.last_tick = at
+            self._gap_ok = True
             if self.running and self.received >= 2:
                 self.started.set()
         elif status == START:
             self.position, self.running, self.stopped_at = 0, True, None
-            self.received = 0
+            self.received, self._gap_ok = 0, False
         elif status == CONTINUE:
-            self.running, self.stopped_at = True, None
+            self.running, self.stopped_at, self._gap_ok = True, None, False
         elif status == STOP:
             self.running, self.stopped_at = False, at
         elif status == SONG_POSITION and len(data) >= 3:
             self.position = 6 * (data[1] | (data[2] << 7))
-            self.received = 0
+            self.received, self._gap_ok = 0, False
+
+    def _count_lost(self, at: float) -> None:
+        """Move the song position past ticks lost on the way (an xrun drops a cycle's MIDI).
+
+        The bars are counted in ticks, so one tick lost puts every later bar a
+        tick off. A gap of about ``m`` ticks between two ticks (from the median
+        of the last intervals) means ``m - 1`` were lost; a longer pause (a
+        stalled sender, Stop and Continue) is not counted.
+        """
+        if not self._gap_ok or self.received < 3:
+            return
+        n = min(self.received, 9)
+        idx = (self.received - n + np.arange(n)) % FIT_TICKS
+        per_tick = np.median(np.diff(self.times[idx]) / np.maximum(np.diff(self.positions[idx]), 1))
+        gap = (at - self.last_tick) / per_tick if per_tick > 0 else 0.0
+        if LOST_GAP <= gap < STALL_TICKS:
+            missed = int(round(gap)) - 1
+            self.position += missed
+            self.lost += missed
 
     def _fit(self) -> tuple[float, float, int]:
         """(seconds per tick, time of the newest tick, its position) from a line through the last ticks."""
@@ -159,7 +186,7 @@ class ClockFollower:
     def watch(self, from_time: float) -> None:
         """From engine time ``from_time`` on (the take), note whether the clock keeps going."""
         self._pump()
-        self._watch_from = from_time
+        self._watch_from, self._lost_at_watch = from_time, self.lost
         try:
             self._tempo_at_start = self.tempo()
         except ValueError:
@@ -182,14 +209,16 @@ class ClockFollower:
         if self._watch_from is None:
             return []
         tempo = f"{self._tempo_at_start:.1f} bpm" if self._tempo_at_start else "its tempo"
+        n_lost = self.lost - self._lost_at_watch
+        lost = [f"{self.source}: {n_lost} tick(s) lost on the way, counted from the gaps"] if n_lost else []
         if self.stopped_at is not None and self.stopped_at >= self._watch_from:
             return [f"{self.source} sent Stop {self.stopped_at - self._watch_from:.1f} s into the take; "
-                    f"kept playing at {tempo}"]
+                    f"kept playing at {tempo}"] + lost
         if now is not None and not self.alive(now):
             last = "before the take" if self.last_tick is None or self.last_tick < self._watch_from else \
                 f"{self.last_tick - self._watch_from:.1f} s into the take"
-            return [f"{self.source} stopped ({last}); kept playing at {tempo}"]
-        return []
+            return [f"{self.source} stopped ({last}); kept playing at {tempo}"] + lost
+        return lost
 
 
 class RtmidiClockIn:
