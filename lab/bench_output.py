@@ -947,24 +947,43 @@ def frame_steps(frames) -> np.ndarray:
     return ((np.diff(np.asarray(frames, np.int64)) + 2 ** 31) % 2 ** 32) - 2 ** 31
 
 
-def _relabelled(data: dict) -> tuple[np.ndarray, int]:
-    """The capture's cycles (JACK frame, JACK µs, seconds per frame), a late callback's pair put right.
+def put_back_late_callbacks(frames, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """JACK's frame counter of each cycle a callback ran, a late callback's reading put back.
 
-    A callback that ran late reads the *next* cycle's times, so that
-    cycle's frame number shows twice; the first of such a pair is put back
-    one period earlier. Returns the cycles and how many were relabelled.
+    A callback that ran late reads the *next* cycle's frame counter, so that
+    cycle's frame shows twice (a run of late callbacks, several times); the
+    first of such a pair is put back one period before the one after it.
+    Returns the frames and which were put back.
+
+    >>> frames, moved = put_back_late_callbacks([0, 192, 192, 192, 256], 64)
+    >>> frames.tolist(), moved.tolist()
+    ([0, 64, 128, 192, 256], [False, True, True, False, False])
+    """
+    frames = [int(f) for f in frames]
+    moved = np.zeros(len(frames), bool)
+    for j in range(len(frames) - 2, -1, -1):
+        # Signed step: the counter wraps at 2**32.
+        if ((frames[j + 1] - frames[j] + 2 ** 31) % 2 ** 32) - 2 ** 31 <= 0:
+            frames[j] = frames[j + 1] - period
+            moved[j] = True
+    return np.array(frames, np.int64), moved
+
+
+def _relabelled(data: dict) -> tuple[np.ndarray, int]:
+    """The capture's cycles (JACK frame, JACK µs, seconds per frame), late callbacks put right.
+
+    See :func:`put_back_late_callbacks`; a cycle put back gets its time one
+    period before the next one's. Returns the cycles and how many were put back.
     """
     cycles = np.array(data["cycles"], np.float64)
     period = int(data["period"])
-    relabelled = 0
-    for j in range(len(cycles) - 2, -1, -1):
-        # Signed step (the counter wraps at 2**32): a run of late callbacks reads the same frame
-        # several times, and each is put back from the one after it.
-        if frame_steps(cycles[j:j + 2, 0])[0] <= 0:
-            cycles[j, 0] = cycles[j + 1, 0] - period
-            cycles[j, 1] = cycles[j + 1, 1] - period * cycles[j + 1, 2] * 1e6
-            relabelled += 1
-    return cycles, relabelled
+    if not len(cycles):
+        return cycles, 0
+    frames, moved = put_back_late_callbacks(cycles[:, 0], period)
+    cycles[:, 0] = frames
+    for j in np.flatnonzero(moved)[::-1]:
+        cycles[j, 1] = cycles[j + 1, 1] - period * cycles[j + 1, 2] * 1e6
+    return cycles, int(moved.sum())
 
 
 def capture_times(data: dict) -> tuple[np.ndarray, dict]:
@@ -1014,11 +1033,8 @@ def on_player_cycles(data: dict, player_frames: np.ndarray) -> tuple[np.ndarray,
     """
     period = int(data["period"])
     cycles, _ = _relabelled(data)
-    # The player's own late callbacks read the next cycle's frame counter too: the first of a pair is put back.
-    player_frames = np.array(player_frames, np.int64)
-    for j in range(len(player_frames) - 2, -1, -1):
-        if player_frames[j + 1] == player_frames[j]:
-            player_frames[j] = player_frames[j + 1] - period
+    # The player's own late callbacks read the next cycle's frame counter too.
+    player_frames, _ = put_back_late_callbacks(player_frames, period)
     audio = np.asarray(data["audio"], np.float32)
     blocks = min(len(cycles), len(audio) // period)
     cycles = cycles[:blocks]

@@ -15,9 +15,10 @@ where the song is in sixteenths, Stop (``0xFC``) ends it.
   fitted to the last ticks' times) and where the bars fall (ticks counted
   from Start or a song position; a tick lost on the way, which an xrun does
   to a cycle's MIDI, is counted from the gap it leaves), so a take can start
-  on the next bar at the clock's tempo. Within the take rolypoly keeps its own time; when the
-  clock stops or vanishes mid-take it keeps playing at the tempo it had,
-  and :meth:`ClockFollower.problems` says so.
+  on the next bar at the clock's tempo. Within the take rolypoly keeps its
+  own time; when the clock stops or vanishes mid-take it keeps playing at
+  the tempo it had, and :meth:`ClockFollower.problems` says so (and how many
+  ticks were lost).
 
 Examples
 --------
@@ -45,9 +46,9 @@ FIT_TICKS = 96
 LATE_S = 0.0002
 #: A clock silent for this many of its ticks (and at least STALL_MIN_S) has stopped.
 STALL_TICKS = 12
+STALL_MIN_S = 0.25
 #: A gap this many ticks long (or more, up to STALL_TICKS) between two ticks means ticks were lost on the way.
 LOST_GAP = 1.5
-STALL_MIN_S = 0.25
 
 
 def tick_times(score, t0: float = 0.0) -> np.ndarray:
