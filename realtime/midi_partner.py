@@ -96,6 +96,7 @@ class MidiSource(PartnerSource):
         self._t0 = self._stopped_at = 0.0
         self.notes = 0
         self._io = self._midi = None
+        self._xruns = 0                  # JACK's count, kept when the client is let go
         why: dict[str, str] = {}
         apis = usable_apis(api, why)
         if "jack" in apis and _jack_client_module() is None:
@@ -149,8 +150,8 @@ class MidiSource(PartnerSource):
     # -- the MIDI thread (rtmidi) and the engine's poll (JACK) ------------------------------------
     @property
     def xruns(self) -> int:
-        """Cycles JACK reported late while this input listened (0 off JACK)."""
-        return self._io.xruns if self._io is not None else 0
+        """Cycles JACK reported late while this input listened (0 off JACK); still there after :meth:`close`."""
+        return self._io.xruns if self._io is not None else self._xruns
 
     def _take_jack_notes(self, now: float) -> None:
         """The note-ons rolypoly's JACK client kept since the last poll, each at its frame's time."""
@@ -205,6 +206,7 @@ class MidiSource(PartnerSource):
         """Let go of the MIDI client (idempotent)."""
         self._running = False
         if self._io is not None:
+            self._xruns = self._io.xruns
             self._io.close()
             self._io = None
         if self._midi is not None:

@@ -148,8 +148,9 @@ def test_midi_in_keeps_every_note_with_the_time_of_the_frame_it_came_on(jackio):
     on = (messages[:, 1] == 0x99) & (messages[:, 3] > 0)
     assert sorted(messages[on, 3]) == list(range(40, 80))      # every note, once
     err_ms = (times[on] - due[messages[on, 3] - 40]) * 1e3
+    ran = rec.cycles                                           # the callback runs on meanwhile
     first, frames, starts, woke = rec.cycle_log(first0)
-    assert first == first0 and len(frames) == rec.cycles - first0
+    assert first == first0 and ran <= first0 + len(frames) <= rec.cycles
     assert np.all((cycles >= first) & (cycles < first + len(frames)))
     k = cycles[on] - first                                     # each note's time is in its cycle
     assert np.all((times[on] >= starts[k] - 1e-9) & (times[on] < starts[k] + rec.period / rec.rate))
