@@ -98,6 +98,7 @@ class ClockFollower:
         self.last_tick = None
         self.lost = 0                  # ticks lost on the way, counted from the gaps they left
         self._gap_ok = False           # the newest tick followed another without a pause
+        self._just_counted = 0         # ticks counted lost before the newest tick
         self._watch_from = None
         self._lost_at_watch = 0
         self._tempo_at_start = None
@@ -131,18 +132,28 @@ class ClockFollower:
         The bars are counted in ticks, so one tick lost puts every later bar a
         tick off. A gap of about ``m`` ticks between two ticks (from the median
         of the last intervals) means ``m - 1`` were lost; a longer pause (a
-        stalled sender, Stop and Continue) is not counted.
+        stalled sender, Stop and Continue) is not counted, and a tick that was
+        only late (the next one comes less than half a tick after it) is
+        taken back.
         """
+        counted, self._just_counted = self._just_counted, 0
         if not self._gap_ok or self.received < 3:
             return
         n = min(self.received, 9)
         idx = (self.received - n + np.arange(n)) % FIT_TICKS
         per_tick = np.median(np.diff(self.times[idx]) / np.maximum(np.diff(self.positions[idx]), 1))
         gap = (at - self.last_tick) / per_tick if per_tick > 0 else 0.0
-        if LOST_GAP <= gap < STALL_TICKS:
+        if counted and gap < 2.0 - LOST_GAP:
+            # The tick before came this much too early for ticks to have been lost: it was late
+            # (stamped on arrival by a busy thread), so the count is taken back.
+            self.position -= counted
+            self.lost -= counted
+            self.positions[(self.received - 1) % FIT_TICKS] -= counted
+        elif LOST_GAP <= gap < STALL_TICKS:
             missed = int(round(gap)) - 1
             self.position += missed
             self.lost += missed
+            self._just_counted = missed
 
     def _fit(self) -> tuple[float, float, int]:
         """(seconds per tick, time of the newest tick, its position) from a line through the last ticks."""

@@ -40,6 +40,15 @@ def test_late_ticks_and_a_pause_are_not_taken_for_lost_ones():
     assert f.lost == 0 and f.position == 60
 
 
+def test_a_tick_late_by_more_than_half_a_tick_is_not_counted_as_lost():
+    times = ticks_at(180.0, 60)                                   # 13.9 ms a tick
+    times[[20, 41]] += 0.6 * 60.0 / (180.0 * PPQN)               # stamped on arrival by a busy thread
+    f = ClockFollower(48000)
+    feed(f, times)
+    assert f.lost == 0 and f.position == 60
+    assert f.next_bar(times[-1] + 0.001, 96) == pytest.approx(times[0] + 96 * 60.0 / (180.0 * PPQN), abs=1e-9)
+
+
 def test_lost_ticks_during_a_take_are_reported():
     times = ticks_at(100.0, 120)
     f = ClockFollower(48000, source="MIDI clock into test")
