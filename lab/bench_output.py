@@ -938,13 +938,22 @@ def _callback_stats(io, cycles: int) -> dict:
 
 # ----------------------------------------------------------------------------- audio: finding each hit
 
+def signed_step(step):
+    """A step of JACK's frame counter, signed (the counter wraps at 2**32); an int or an array.
+
+    >>> signed_step(64 - 2 ** 32), signed_step(-64)
+    (64, -64)
+    """
+    return ((step + 2 ** 31) % 2 ** 32) - 2 ** 31
+
+
 def frame_steps(frames) -> np.ndarray:
-    """Steps of JACK's frame counter from one cycle to the next, signed (the counter wraps at 2**32).
+    """Steps of JACK's frame counter from one cycle to the next, signed.
 
     >>> frame_steps([2 ** 32 - 64, 0, 64, 0]).tolist()
     [64, 64, -64]
     """
-    return ((np.diff(np.asarray(frames, np.int64)) + 2 ** 31) % 2 ** 32) - 2 ** 31
+    return signed_step(np.diff(np.asarray(frames, np.int64)))
 
 
 def put_back_late_callbacks(frames, period: int) -> tuple[np.ndarray, np.ndarray]:
@@ -962,8 +971,7 @@ def put_back_late_callbacks(frames, period: int) -> tuple[np.ndarray, np.ndarray
     frames = [int(f) for f in frames]
     moved = np.zeros(len(frames), bool)
     for j in range(len(frames) - 2, -1, -1):
-        # Signed step: the counter wraps at 2**32.
-        if ((frames[j + 1] - frames[j] + 2 ** 31) % 2 ** 32) - 2 ** 31 <= 0:
+        if signed_step(frames[j + 1] - frames[j]) <= 0:
             frames[j] = frames[j + 1] - period
             moved[j] = True
     return np.array(frames, np.int64), moved
@@ -1040,7 +1048,7 @@ def on_player_cycles(data: dict, player_frames: np.ndarray) -> tuple[np.ndarray,
     cycles = cycles[:blocks]
     base = int(cycles[0, 0]) if blocks else 0
     # Frame counters relative to the capture's first cycle (JACK's counter wraps at 2**32).
-    rel = lambda f: ((np.asarray(f, np.int64) - base + 2 ** 31) % 2 ** 32) - 2 ** 31  # noqa: E731
+    rel = lambda f: signed_step(np.asarray(f, np.int64) - base)  # noqa: E731
     cap = rel(cycles[:, 0].astype(np.int64))
     play = rel(player_frames)
     play = play[(play >= 0) & (play <= cap[-1])] if blocks else play[:0]
